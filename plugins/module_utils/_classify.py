@@ -1,0 +1,225 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ai_infra.node_recovery
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to the ai_infra.node_recovery collection: not a public API.
+
+The one judgement every face of the collection shares: a node's raw JSON and the
+fault catalog in, the node's faults, suspicion, card loss, action, recovery state
+and cordon owner out. Pure: no Ansible, no network, time passed in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import Catalog, FaultEntry, category_for
+
+HEALTHY, SUSPECT, FAULTY = "healthy", "suspect", "faulty"
+UNPOOLED = "unpooled"
+_ACTION_RANK = {action: rank for rank, action in enumerate(v.ACTIONS)}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Where the cluster keeps the facts we need; every key is configurable."""
+
+    pool_label: str = "ai-infra.io/pool"
+    accelerator_label: str = "accelerator"
+    # First label present gives the flavor's card count (what ModelArts compares against).
+    flavor_count_labels: tuple[str, ...] = ("ai-infra.io/accelerator-count", "nvidia.com/gpu.count")
+    accelerator_resources: tuple[str, ...] = ("huawei.com/ascend-*", "huawei.com/Ascend*", "nvidia.com/gpu")
+    # How an Unknown NT_* condition counts when its catalog entry does not say; None: the catalog's default.
+    nt_unknown: str | None = None
+    resource_categories: dict[str, str] = field(default_factory=lambda: {"huawei.com/": "npu", "nvidia.com/": "gpu"})
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _quantity(value: Any) -> int | None:
+    """Accelerator quantities are plain integers; anything else is not comparable."""
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def sanitize(name: str) -> str:
+    """Group-name form of a condition type: NT_NPU_CARD_LOSE -> nt_npu_card_lose, GPUDeviceLost -> gpu_device_lost."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    return re.sub(r"[^a-z0-9]+", "_", spaced.lower()).strip("_")
+
+
+def _fault(entry: FaultEntry, cond: dict, since: dt.datetime | None, now: dt.datetime, uncatalogued: bool,
+           category: str) -> dict:
+    age = int((now - since).total_seconds()) if since else None
+    return {
+        "type": cond["type"],
+        "status": cond.get("status"),
+        "reason": cond.get("reason") or "",
+        "message": cond.get("message") or "",
+        "since": cond.get("lastTransitionTime"),
+        "age_seconds": age,
+        "min_duration": entry.min_duration,
+        "category": category,
+        "severity": entry.severity,
+        "action": entry.action,
+        "uncatalogued": uncatalogued,
+        "description": entry.description,
+        "source": "condition",
+    }
+
+
+def accelerator_counts(node: dict, options: Options) -> list[dict]:
+    status = node.get("status") or {}
+    capacity = status.get("capacity") or {}
+    allocatable = status.get("allocatable") or {}
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    flavor = next((_quantity(labels[k]) for k in options.flavor_count_labels if k in labels), None)
+    counts = []
+    for resource in sorted(capacity):
+        if not any(fnmatch.fnmatchcase(resource, pattern) for pattern in options.accelerator_resources):
+            continue
+        cap = _quantity(capacity.get(resource))
+        alloc = _quantity(allocatable.get(resource, 0))
+        expected = flavor if flavor is not None else cap
+        if expected is None or alloc is None:
+            continue
+        counts.append({"resource": resource, "capacity": cap, "allocatable": alloc, "expected": expected,
+                       "lost": max(expected - alloc, 0),
+                       "category": next((c for prefix, c in options.resource_categories.items()
+                                         if resource.startswith(prefix)), "node")})
+    return counts
+
+
+def cordon_owner(node: dict) -> str:
+    spec = node.get("spec") or {}
+    if not spec.get("unschedulable"):
+        return v.CORDON_NONE
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    return v.CORDON_US if annotations.get(v.CORDONED_BY_US) == "true" else v.CORDON_PERSON
+
+
+def recovery_state(node: dict) -> str:
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    state = annotations.get(v.STATE)
+    return state if state in v.STATES else v.STATE_NONE
+
+
+def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.datetime) -> dict:
+    meta = node.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = node.get("status") or {}
+    faults: list[dict] = []
+    pending: list[dict] = []
+    suspect_signals: list[dict] = []
+    ready = "Unknown"
+    for cond in status.get("conditions") or []:
+        ctype = cond.get("type")
+        cstatus = cond.get("status")
+        if not ctype:
+            continue
+        if ctype == "Ready":
+            ready = cstatus or "Unknown"
+        entry = catalog.lookup(ctype)
+        is_nt = ctype.startswith("NT_")
+        uncatalogued = entry is None
+        if entry is None:
+            if not is_nt:
+                continue
+            entry = catalog.uncatalogued
+        category = category_for(ctype) if uncatalogued else entry.category
+        since = parse_time(cond.get("lastTransitionTime"))
+        if cstatus == "Unknown" and "Unknown" not in entry.fault_status:
+            policy = entry.unknown or ((options.nt_unknown or catalog.nt_unknown) if is_nt else "ignore")
+            if policy == "ignore":
+                continue
+            if policy == "suspect":
+                suspect_signals.append({"type": ctype, "status": cstatus, "reason": cond.get("reason") or "",
+                                        "message": cond.get("message") or "", "since": cond.get("lastTransitionTime"),
+                                        "category": category})
+                continue
+        elif cstatus not in entry.fault_status:
+            continue
+        fault = _fault(entry, cond, since, now, uncatalogued, category)
+        # Flap protection: a fault counts once it has lasted min_duration (an undated one counts at once).
+        if since is not None and fault["age_seconds"] < entry.min_duration:
+            fault["counts_in_seconds"] = entry.min_duration - fault["age_seconds"]
+            pending.append(fault)
+        else:
+            faults.append(fault)
+
+    accelerators = accelerator_counts(node, options)
+    card_loss = catalog.lookup(v.CARD_LOSS_TYPE)
+    if card_loss is not None:
+        for acc in accelerators:
+            if acc["allocatable"] < acc["expected"]:
+                faults.append({
+                    "type": v.CARD_LOSS_TYPE, "status": "True", "reason": "AllocatableBelowExpected",
+                    "message": f"{acc['resource']}: {acc['allocatable']} allocatable of {acc['expected']} expected "
+                               f"({acc['lost']} lost)",
+                    "since": None, "age_seconds": None, "min_duration": 0, "category": acc["category"],
+                    "severity": card_loss.severity, "action": card_loss.action, "uncatalogued": False,
+                    "description": card_loss.description, "source": "allocatable", "resource": acc["resource"],
+                    "expected": acc["expected"], "allocatable": acc["allocatable"], "lost": acc["lost"],
+                })
+
+    if faults:
+        health = FAULTY
+        action = max((f["action"] for f in faults), key=_ACTION_RANK.__getitem__)
+    else:
+        health = SUSPECT if (suspect_signals or pending) else HEALTHY
+        action = None
+    addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
+    annotations = meta.get("annotations") or {}
+    return {
+        "name": meta.get("name"),
+        "pool": labels.get(options.pool_label) or UNPOOLED,
+        "accelerator_type": labels.get(options.accelerator_label),
+        "flavor": labels.get("node.kubernetes.io/instance-type"),
+        "internal_ip": addresses.get("InternalIP"),
+        "hostname": addresses.get("Hostname"),
+        "provider_id": (node.get("spec") or {}).get("providerID"),
+        "ready": ready,
+        "health": health,
+        "action": action,
+        "faults": faults,
+        "pending_faults": pending,
+        "suspect_signals": suspect_signals,
+        "accelerators": accelerators,
+        "state": recovery_state(node),
+        "cordoned": bool((node.get("spec") or {}).get("unschedulable")),
+        "cordon_owner": cordon_owner(node),
+        "excluded": labels.get(v.EXCLUDE_LABEL) == "true",
+        "isolated_by_us": annotations.get(v.ISOLATED_BY) == v.COLLECTION,
+    }
+
+
+def summarize(classified: Iterable[dict]) -> dict[str, dict]:
+    """Per-pool counts (and '_cluster' for all nodes): what the storm brake judges."""
+    pools: dict[str, dict] = {}
+    for node in classified:
+        for key in (node["pool"], "_cluster"):
+            counts = pools.setdefault(key, {"total": 0, HEALTHY: 0, SUSPECT: 0, FAULTY: 0, "actionable": 0})
+            counts["total"] += 1
+            counts[node["health"]] += 1
+            if node["health"] == FAULTY and node["action"] != "observe":
+                counts["actionable"] += 1
+    for counts in pools.values():
+        counts["faulty_fraction"] = round(counts[FAULTY] / counts["total"], 4) if counts["total"] else 0.0
+    return pools
+
+
+def fault_types(classified: dict) -> list[str]:
+    return sorted({f["type"] for f in classified["faults"]})

@@ -1,0 +1,82 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ai_infra.node_recovery
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to the ai_infra.node_recovery collection: not a public API.
+
+Every key, state and Event reason the collection writes to the cluster, in one
+place (documented in docs/vocabulary.md), so `kubectl describe node` tells the
+story in the same words everywhere.
+"""
+
+from __future__ import annotations
+
+DOMAIN = "node-recovery.ai-infra.io"
+COLLECTION = "ai_infra.node_recovery"
+
+# Taints
+TAINT_KEY = f"{DOMAIN}/faulty"
+SPARE_TAINT_KEY = f"{DOMAIN}/spare"
+
+# Labels
+EXCLUDE_LABEL = f"{DOMAIN}/exclude"  # "true": never remediate this node unless forced
+STATE_LABEL = f"{DOMAIN}/state"  # mirrors the state annotation so repair teams can select nodes
+
+# Node annotations
+STATE = f"{DOMAIN}/state"
+STATE_SINCE = f"{DOMAIN}/state-since"
+ISOLATED_BY = f"{DOMAIN}/isolated-by"
+ISOLATED_AT = f"{DOMAIN}/isolated-at"
+ISOLATION_REASON = f"{DOMAIN}/reason"  # comma-separated fault types
+RUN_ID = f"{DOMAIN}/run-id"
+# "true" when our isolation set spec.unschedulable; "false" when a person had already
+# cordoned the node (then the cordon stays theirs and is never lifted by us).
+CORDONED_BY_US = f"{DOMAIN}/cordoned"
+TICKET = f"{DOMAIN}/ticket"
+FAULT_HISTORY = f"{DOMAIN}/fault-history"  # JSON: {fault type: [RFC 3339 times]}
+ACTIONS_TRIED = f"{DOMAIN}/actions"  # JSON list: [{"action": "reboot", "at": ..., "result": ...}]
+REPAIR_BY = f"{DOMAIN}/repair-by"
+RETURNED_AT = f"{DOMAIN}/returned-at"
+
+OUR_ANNOTATIONS = (STATE, STATE_SINCE, ISOLATED_BY, ISOLATED_AT, ISOLATION_REASON, RUN_ID, CORDONED_BY_US)
+
+# Pod annotations honoured by the drain
+PROTECTED_POD = f"{DOMAIN}/protected"
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+
+# Recovery states, in the order a node moves through them.
+STATE_NONE = "none"
+STATE_ISOLATED = "isolated"
+STATE_DRAINING = "draining"
+STATE_DRAINED = "drained"
+STATE_REPAIR_PENDING = "repair-pending"
+STATE_IN_REPAIR = "in-repair"
+STATE_REPAIRED = "repaired"
+STATE_RETURNED = "returned"
+STATES = (STATE_NONE, STATE_ISOLATED, STATE_DRAINING, STATE_DRAINED, STATE_REPAIR_PENDING, STATE_IN_REPAIR,
+          STATE_REPAIRED, STATE_RETURNED)
+
+# Who holds a cordon
+CORDON_NONE = "none"
+CORDON_US = "node_recovery"
+CORDON_PERSON = "person"
+
+# Actions a fault calls for, weakest first (a node takes its strongest fault's action).
+ACTIONS = ("observe", "isolate", "reboot_then_repair", "repair")
+CATEGORIES = ("npu", "gpu", "network", "runtime", "storage", "node")
+SEVERITIES = ("info", "warning", "major", "critical")
+
+# Kubernetes Event reasons on the Node
+EVENT_ISOLATED = "NodeRecoveryIsolated"
+EVENT_RELEASED = "NodeRecoveryReleased"
+EVENT_DRAIN_STARTED = "NodeRecoveryDrainStarted"
+EVENT_DRAINED = "NodeRecoveryDrained"
+EVENT_DRAIN_BLOCKED = "NodeRecoveryDrainBlocked"
+EVENT_WORKLOAD_RESTARTED = "NodeRecoveryWorkloadRestarted"
+EVENT_REPAIR_REQUESTED = "NodeRecoveryRepairRequested"
+EVENT_IN_REPAIR = "NodeRecoveryInRepair"
+EVENT_REPAIRED = "NodeRecoveryRepaired"
+EVENT_REBOOT = "NodeRecoveryReboot"
+EVENT_RETURNED = "NodeRecoveryReturned"
+EVENT_STORM = "NodeRecoveryStormDetected"
+
+CARD_LOSS_TYPE = "AllocatableCardLoss"
