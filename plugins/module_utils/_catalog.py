@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: contributors to ai_infra.node_recovery
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private to the ai_infra.node_recovery collection: not a public API.
@@ -46,7 +45,7 @@ faults:
 
   # Device-plugin: fewer allocatable accelerators than expected (card loss before any condition flips).
   - {type: AllocatableCardLoss, source: allocatable, category: npu, severity: critical, action: reboot_then_repair,
-     description: "the device-plugin reports fewer usable accelerators than the node's flavor; reboot first, repair if it persists"}
+     description: "the device-plugin reports fewer usable accelerators than the flavor has; reboot first, repair if it persists"}
 
   # Kubernetes standard conditions.
   - {type: Ready, fault_status: ["False", "Unknown"], category: node, severity: critical, action: reboot_then_repair,

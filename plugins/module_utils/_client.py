@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: contributors to ai_infra.node_recovery
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private to the ai_infra.node_recovery collection: not a public API.
@@ -14,7 +13,8 @@ import json
 import os
 import random
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, urlencode
 
 try:
@@ -84,7 +84,7 @@ def resolve_auth(params: dict[str, Any] | None) -> dict[str, Any]:
     return resolved
 
 
-def build_configuration(params: dict[str, Any] | None) -> "k8s_client.Configuration":
+def build_configuration(params: dict[str, Any] | None) -> k8s_client.Configuration:
     """kubeconfig/host options, then in-cluster config, then ~/.kube/config (or $KUBECONFIG)."""
     auth = resolve_auth(params)
     configuration = k8s_client.Configuration()
@@ -200,6 +200,10 @@ class Client:
                 self._sleep(attempt, float(retry_after) if retry_after and retry_after.isdigit() else None)
                 continue
             message = status_body.get("message") or (data[:200].decode(errors="replace") if data else response.reason)
+            causes = [c.get("message") for c in (status_body.get("details") or {}).get("causes") or []
+                      if c.get("message") and c.get("message") not in message]
+            if causes:
+                message = f"{message.rstrip('.')}: {'; '.join(causes)}"
             sentence = f"{what} failed: {message} (HTTP {response.status})"
             if response.status == 401:
                 sentence = f"{what} failed: the API server rejected the credentials (HTTP 401 Unauthorized)"

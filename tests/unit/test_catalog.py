@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import (
     CatalogError,
     default_catalog,

@@ -8,6 +8,7 @@ uses the same wrapper trick; kwok installs directly.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -164,8 +165,17 @@ def _missing(component: str) -> bool:
 
 def ensure_binaries(force: bool = False) -> dict[str, float]:
     """Build whatever is not cached; return seconds spent per component built."""
+    if not force and not any(_missing(c) for c in BUILDERS):
+        return {}
     if shutil.which("go") is None:
         raise BuildError("building the local cluster needs the Go toolchain ('go') on PATH")
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with open(cache_root() / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second caller waits, then finds the cache filled
+        return _build_missing(force)
+
+
+def _build_missing(force: bool) -> dict[str, float]:
     spent: dict[str, float] = {}
     for component, builder in BUILDERS.items():
         target = bin_dirs()[component]

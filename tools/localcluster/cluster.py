@@ -3,6 +3,8 @@ kube-controller-manager, kube-scheduler and kwok, all on loopback."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -155,14 +157,28 @@ def status() -> dict:
             "heartbeat_seconds": state.get("heartbeat_seconds")}
 
 
+@contextlib.contextmanager
+def _exclusive():
+    """One up/down at a time per state directory (tests, helpers and make may race)."""
+    STATE_DIR.parent.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR.parent / f".{STATE_DIR.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def up(heartbeat_seconds: int = 20, verbose: bool = True) -> dict:
     """Start everything (idempotent) and wait until the API answers."""
+    with _exclusive():
+        return _up(heartbeat_seconds, verbose)
+
+
+def _up(heartbeat_seconds: int, verbose: bool) -> dict:
     if is_up():
         if verbose:
             print(f"local cluster already up at {_load_state()['server']}")
         return _load_state()
     if _load_state():
-        down(verbose=False)  # half-dead leftovers of an earlier run
+        _down(verbose=False)  # half-dead leftovers of an earlier run
     bins = build.binary_paths()
     build.ensure_binaries()
     STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -248,12 +264,37 @@ def up(heartbeat_seconds: int = 20, verbose: bool = True) -> dict:
             if name in waits:
                 what, check, timeout = waits[name]
                 _wait(what, check, timeout, procs)
+        install_crds()
     except ClusterError:
-        down(verbose=False)
+        _down(verbose=False)
         raise
     if verbose:
         print(f"local cluster up at {server}; kubeconfig {KUBECONFIG}")
     return state
+
+
+def install_crds() -> None:
+    """The training-job CRDs (definitions only), so restart requests meet real API validation."""
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError
+
+    from .crds import all_crds
+
+    api = Client({"kubeconfig": str(KUBECONFIG)})
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    for crd in all_crds():
+        try:
+            api.request("POST", path, body=crd, what=f"creating CRD {crd['metadata']['name']}")
+        except KubernetesError as err:
+            if err.status != 409:
+                raise ClusterError(str(err)) from None
+
+    def established() -> bool:
+        names = {c["metadata"]["name"] for c in api.list(path)
+                 if any(x["type"] == "Established" and x["status"] == "True"
+                        for x in (c.get("status") or {}).get("conditions") or [])}
+        return all(c["metadata"]["name"] in names for c in all_crds())
+
+    _wait("the training-job CRDs to be established", established, 60)
 
 
 def _http_ok(url: str) -> bool:
@@ -266,6 +307,11 @@ def _http_ok(url: str) -> bool:
 
 def down(verbose: bool = True) -> None:
     """Stop exactly the processes we started (by recorded pid) and remove their data."""
+    with _exclusive():
+        _down(verbose)
+
+
+def _down(verbose: bool) -> None:
     state = _load_state()
     if state:
         for name in reversed(COMPONENTS):

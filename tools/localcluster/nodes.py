@@ -226,14 +226,15 @@ def clear(name: str, api: Client | None = None) -> list[str]:
     return changed
 
 
-def wait_ready(names: list[str], timeout: float = 120, api: Client | None = None) -> None:
+def wait_ready(names: list[str], timeout: float = 120, api: Client | None = None,
+               label_selector: str | None = None) -> None:
     import time
 
     api = api or client()
     wanted = set(names)
     deadline = time.monotonic() + timeout
     while True:
-        ready = {n["metadata"]["name"] for n in api.list(NODES, resource="nodes")
+        ready = {n["metadata"]["name"] for n in api.list(NODES, resource="nodes", label_selector=label_selector)
                  if n["metadata"]["name"] in wanted and any(
                      c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])}
         if ready >= wanted:

@@ -1,0 +1,206 @@
+# Copyright: contributors to ai_infra.node_recovery
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: k8s_nodes
+short_description: Kubernetes accelerator nodes, grouped by fault, action, pool and repair state
+version_added: 0.1.0
+description:
+  - Hosts are the nodes of one or more Kubernetes clusters, classified with the fault catalog (the same judgement
+    as the M(ai_infra.node_recovery.node_faults_info) module).
+  - "Groups: V(faulty), V(healthy), V(suspect), V(cordoned), V(excluded), C(fault_<type>) (for example
+    C(fault_nt_npu_card_lose), C(fault_allocatable_card_loss)), C(action_<action>), C(category_<category>),
+    C(pool_<pool>), C(state_<state>) and C(cluster_<name>)."
+  - "Host variables: C(ansible_host) (the node's InternalIP, so a reboot play can reach it), C(node_recovery)
+    (the classification: faults, pending faults, suspect signals, accelerators, state, cordon owner, ...),
+    C(node_recovery_cluster), C(k8s_labels) and C(k8s_annotations). Every value read from the cluster is marked
+    unsafe, so nothing from the cluster is ever templated."
+  - Nodes are listed in pages and parsed as plain JSON (no client model objects), which keeps a 10,000-node
+    cluster within seconds.
+  - The configuration file must be named C(k8s_nodes.yml) or end in C(.k8s_nodes.yml) (or C(.yaml)).
+author:
+  - ai_infra node_recovery maintainers
+extends_documentation_fragment:
+  - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
+  - ai_infra.node_recovery.k8s_auth
+  - ai_infra.node_recovery.classification
+options:
+  plugin:
+    description: Marks this file as a configuration of this plugin.
+    type: str
+    required: true
+    choices: [ai_infra.node_recovery.k8s_nodes]
+  label_selector:
+    description: Only nodes matching this label selector.
+    type: str
+  connections:
+    description:
+      - Several clusters in one inventory. Each item takes the connection options of this plugin (O(kubeconfig),
+        O(context), O(host), O(api_key), O(validate_certs), O(ca_cert)), an optional O(label_selector) and a C(name)
+        used for the C(cluster_<name>) group (default the context, the host, or C(default)).
+      - With more than one connection, host names are C(<name>_<node>) so equal node names do not collide.
+      - Without it, the top-level connection options (or the environment) define the only cluster.
+    type: list
+    elements: dict
+"""
+
+EXAMPLES = r"""
+# npu.k8s_nodes.yml: the cluster of the current kubeconfig context
+plugin: ai_infra.node_recovery.k8s_nodes
+
+# fleet.k8s_nodes.yml: two clusters, a site catalog, cached for five minutes
+plugin: ai_infra.node_recovery.k8s_nodes
+connections:
+  - name: beijing
+    kubeconfig: ~/.kube/beijing.yml
+  - name: shanghai
+    kubeconfig: ~/.kube/shanghai.yml
+    label_selector: ai-infra.io/pool
+catalog_file: /etc/node-recovery/catalog.yml
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: /tmp/k8s_nodes_cache
+cache_timeout: 300
+keyed_groups:
+  - key: node_recovery.accelerator_type
+    prefix: accelerator
+compose:
+  lost_cards: node_recovery.accelerators | map(attribute='lost') | sum
+"""
+
+from ansible.errors import AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.unsafe_proxy import wrap_var
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import FAULTY, HEALTHY, SUSPECT, sanitize
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
+    AUTH_ARG_SPEC,
+    HAS_KUBERNETES,
+    Client,
+    KubernetesError,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
+    CLASSIFY_ARG_SPEC,
+    catalog_from,
+    classify_all,
+    options_from,
+    slim_node,
+)
+
+CONNECTION_KEYS = set(AUTH_ARG_SPEC) | {"name", "label_selector"}
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    NAME = "ai_infra.node_recovery.k8s_nodes"
+
+    def verify_file(self, path: str) -> bool:
+        return super().verify_file(path) and path.endswith(
+            ("k8s_nodes.yml", "k8s_nodes.yaml"))
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        if not HAS_KUBERNETES:
+            raise AnsibleParserError("the k8s_nodes inventory needs the 'kubernetes' Python library")
+        params = {name: self.get_option(name) for name in list(AUTH_ARG_SPEC) + list(CLASSIFY_ARG_SPEC)}
+        try:
+            catalog = catalog_from(params)
+        except CatalogError as err:
+            raise AnsibleParserError(str(err)) from None
+        options = options_from(params)
+
+        cache_key = self.get_cache_key(path)
+        use_cache = self.get_option("cache") and cache
+        clusters = None
+        if use_cache:
+            try:
+                clusters = self._cache[cache_key]
+            except KeyError:
+                clusters = None
+        if clusters is None:
+            clusters = self._fetch(params)
+            if self.get_option("cache"):
+                self._cache[cache_key] = clusters
+        prefix = len(clusters) > 1
+        for cluster in clusters:
+            self._populate(cluster["name"], cluster["nodes"], classify_all(cluster["nodes"], catalog, options), prefix)
+
+    def _connections(self, params: dict) -> list[dict]:
+        connections = self.get_option("connections")
+        if not connections:
+            top = {k: params.get(k) for k in AUTH_ARG_SPEC}
+            top["label_selector"] = self.get_option("label_selector")
+            return [top]
+        for index, conn in enumerate(connections):
+            if not isinstance(conn, dict):
+                raise AnsibleParserError(f"connections item {index + 1} must be a mapping of connection options")
+            unknown = sorted(set(conn) - CONNECTION_KEYS)
+            if unknown:
+                raise AnsibleParserError(f"connections item {index + 1} has unknown option '{unknown[0]}' "
+                                         f"(known: {', '.join(sorted(CONNECTION_KEYS))})")
+        return connections
+
+    def _fetch(self, params: dict) -> list[dict]:
+        clusters = []
+        for conn in self._connections(params):
+            name = conn.get("name") or conn.get("context") or conn.get("host") or "default"
+            try:
+                client = Client(conn)
+                nodes = [slim_node(n) for n in client.list_pages(
+                    "/api/v1/nodes", label_selector=conn.get("label_selector") or self.get_option("label_selector"),
+                    what=f"listing nodes of cluster '{name}'", resource="nodes")]
+            except KubernetesError as err:
+                raise AnsibleParserError(str(err)) from None
+            clusters.append({"name": name, "nodes": nodes})
+        return clusters
+
+    def _group(self, name: str) -> str:
+        return self.inventory.add_group(name)
+
+    def _populate(self, cluster: str, nodes: list[dict], classified: list[dict], prefix: bool) -> None:
+        strict = self.get_option("strict")
+        cluster_group = self._group(f"cluster_{sanitize(cluster)}")
+        status_groups = {h: self._group(h) for h in (HEALTHY, SUSPECT, FAULTY)}
+        cordoned = self._group("cordoned")
+        excluded = self._group("excluded")
+        known_groups: dict[str, str] = {}
+
+        def group(name: str) -> str:
+            if name not in known_groups:
+                known_groups[name] = self._group(name)
+            return known_groups[name]
+
+        for raw, facts in zip(nodes, classified):
+            host = f"{cluster}_{facts['name']}" if prefix else facts["name"]
+            self.inventory.add_host(host, group=cluster_group)
+            self.inventory.add_child(status_groups[facts["health"]], host)
+            self.inventory.add_child(group(f"pool_{sanitize(facts['pool'])}"), host)
+            self.inventory.add_child(group(f"state_{sanitize(facts['state'])}"), host)
+            if facts["cordoned"]:
+                self.inventory.add_child(cordoned, host)
+            if facts["excluded"]:
+                self.inventory.add_child(excluded, host)
+            if facts["action"]:
+                self.inventory.add_child(group(f"action_{facts['action']}"), host)
+            for fault in facts["faults"]:
+                self.inventory.add_child(group(f"fault_{sanitize(fault['type'])}"), host)
+                self.inventory.add_child(group(f"category_{fault['category']}"), host)
+            meta = raw["metadata"]
+            hostvars = {
+                "ansible_host": facts["internal_ip"] or facts["hostname"] or facts["name"],
+                "node_recovery": facts,
+                "node_recovery_cluster": cluster,
+                "k8s_labels": meta.get("labels") or {},
+                "k8s_annotations": meta.get("annotations") or {},
+            }
+            for key, value in hostvars.items():
+                self.inventory.set_variable(host, key, wrap_var(value))
+            if self.get_option("compose") or self.get_option("groups") or self.get_option("keyed_groups"):
+                variables = self.inventory.get_host(host).get_vars()
+                self._set_composite_vars(self.get_option("compose"), variables, host, strict=strict)
+                self._add_host_to_composed_groups(self.get_option("groups"), variables, host, strict=strict)
+                self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host, strict=strict)

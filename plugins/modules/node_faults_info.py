@@ -1,0 +1,173 @@
+#!/usr/bin/python
+# Copyright: contributors to ai_infra.node_recovery
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: node_faults_info
+short_description: Classify the faults of Kubernetes accelerator nodes
+version_added: 0.1.0
+description:
+  - Reads nodes (all, by name, or by label selector) and classifies each one with the fault catalog.
+  - Fault signals are NodeConditions written by node-agent or Node Problem Detector (for example
+    C(NT_NPU_CARD_LOSE) with status C(True)) and an accelerator C(allocatable) count below the expected count
+    (the device-plugin lowers it when a card dies).
+  - A fault counts once it has lasted its catalog entry's C(min_duration) since C(lastTransitionTime)
+    (flap protection); until then it is listed in RV(nodes[].pending_faults) and the node is a suspect.
+  - Read-only; the same judgement as the P(ai_infra.node_recovery.k8s_nodes#inventory) inventory plugin.
+author:
+  - ai_infra node_recovery maintainers
+options:
+  names:
+    description:
+      - Only these nodes. A name that does not exist fails the module.
+    type: list
+    elements: str
+  label_selector:
+    description:
+      - Only nodes matching this label selector (ignored when O(names) is given).
+    type: str
+  include_healthy:
+    description:
+      - Whether RV(nodes) lists healthy nodes too. The pool summary always counts every node.
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - ai_infra.node_recovery.k8s_auth
+  - ai_infra.node_recovery.classification
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+notes:
+  - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
+"""
+
+EXAMPLES = r"""
+- name: Classify every node of the cluster
+  ai_infra.node_recovery.node_faults_info:
+  register: faults
+
+- name: Show the nodes that need remediation
+  ansible.builtin.debug:
+    msg: "{{ item.name }}: {{ item.faults | join(', ') }} -> {{ item.action }}"
+  loop: "{{ faults.faulty_nodes }}"
+
+- name: One NPU pool, with a site catalog and a stricter view of Unknown checks
+  ai_infra.node_recovery.node_faults_info:
+    label_selector: ai-infra.io/pool=npu-a
+    catalog_file: /etc/node-recovery/catalog.yml
+    nt_unknown: fault
+    include_healthy: false
+"""
+
+RETURN = r"""
+nodes:
+  description: Every node read (or only unhealthy ones, see O(include_healthy)), classified.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name: {description: Node name., type: str, returned: always}
+    pool: {description: Value of the O(pool_label) label, or C(unpooled)., type: str, returned: always}
+    health: {description: "V(healthy), V(suspect) or V(faulty).", type: str, returned: always}
+    action:
+      description: Strongest action among the node's faults (V(observe), V(isolate), V(reboot_then_repair), V(repair)).
+      type: str
+      returned: always
+    faults:
+      description: Faults that count, each with type, status, reason, message, since, category, severity, action and
+        whether it is uncatalogued; an C(AllocatableCardLoss) fault adds resource, expected, allocatable and lost.
+      type: list
+      elements: dict
+      returned: always
+    pending_faults: {description: Faults still under their minimum duration., type: list, elements: dict, returned: always}
+    suspect_signals: {description: "C(Unknown) NT_* conditions.", type: list, elements: dict, returned: always}
+    accelerators: {description: Capacity, allocatable, expected and lost count per accelerator resource., type: list,
+                   elements: dict, returned: always}
+    state: {description: "Recovery state from the collection's annotations (V(none), V(isolated), V(draining), ...).",
+            type: str, returned: always}
+    cordon_owner: {description: "Who holds the cordon: V(none), V(node_recovery) or V(person).", type: str,
+                   returned: always}
+  sample:
+    - name: npu-a-0003
+      pool: npu-a
+      health: faulty
+      action: reboot_then_repair
+      faults:
+        - {type: NT_NPU_CARD_LOSE, status: "True", reason: "os_task_name:npu-card-lose", message: card 3 lost,
+           since: "2026-11-29T10:00:00Z", category: npu, severity: critical, action: reboot_then_repair,
+           uncatalogued: false}
+      state: none
+      cordon_owner: none
+faulty_nodes:
+  description: The faulty nodes with their fault types and the action to take.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: npu-a-0003, pool: npu-a, action: reboot_then_repair, faults: [NT_NPU_CARD_LOSE], state: none,
+            excluded: false, cordon_owner: none}]
+suspect_nodes:
+  description: Names of the suspect nodes (Unknown checks or faults under their minimum duration).
+  returned: always
+  type: list
+  elements: str
+pools:
+  description: Per pool (and C(_cluster) for all nodes) the total, healthy, suspect, faulty and actionable counts and
+    the faulty fraction, which the storm brake judges.
+  returned: always
+  type: dict
+  sample: {npu-a: {total: 16, healthy: 15, suspect: 0, faulty: 1, actionable: 1, faulty_fraction: 0.0625}}
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
+    AUTH_ARG_SPEC,
+    HAS_KUBERNETES,
+    KUBERNETES_IMPORT_ERROR,
+    Client,
+    KubernetesError,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
+    CLASSIFY_ARG_SPEC,
+    catalog_from,
+    classify_all,
+    options_from,
+    read_nodes,
+    report,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            names={"type": "list", "elements": "str"},
+            label_selector={"type": "str"},
+            include_healthy={"type": "bool", "default": True},
+            **AUTH_ARG_SPEC,
+            **CLASSIFY_ARG_SPEC,
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
+    params = module.params
+    try:
+        catalog = catalog_from(params)
+        client = Client(params)
+        nodes = read_nodes(client, params["names"], params["label_selector"])
+    except (CatalogError, KubernetesError) as err:
+        module.fail_json(msg=str(err))
+    classified = classify_all(nodes, catalog, options_from(params))
+    result = report(classified)
+    result["nodes"] = classified if params["include_healthy"] else [n for n in classified if n["health"] != "healthy"]
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Helpers for integration tests against the real local control plane."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError
+from tools.localcluster import nodes as localnodes
+from tools.localcluster import workloads  # noqa: F401  (re-exported for tests)
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def exists(api: Client, path: str) -> bool:
+    try:
+        api.get(path)
+        return True
+    except KubernetesError as err:
+        if err.status == 404:
+            return False
+        raise
+
+
+class NodeFactory:
+    """Creates accelerator nodes private to one test (own name prefix and pool label)."""
+
+    def __init__(self, api: Client):
+        self.api = api
+        self.created: list[str] = []
+
+    def __call__(self, count: int = 4, kind: str = "npu", pool: str | None = None, ready: bool = True) -> list[str]:
+        pool_name = pool or unique(kind)
+        spec = localnodes.Pool(pool_name, kind, count)
+        manifests = [localnodes.node_manifest(spec, i) for i in range(count)]
+        localnodes.create_nodes(manifests, self.api)
+        names = [m["metadata"]["name"] for m in manifests]
+        self.created += names
+        if ready:
+            localnodes.wait_ready(names, api=self.api, label_selector=f"{localnodes.POOL_LABEL}={pool_name}")
+        return names
+
+    def cleanup(self) -> None:
+        for name in self.created:
+            try:
+                self.api.request("DELETE", f"/api/v1/nodes/{name}")
+            except KubernetesError as err:
+                if err.status != 404:
+                    raise
+
+
+def pool_of(nodes: list[str]) -> dict:
+    """nodeSelector keeping pods on the pool of these test nodes."""
+    return {localnodes.POOL_LABEL: nodes[0].rsplit("-", 1)[0]}
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def pods(api: Client, namespace: str, selector: str | None = None) -> list[dict]:
+    return api.list(f"/api/v1/namespaces/{namespace}/pods", label_selector=selector)
+
+
+def running_pods(api: Client, namespace: str, selector: str | None = None) -> list[dict]:
+    return [p for p in pods(api, namespace, selector)
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+
+
+def node(api: Client, name: str) -> dict:
+    return api.get(f"/api/v1/nodes/{name}")
+
+
+def condition_of(node_obj: dict, ctype: str) -> dict | None:
+    return next((c for c in node_obj["status"].get("conditions") or [] if c["type"] == ctype), None)
+
+
+def localcluster_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(VENV_BIN / "python"), "-m", "tools.localcluster", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"localcluster {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
