@@ -100,3 +100,41 @@ def localcluster_cli(*args: str, check: bool = False) -> subprocess.CompletedPro
 
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def run_module(module: str, args: dict, check: bool = False, diff: bool = False, env: dict | None = None,
+               timeout: float = 600) -> dict:
+    """Run one collection module through ansible-playbook (the real module path: AnsiballZ,
+    argument spec, check/diff mode) and return its result dict (with 'failed'/'msg' on failure)."""
+    import json
+    import os
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="run-module-") as tmp:
+        out = Path(tmp) / "result.json"
+        play = [{
+            "hosts": "localhost", "gather_facts": False,
+            "tasks": [
+                {"name": "module under test", f"ai_infra.node_recovery.{module}": args, "register": "result",
+                 "ignore_errors": True},
+                {"name": "save result", "ansible.builtin.copy": {"content": "{{ result | to_json }}", "dest": str(out)},
+                 "check_mode": False, "diff": False},
+            ],
+        }]
+        playbook = Path(tmp) / "play.yml"
+        playbook.write_text(yaml.safe_dump(play))
+        cmd = [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook)]
+        if check:
+            cmd.append("--check")
+        if diff:
+            cmd.append("--diff")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=str(VENV_BIN / "python"),
+                                       ANSIBLE_LOCALHOST_WARNING="false", **(env or {})))
+        if not out.exists():
+            raise AssertionError(f"ansible-playbook failed before saving the result:\n{proc.stdout}\n{proc.stderr}")
+        result = json.loads(out.read_text())
+        result["_stdout"] = proc.stdout
+        return result
