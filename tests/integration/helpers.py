@@ -138,3 +138,26 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
         result = json.loads(out.read_text())
         result["_stdout"] = proc.stdout
         return result
+
+
+def service_account_kubeconfig(api: Client, namespace: str, name: str, cluster_rules: list[dict],
+                               directory: Path) -> Path:
+    """A kubeconfig for a real ServiceAccount bound (cluster-wide) only to `cluster_rules`,
+    with a token from the TokenRequest API: RBAC is judged by the real apiserver."""
+    from tools.localcluster import cluster as localcluster
+
+    api.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": name}})
+    role = f"{namespace}-{name}"
+    api.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                body={"metadata": {"name": role}, "rules": cluster_rules})
+    api.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body={
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]})
+    token = api.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                              "spec": {"expirationSeconds": 3600}})["status"]["token"]
+    path = directory / f"{name}.kubeconfig"
+    state = localcluster.status()
+    localcluster.write_kubeconfig(path, state["server"], localcluster.STATE_DIR / "pki" / "ca.crt", token, user=name)
+    return path
