@@ -1,0 +1,231 @@
+"""Detect against the real cluster: node_faults_info and the k8s_nodes inventory plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .helpers import (
+    VENV_BIN,
+    localnodes,
+    run_module,
+    service_account_kubeconfig,
+    wait_for,
+)
+
+GOLDEN = Path(__file__).parent / "golden" / "inventory_list.json"
+GOLDEN_POOL = "golden"
+
+
+def inventory(tmp_path: Path, config: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    source = tmp_path / "cluster.k8s_nodes.yml"
+    source.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes", **config}))
+    return subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(source), *args], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, **(env or {})))
+
+
+@pytest.fixture
+def golden_pool(api, make_nodes):
+    """Four nodes in a fixed pool, one of each kind of signal: healthy, condition fault,
+    allocatable card loss, Unknown check (suspect)."""
+    for name in [f"{GOLDEN_POOL}-{i:04d}" for i in range(4)]:  # leftovers of an interrupted run
+        try:
+            api.request("DELETE", f"/api/v1/nodes/{name}")
+        except Exception:  # noqa: BLE001 - absent is fine
+            pass
+    wait_for(lambda: not api.list("/api/v1/nodes", label_selector=f"{localnodes.POOL_LABEL}={GOLDEN_POOL}"), 30,
+             "old golden nodes gone")
+    names = make_nodes(4, pool=GOLDEN_POOL)
+    localnodes.set_condition(names[1], "NT_NPU_CARD_LOSE", "True", "os_task_name:npu-card-lose", "card 3 lost",
+                             ago=localnodes.parse_duration("10m"), api=api)
+    localnodes.set_allocatable(names[2], 6, api=api)
+    localnodes.set_condition(names[3], "NT_NPU_NET", "Unknown", "os_task_name:npu-net", "check timed out",
+                             ago=localnodes.parse_duration("10m"), api=api)
+    return names
+
+
+def normalise(text: str) -> dict:
+    """Times and ages move on between runs; everything else must match the golden file."""
+    data = json.loads(text)
+
+    def scrub(value, key=None):
+        if isinstance(value, dict):
+            return {k: scrub(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        if key in ("since", "age_seconds", "counts_in_seconds") and value is not None:
+            return "<time>"
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", value):
+            return "<time>"
+        return value
+
+    return scrub(data)
+
+
+def test_inventory_list_matches_golden_file(tmp_path, kubeconfig, golden_pool):
+    result = inventory(tmp_path, {"kubeconfig": kubeconfig, "label_selector": f"{localnodes.POOL_LABEL}={GOLDEN_POOL}"},
+                       "--list")
+    assert result.returncode == 0, result.stderr
+    actual = normalise(result.stdout)
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
+    assert actual == json.loads(GOLDEN.read_text())
+
+
+def test_inventory_groups_and_variables(tmp_path, kubeconfig, golden_pool):
+    healthy, card_lose, alloc, unknown = golden_pool
+    result = inventory(tmp_path, {"kubeconfig": kubeconfig,
+                                  "label_selector": f"{localnodes.POOL_LABEL}={GOLDEN_POOL}",
+                                  "keyed_groups": [{"key": "node_recovery.accelerator_type", "prefix": "accel"}],
+                                  "compose": {"lost_cards": "node_recovery.accelerators | map(attribute='lost') | sum"}},
+                       "--list")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+
+    def members(group):
+        return set(data.get(group, {}).get("hosts", []))
+
+    assert members("faulty") == {card_lose, alloc}
+    assert members("healthy") == {healthy}
+    assert members("suspect") == {unknown}
+    assert members("fault_nt_npu_card_lose") == {card_lose}
+    assert members("fault_allocatable_card_loss") == {alloc}
+    assert members("action_reboot_then_repair") == {card_lose, alloc}
+    assert members("category_npu") == {card_lose, alloc}
+    assert members("pool_golden") == set(golden_pool)
+    assert members("state_none") == set(golden_pool)
+    assert members("accel_huawei_Ascend910") == set(golden_pool)
+    hostvars = data["_meta"]["hostvars"]
+    assert hostvars[alloc]["lost_cards"] == 2
+    assert hostvars[alloc]["ansible_host"].startswith("10.")
+    fault = hostvars[alloc]["node_recovery"]["faults"][0]
+    assert (fault["resource"], fault["expected"], fault["allocatable"], fault["lost"]) == (
+        "huawei.com/ascend-1980", 8, 6, 2)
+    assert hostvars[card_lose]["k8s_labels"][localnodes.POOL_LABEL] == GOLDEN_POOL
+
+
+def test_cluster_values_are_never_templated(tmp_path, api, kubeconfig, make_nodes):
+    """Label values cannot hold '{{' (Kubernetes rejects them), so the payload goes where the
+    cluster allows free text: an annotation and a condition message."""
+    marker = tmp_path / "templated"
+    payload = "{{ lookup('pipe', 'touch " + str(marker) + "') }}"
+    (name,) = make_nodes(1)
+    api.patch(f"/api/v1/nodes/{name}", {"metadata": {"annotations": {"note": payload}}})
+    localnodes.set_condition(name, "NT_NPU_OTHER", "True", "x", payload, ago=localnodes.parse_duration("10m"),
+                             api=api)
+    playbook = tmp_path / "use_vars.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": "all", "gather_facts": False, "connection": "local", "tasks": [
+        {"ansible.builtin.debug": {"msg": "{{ k8s_annotations.note }} {{ node_recovery.faults[0].message }}"}}]}]))
+    source = tmp_path / "x.k8s_nodes.yml"
+    source.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes", "kubeconfig": kubeconfig,
+                                      "label_selector": f"{localnodes.POOL_LABEL}={name.rsplit('-', 1)[0]}"}))
+    run = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(source), str(playbook)], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "lookup('pipe'" in run.stdout
+    assert not marker.exists()
+
+
+def test_several_clusters_in_one_inventory(tmp_path, kubeconfig, golden_pool):
+    selector = f"{localnodes.POOL_LABEL}={GOLDEN_POOL}"
+    result = inventory(tmp_path, {"connections": [
+        {"name": "east", "kubeconfig": kubeconfig, "label_selector": selector},
+        {"name": "west", "kubeconfig": kubeconfig, "label_selector": selector}]}, "--list")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data["cluster_east"]["hosts"]) == {f"east_{n}" for n in golden_pool}
+    assert set(data["cluster_west"]["hosts"]) == {f"west_{n}" for n in golden_pool}
+    assert f"east_{golden_pool[1]}" in data["faulty"]["hosts"]
+
+
+def test_inventory_cache_is_used_until_refresh(tmp_path, api, kubeconfig, make_nodes):
+    names = make_nodes(1)
+    config = {"kubeconfig": kubeconfig, "label_selector": f"{localnodes.POOL_LABEL}={names[0].rsplit('-', 1)[0]}",
+              "cache": True, "cache_plugin": "ansible.builtin.jsonfile", "cache_connection": str(tmp_path / "cache"),
+              "cache_timeout": 600}
+    first = json.loads(inventory(tmp_path, config, "--list").stdout)
+    assert names[0] in first["healthy"]["hosts"]
+    localnodes.set_allocatable(names[0], 7, api=api)
+    cached = json.loads(inventory(tmp_path, config, "--list").stdout)
+    assert names[0] in cached["healthy"]["hosts"]  # served from the cache
+    refreshed = json.loads(inventory(tmp_path, config, "--list", "--flush-cache").stdout)
+    assert names[0] in refreshed["faulty"]["hosts"]
+
+
+def test_node_faults_info_reports_faults_and_pool_summary(kubeconfig, golden_pool):
+    healthy, card_lose, alloc, unknown = golden_pool
+    result = run_module("node_faults_info", {"kubeconfig": kubeconfig,
+                                             "label_selector": f"{localnodes.POOL_LABEL}={GOLDEN_POOL}"})
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] is False
+    by_name = {n["name"]: n for n in result["nodes"]}
+    assert by_name[healthy]["health"] == "healthy"
+    fault = by_name[card_lose]["faults"][0]
+    assert (fault["type"], fault["status"], fault["reason"], fault["message"], fault["category"], fault["action"],
+            fault["uncatalogued"]) == ("NT_NPU_CARD_LOSE", "True", "os_task_name:npu-card-lose", "card 3 lost", "npu",
+                                       "reboot_then_repair", False)
+    assert by_name[unknown]["health"] == "suspect"
+    assert {f["name"]: f["action"] for f in result["faulty_nodes"]} == {card_lose: "reboot_then_repair",
+                                                                        alloc: "reboot_then_repair"}
+    assert result["suspect_nodes"] == [unknown]
+    assert result["pools"][GOLDEN_POOL] == {"total": 4, "healthy": 1, "suspect": 1, "faulty": 2, "actionable": 2,
+                                            "faulty_fraction": 0.5}
+
+
+def test_node_faults_info_by_names_and_catalog_override(kubeconfig, golden_pool, tmp_path):
+    catalog = tmp_path / "catalog.yml"
+    catalog.write_text("faults:\n  - {type: NT_NPU_CARD_LOSE, action: repair, min_duration: 1h}\n")
+    result = run_module("node_faults_info", {"kubeconfig": kubeconfig, "names": [golden_pool[1]],
+                                             "catalog_file": str(catalog)})
+    (only,) = result["nodes"]
+    assert only["health"] == "suspect"  # 10 minutes old: under the overridden one hour
+    assert only["pending_faults"][0]["action"] == "repair"
+
+
+@pytest.mark.parametrize("case", ["missing node", "missing kubeconfig", "unreachable API", "bad catalog",
+                                  "unknown option"])
+def test_node_faults_info_bad_input_is_one_sentence(case, kubeconfig, tmp_path):
+    args = {"kubeconfig": kubeconfig}
+    expected = {
+        "missing node": "node 'no-such-node' does not exist",
+        "missing kubeconfig": f"the kubeconfig file '{tmp_path}/nope' does not exist",
+        "unreachable API": "cannot reach the Kubernetes API at https://127.0.0.1:1",
+        "bad catalog": "fault catalog variable entry 1 (NT_X): action 'reboot' is not one of",
+        "unknown option": "Unsupported parameters for (ai_infra.node_recovery.node_faults_info) module: colour",
+    }[case]
+    if case == "missing node":
+        args["names"] = ["no-such-node"]
+    elif case == "missing kubeconfig":
+        args["kubeconfig"] = f"{tmp_path}/nope"
+    elif case == "unreachable API":
+        args = {"host": "https://127.0.0.1:1", "api_key": "x", "validate_certs": False}
+    elif case == "bad catalog":
+        args["catalog"] = [{"type": "NT_X", "action": "reboot"}]
+    else:
+        args["colour"] = "red"
+    result = run_module("node_faults_info", args)
+    assert result.get("failed") is True
+    assert expected in result["msg"]
+    assert "Traceback" not in result["msg"] and "\n" not in result["msg"].strip()
+    if case != "missing kubeconfig":
+        assert "exception" not in result or "Traceback" not in result.get("exception", "")
+
+
+def test_forbidden_list_nodes_names_the_missing_verb(api, namespace, tmp_path):
+    kubeconfig = service_account_kubeconfig(api, namespace, "no-nodes", [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}], tmp_path)
+    result = run_module("node_faults_info", {"kubeconfig": str(kubeconfig)})
+    assert result.get("failed") is True
+    assert "listing nodes failed" in result["msg"]
+    assert "(HTTP 403)" in result["msg"]
+    assert "the RBAC role lacks verb 'list' on resource 'nodes'" in result["msg"]
+    inv = inventory(tmp_path, {"kubeconfig": str(kubeconfig)}, "--list")
+    assert "the RBAC role lacks verb 'list' on resource 'nodes'" in inv.stderr
+    assert "Traceback" not in inv.stderr

@@ -1,0 +1,100 @@
+"""The plan: what to remediate now, what to leave, and the storm brake."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import default_catalog
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import Options, classify_node
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan import (
+    Policy,
+    PolicyError,
+    allowed_unhealthy,
+    plan,
+)
+
+from .nodes import NOW, condition, node
+
+
+def classified(name, pool="npu-a", **kwargs):
+    labels = dict(kwargs.pop("labels", {}), **{"ai-infra.io/pool": pool})
+    return classify_node(node(name, labels=labels, **kwargs), default_catalog(), Options(), NOW)
+
+
+def pool(size, faulty=(), pool_name="npu-a", **fault_kwargs):
+    nodes = []
+    for i in range(size):
+        name = f"{pool_name}-{i:02d}"
+        if i in faulty:
+            nodes.append(classified(name, pool_name, conditions=[condition("NT_NPU_ECC_COUNT", "True", age=600)]))
+        else:
+            nodes.append(classified(name, pool_name))
+    return nodes
+
+
+@pytest.mark.parametrize("budget, total, allowed", [("20%", 16, 3), ("20%", 4, 1), ("50%", 10, 5), (2, 100, 2),
+                                                     ("0", 10, 0), ("10 %", 200, 20)])
+def test_allowed_unhealthy(budget, total, allowed):
+    assert allowed_unhealthy(budget, total) == allowed
+
+
+@pytest.mark.parametrize("budget", ["lots", "-1", "150%", "1.5"])
+def test_bad_budget_is_named(budget):
+    with pytest.raises(PolicyError, match="max_unhealthy"):
+        allowed_unhealthy(budget, 10)
+
+
+def test_faulty_nodes_under_budget_are_acted_on_most_severe_first():
+    nodes = pool(16, faulty={3})
+    nodes.append(classified("npu-a-99", conditions=[condition("NetworkUnavailable", "True", age=600)]))
+    result = plan(nodes, Policy())
+    assert not result["storm"]
+    assert [a["name"] for a in result["act"]] == ["npu-a-03", "npu-a-99"]  # critical repair before major isolate
+    assert result["act"][0]["faults"] == ["NT_NPU_ECC_COUNT"]
+
+
+def test_storm_in_one_pool_stops_everything_and_names_nodes():
+    nodes = pool(10, faulty={0, 1, 2, 3}) + pool(20, faulty={5}, pool_name="gpu-a")
+    result = plan(nodes, Policy(max_unhealthy="20%"))
+    assert result["storm"]
+    assert result["act"] == []
+    assert result["storm_scopes"] == [{"scope": "npu-a", "faulty": 4, "total": 10, "allowed": 2}]
+    storm_skipped = {s["name"] for s in result["skip"] if s["reason"].startswith("storm brake")}
+    assert storm_skipped == {"npu-a-00", "npu-a-01", "npu-a-02", "npu-a-03", "gpu-a-05"}
+
+
+def test_cluster_wide_storm():
+    nodes = []
+    for p in range(5):
+        nodes += pool(10, faulty={0, 1}, pool_name=f"p{p}")
+    assert not plan(nodes, Policy(max_unhealthy="20%"))["storm"]
+    result = plan(nodes, Policy(max_unhealthy=9))
+    assert result["storm_scopes"] == [{"scope": "_cluster", "faulty": 10, "total": 50, "allowed": 9}]
+
+
+def test_left_alone_with_reasons():
+    nodes = pool(20) + [
+        classified("sus", conditions=[condition("NT_NPU_NET", "Unknown")]),
+        classified("flap", conditions=[condition("NT_NPU_ECC_COUNT", "True", age=10)]),
+        classified("mem", conditions=[condition("MemoryPressure", "True", age=600)]),
+        classified("excl", labels={v.EXCLUDE_LABEL: "true"}, conditions=[condition("NT_NPU_OTHER", "True", age=600)]),
+        classified("handed", annotations={v.STATE: "repair-pending"}, allocatable=7),
+        classified("again", annotations={v.STATE: "drained"}, allocatable=7),
+    ]
+    result = plan(nodes, Policy())
+    reasons = {s["name"]: s["reason"] for s in result["skip"]}
+    assert reasons["sus"] == "suspect: NT_NPU_NET is Unknown"
+    assert reasons["flap"] == "suspect: NT_NPU_ECC_COUNT counts in 50s"
+    assert reasons["mem"] == "action observe is report-only"
+    assert reasons["excl"].startswith("excluded by the label")
+    assert reasons["handed"] == "already handed to repair (state repair-pending)"
+    assert [a["name"] for a in result["act"]] == ["again"]  # a run killed after the drain continues
+
+
+def test_targets_narrow_actions_not_the_storm_judgement():
+    nodes = pool(10, faulty={0, 1})
+    result = plan(nodes, Policy(), targets=["npu-a-01"])
+    assert [a["name"] for a in result["act"]] == ["npu-a-01"]
+    storm = plan(pool(10, faulty={0, 1, 2}), Policy(max_unhealthy=2), targets=["npu-a-01"])
+    assert storm["storm"] and storm["act"] == []
