@@ -79,3 +79,13 @@ EVENT_RETURNED = "NodeRecoveryReturned"
 EVENT_STORM = "NodeRecoveryStormDetected"
 
 CARD_LOSS_TYPE = "AllocatableCardLoss"
+
+# Workload recovery and repair hand-over (issue 5)
+RESTARTED_RUN = f"{DOMAIN}/restarted-run"  # on a training job: the run that restarted it whole (once per run)
+RESTARTED_AT = f"{DOMAIN}/restarted-at"
+RECREATED_FROM = f"{DOMAIN}/recreated-from"  # on a re-created bare pod: the uid of the lost one
+REPAIR_REQUESTED_AT = f"{DOMAIN}/repair-requested-at"
+REPAIR_AT = f"{DOMAIN}/repair-at"  # when the repair team took the node (REPAIR_BY says who)
+REPAIRED_BY = f"{DOMAIN}/repaired-by"
+REPAIRED_AT = f"{DOMAIN}/repaired-at"
+TICKET_REF = f"{DOMAIN}/ticket-ref"  # the repair system's own reference for our ticket, when it has one
