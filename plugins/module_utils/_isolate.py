@@ -1,0 +1,295 @@
+# Copyright: contributors to ai_infra.node_recovery
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to the ai_infra.node_recovery collection: not a public API.
+
+Isolation of a node: cordon, our taint and the ownership annotations. The only code
+that writes them, so "release only what we did" holds everywhere: a cordon without
+our annotation belongs to a person and is never lifted here.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import record_event, rfc3339, state_patch
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import recovery_state
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
+
+NODES = "/api/v1/nodes"
+EFFECTS = ("NoSchedule", "NoExecute")
+# States past isolation: isolating again must not move such a node backwards.
+BEYOND_ISOLATED = (v.STATE_DRAINING, v.STATE_DRAINED, v.STATE_REPAIR_PENDING, v.STATE_IN_REPAIR, v.STATE_REPAIRED)
+# States that only describe our isolation, cleared when it is released.
+ISOLATION_STATES = (v.STATE_ISOLATED, v.STATE_DRAINING, v.STATE_DRAINED)
+ISOLATION_ANNOTATIONS = (v.ISOLATED_BY, v.ISOLATED_AT, v.ISOLATION_REASON, v.CORDONED_BY_US)
+CONFLICT_ATTEMPTS = 8
+UNSPECIFIED_REASON = "unspecified"
+_LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
+
+PatchBuilder = Callable[[dict], Optional[dict]]
+
+
+class NodeRefused(Exception):
+    """The node may not be acted on (excluded, for instance); str() is one sentence."""
+
+
+def taint_value(reason: str) -> str:
+    """A fault type as a valid label value (taint values follow label value syntax, 63 characters)."""
+    value = _LABEL_VALUE_BAD.sub("-", reason or "")[:63].strip("-_.")
+    return value or UNSPECIFIED_REASON
+
+
+def read_node(client: Client, name: str) -> dict:
+    try:
+        return client.get(object_path(NODES, name), what=f"reading node {name}", verb="get", resource="nodes")
+    except KubernetesError as err:
+        if err.status == 404:
+            raise KubernetesError(f"node '{name}' does not exist", status=404) from None
+        raise
+
+
+def annotations_of(node: dict) -> dict:
+    return (node.get("metadata") or {}).get("annotations") or {}
+
+
+def our_taints(node: dict) -> list[dict]:
+    return [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") == v.TAINT_KEY]
+
+
+def view(node: dict) -> dict:
+    """What isolation touches, for diff mode: the cordon, our taints, our annotations and state label."""
+    prefix = v.DOMAIN + "/"
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return {
+        "unschedulable": bool((node.get("spec") or {}).get("unschedulable")),
+        "taints": our_taints(node),
+        "annotations": {k: val for k, val in sorted(annotations_of(node).items()) if k.startswith(prefix)},
+        "labels": {k: val for k, val in sorted(labels.items()) if k == v.STATE_LABEL},
+    }
+
+
+def is_ready(node: dict) -> bool:
+    """False when the kubelet cannot confirm anything: Ready not True, or the unreachable taint."""
+    if any(t.get("key") == "node.kubernetes.io/unreachable" for t in (node.get("spec") or {}).get("taints") or []):
+        return False
+    ready = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    return bool(ready) and ready.get("status") == "True"
+
+
+def check_not_excluded(node: dict, force: bool) -> None:
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    if labels.get(v.EXCLUDE_LABEL) == "true" and not force:
+        raise NodeRefused(f"node '{node['metadata']['name']}' is labelled {v.EXCLUDE_LABEL}=true and is never "
+                          "remediated unless forced; nothing was changed")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch applied to a copy (what the API server does), for check mode."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def require_access(client: Client, checks: Iterable[tuple[str, str, str, str | None]]) -> None:
+    """Fail before any write when RBAC lacks one of (verb, resource[/subresource], group, namespace).
+
+    A SelfSubjectAccessReview per check (every authenticated user may create them), so a
+    forbidden verb is found before the first change, not halfway through a drain."""
+
+    def review(check: tuple[str, str, str, str | None]) -> tuple[tuple, bool]:
+        verb, resource, group, namespace = check
+        plural, _, subresource = resource.partition("/")
+        attributes = {"verb": verb, "resource": plural, "group": group}
+        if subresource:
+            attributes["subresource"] = subresource
+        if namespace:
+            attributes["namespace"] = namespace
+        try:
+            answer = client.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                                    body={"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                                          "spec": {"resourceAttributes": attributes}},
+                                    what="checking RBAC permissions")
+        except KubernetesError as err:
+            if err.status in (403, 404):  # cannot ask: the write itself will tell
+                return check, True
+            raise
+        return check, bool((answer.get("status") or {}).get("allowed"))
+
+    checks = list(dict.fromkeys(checks))
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(checks)))) as pool:
+        for (verb, resource, group, namespace), allowed in pool.map(review, checks):
+            if not allowed:
+                plural, slash, subresource = resource.partition("/")
+                full = (f"{plural}.{group}" if group else plural) + slash + subresource
+                where = f" in namespace '{namespace}'" if namespace else ""
+                raise KubernetesError(f"the credentials may not {verb} {resource}{where}, so nothing was changed; "
+                                      f"the RBAC role lacks verb '{verb}' on resource '{full}'", status=403)
+
+
+def patch_node(client: Client, name: str, build: PatchBuilder, what: str) -> tuple[dict, dict | None]:
+    """Read, build a merge patch from what is there, write it guarded by resourceVersion; on a
+    409 conflict (someone changed the node meanwhile) read again and rebuild. Returns (node, patch)."""
+    for _ in range(CONFLICT_ATTEMPTS):
+        node = read_node(client, name)
+        patch = build(node)
+        if patch is None:
+            return node, None
+        guarded = merge_patch(patch, {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]}})
+        try:
+            return client.patch(object_path(NODES, name), guarded, what=what, verb="patch", resource="nodes"), patch
+        except KubernetesError as err:
+            if err.status != 409:
+                raise
+    raise KubernetesError(f"{what} failed: the node kept changing under us (HTTP 409 conflict "
+                          f"{CONFLICT_ATTEMPTS} times)", status=409)
+
+
+def cordon_patch(node: dict) -> dict:
+    """Cordon and remember whose cordon it is; a person's earlier cordon stays theirs."""
+    annotations = annotations_of(node)
+    unschedulable = bool((node.get("spec") or {}).get("unschedulable"))
+    if unschedulable:
+        # Already cordoned: ours if we said so before, else a person's.
+        owner = "true" if annotations.get(v.CORDONED_BY_US) == "true" else "false"
+        if annotations.get(v.CORDONED_BY_US) == owner:
+            return {}
+        return {"metadata": {"annotations": {v.CORDONED_BY_US: owner}}}
+    return {"spec": {"unschedulable": True}, "metadata": {"annotations": {v.CORDONED_BY_US: "true"}}}
+
+
+def isolation_patch(node: dict, reasons: list[str], run_id: str, effect: str, now: str) -> dict | None:
+    """Merge patch isolating `node` (None when it already is, as asked). Pure."""
+    annotations = annotations_of(node)
+    ours = annotations.get(v.ISOLATED_BY) == v.COLLECTION
+    if not reasons and ours:  # no reasons given: keep the ones recorded
+        reasons = [r for r in annotations.get(v.ISOLATION_REASON, "").split(",") if r]
+    reason_text = ",".join(reasons)
+    taint = {"key": v.TAINT_KEY, "value": taint_value(reasons[0] if reasons else ""), "effect": effect}
+    current = [(t.get("key"), t.get("value") or "", t.get("effect")) for t in our_taints(node)]
+    patch = cordon_patch(node)
+    if current != [(taint["key"], taint["value"], taint["effect"])]:
+        others = [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != v.TAINT_KEY]
+        patch = merge_patch(patch, {"spec": {"taints": others + [{**taint, "timeAdded": now}]}})
+    wanted = {v.ISOLATED_BY: v.COLLECTION, v.ISOLATION_REASON: reason_text}
+    changed_annotations = {k: val for k, val in wanted.items() if annotations.get(k) != val}
+    state = recovery_state(node)
+    if not patch and not changed_annotations and (state == v.STATE_ISOLATED or state in BEYOND_ISOLATED):
+        return None
+    extra = {**wanted, v.RUN_ID: run_id}
+    if not ours or v.ISOLATED_AT not in annotations:
+        extra[v.ISOLATED_AT] = now
+    if state in BEYOND_ISOLATED or state == v.STATE_ISOLATED:
+        patch = merge_patch(patch, {"metadata": {"annotations": extra}})
+    else:
+        patch = merge_patch(patch, state_patch(v.STATE_ISOLATED, extra))
+    return patch
+
+
+def release_patch(node: dict, run_id: str | None) -> dict | None:
+    """Merge patch undoing our isolation and only ours (None when there is nothing of ours). Pure."""
+    annotations = annotations_of(node)
+    patch: dict = {}
+    if our_taints(node):
+        others = [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != v.TAINT_KEY]
+        patch["spec"] = {"taints": others or None}
+    if (node.get("spec") or {}).get("unschedulable") and annotations.get(v.CORDONED_BY_US) == "true":
+        patch.setdefault("spec", {})["unschedulable"] = None
+    drop = {k: None for k in ISOLATION_ANNOTATIONS if k in annotations}
+    if not patch and not drop:
+        return None
+    if run_id:
+        drop[v.RUN_ID] = run_id
+    if recovery_state(node) in ISOLATION_STATES:
+        return merge_patch(patch, state_patch(v.STATE_NONE, drop))
+    return merge_patch(patch, {"metadata": {"annotations": drop}})
+
+
+def _outcome(client: Client, name: str, build: PatchBuilder, check_mode: bool, what: str) -> tuple[dict, dict, bool]:
+    if check_mode:
+        before = read_node(client, name)
+        patch = build(before)
+        return before, (merge_patch(before, patch) if patch else before), patch is not None
+    holder: dict = {}
+
+    def remember(node: dict) -> dict | None:
+        holder["before"] = node
+        return build(node)
+
+    after, patch = patch_node(client, name, remember, what)
+    return holder["before"], after, patch is not None
+
+
+def isolate(client: Client, name: str, reasons: list[str], run_id: str, effect: str = "NoSchedule",
+            force: bool = False, check_mode: bool = False) -> dict:
+    """Cordon, taint and annotate `name` as isolated by the collection (see module node_isolate)."""
+    if effect not in EFFECTS:
+        raise ValueError(f"effect must be one of {', '.join(EFFECTS)}, not '{effect}'")
+    reasons = [str(r) for r in reasons or [] if str(r)]
+    check_not_excluded(read_node(client, name), force)
+    if not check_mode:
+        require_access(client, [("patch", "nodes", "", None), ("create", "events", "", "default")])
+    now = rfc3339()
+    before, after, changed = _outcome(client, name, lambda n: isolation_patch(n, reasons, run_id, effect, now),
+                                      check_mode, f"isolating node {name}")
+    taint = our_taints(after)
+    if not changed:
+        message = f"node '{name}' is already isolated by {v.COLLECTION}"
+    else:
+        person = annotations_of(after).get(v.CORDONED_BY_US) == "false"
+        cordon = "the cordon a person set stays theirs" if person else "cordoned"
+        message = (f"node '{name}' {'would be' if check_mode else 'was'} isolated: {cordon}, taint "
+                   f"{v.TAINT_KEY}={taint[0]['value']}:{taint[0]['effect']}, "
+                   f"faults {annotations_of(after).get(v.ISOLATION_REASON) or 'not given'}, run {run_id}")
+        if not check_mode:
+            record_event(client, after, v.EVENT_ISOLATED, f"Isolated by {v.COLLECTION}: {message}")
+    return {"changed": changed, "diff": {"before": view(before), "after": view(after)}, "node": after,
+            "message": message}
+
+
+def cordon(client: Client, name: str, run_id: str, check_mode: bool = False) -> dict:
+    """Only the cordon of an isolation (for a drain of a node nobody isolated); same ownership rule."""
+
+    def build(node: dict) -> dict | None:
+        patch = cordon_patch(node)
+        return merge_patch(patch, {"metadata": {"annotations": {v.RUN_ID: run_id}}}) if patch else None
+
+    before, after, changed = _outcome(client, name, build, check_mode, f"cordoning node {name}")
+    return {"changed": changed, "diff": {"before": view(before), "after": view(after)}, "node": after,
+            "message": f"node '{name}' {'would be ' if check_mode else ''}cordoned" if changed
+            else f"node '{name}' is already cordoned"}
+
+
+def release(client: Client, name: str, run_id: str | None = None, check_mode: bool = False) -> dict:
+    """Remove our taint and isolation annotations; uncordon only a cordon that is ours."""
+    node = read_node(client, name)
+    annotations = annotations_of(node)
+    cordoned = bool((node.get("spec") or {}).get("unschedulable"))
+    if release_patch(node, run_id) is None:
+        message = (f"node '{name}' is cordoned by a person (no annotation of {v.COLLECTION}), so it is left "
+                   "cordoned" if cordoned else f"node '{name}' is not isolated by {v.COLLECTION}")
+        return {"changed": False, "diff": {"before": view(node), "after": view(node)}, "node": node,
+                "message": message}
+    if not check_mode:
+        require_access(client, [("patch", "nodes", "", None), ("create", "events", "", "default")])
+    before, after, changed = _outcome(client, name, lambda n: release_patch(n, run_id), check_mode,
+                                      f"releasing node {name}")
+    kept = cordoned and annotations.get(v.CORDONED_BY_US) != "true"
+    message = (f"node '{name}' {'would be' if check_mode else 'was'} released: our taint and annotations removed, "
+               + ("the cordon stays (a person set it)" if kept else "uncordoned"))
+    if not changed:
+        message = f"node '{name}' is not isolated by {v.COLLECTION}"
+    elif not check_mode:
+        record_event(client, after, v.EVENT_RELEASED, f"Released by {v.COLLECTION}: {message}")
+    return {"changed": changed, "diff": {"before": view(before), "after": view(after)}, "node": after,
+            "message": message}
