@@ -22,6 +22,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify i
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import (
     check_not_excluded,
+    combine,
     cordon_patch,
     is_ready,
     merge_patch,
@@ -253,6 +254,9 @@ class _Drain:
         rules = self.options.rules
         self.tasks = [PodTask(p, decide(p, rules, selected is None or p["metadata"]["uid"] in selected))
                       for p in sorted(pods, key=pod_key)]
+        for task in self.tasks:
+            if task.decision.action == SKIP:
+                task.outcome = SKIPPED
         evicting = [t for t in self.tasks if t.decision.action == EVICT]
         namespaces = sorted({t.pod["metadata"]["namespace"] for t in evicting})
         pdbs = [p for ns in namespaces for p in self.client.list(
@@ -493,9 +497,9 @@ def _state_patch_for(node: dict, target: str, run_id: str) -> dict:
     patch = cordon_patch(node)
     state = recovery_state(node)
     if state in DRAINABLE_STATES and state != target:
-        patch = merge_patch(patch, state_patch(target, {v.RUN_ID: run_id}))
-    elif patch:
-        patch = merge_patch(patch, {"metadata": {"annotations": {v.RUN_ID: run_id}}})
+        return combine(patch, state_patch(target, {v.RUN_ID: run_id}))
+    if patch:
+        return combine(patch, {"metadata": {"annotations": {v.RUN_ID: run_id}}})
     return patch
 
 

@@ -101,6 +101,18 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def combine(*patches: dict | None) -> dict:
+    """Deep-merge merge-patch bodies into one, keeping their nulls (which delete keys on the server)."""
+    result: dict = {}
+    for patch in patches:
+        for key, value in (patch or {}).items():
+            if isinstance(value, dict) and isinstance(result.get(key), dict):
+                result[key] = combine(result[key], value)
+            else:
+                result[key] = copy.deepcopy(value)
+    return result
+
+
 def require_access(client: Client, checks: Iterable[tuple[str, str, str, str | None]]) -> None:
     """Fail before any write when RBAC lacks one of (verb, resource[/subresource], group, namespace).
 
@@ -145,7 +157,7 @@ def patch_node(client: Client, name: str, build: PatchBuilder, what: str) -> tup
         patch = build(node)
         if patch is None:
             return node, None
-        guarded = merge_patch(patch, {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]}})
+        guarded = combine(patch, {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]}})
         try:
             return client.patch(object_path(NODES, name), guarded, what=what, verb="patch", resource="nodes"), patch
         except KubernetesError as err:
@@ -180,7 +192,7 @@ def isolation_patch(node: dict, reasons: list[str], run_id: str, effect: str, no
     patch = cordon_patch(node)
     if current != [(taint["key"], taint["value"], taint["effect"])]:
         others = [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != v.TAINT_KEY]
-        patch = merge_patch(patch, {"spec": {"taints": others + [{**taint, "timeAdded": now}]}})
+        patch = combine(patch, {"spec": {"taints": others + [{**taint, "timeAdded": now}]}})
     wanted = {v.ISOLATED_BY: v.COLLECTION, v.ISOLATION_REASON: reason_text}
     changed_annotations = {k: val for k, val in wanted.items() if annotations.get(k) != val}
     state = recovery_state(node)
@@ -190,10 +202,8 @@ def isolation_patch(node: dict, reasons: list[str], run_id: str, effect: str, no
     if not ours or v.ISOLATED_AT not in annotations:
         extra[v.ISOLATED_AT] = now
     if state in BEYOND_ISOLATED or state == v.STATE_ISOLATED:
-        patch = merge_patch(patch, {"metadata": {"annotations": extra}})
-    else:
-        patch = merge_patch(patch, state_patch(v.STATE_ISOLATED, extra))
-    return patch
+        return combine(patch, {"metadata": {"annotations": extra}})
+    return combine(patch, state_patch(v.STATE_ISOLATED, extra))
 
 
 def release_patch(node: dict, run_id: str | None) -> dict | None:
@@ -211,8 +221,8 @@ def release_patch(node: dict, run_id: str | None) -> dict | None:
     if run_id:
         drop[v.RUN_ID] = run_id
     if recovery_state(node) in ISOLATION_STATES:
-        return merge_patch(patch, state_patch(v.STATE_NONE, drop))
-    return merge_patch(patch, {"metadata": {"annotations": drop}})
+        return combine(patch, state_patch(v.STATE_NONE, drop))
+    return combine(patch, {"metadata": {"annotations": drop}})
 
 
 def _outcome(client: Client, name: str, build: PatchBuilder, check_mode: bool, what: str) -> tuple[dict, dict, bool]:
@@ -262,7 +272,7 @@ def cordon(client: Client, name: str, run_id: str, check_mode: bool = False) -> 
 
     def build(node: dict) -> dict | None:
         patch = cordon_patch(node)
-        return merge_patch(patch, {"metadata": {"annotations": {v.RUN_ID: run_id}}}) if patch else None
+        return combine(patch, {"metadata": {"annotations": {v.RUN_ID: run_id}}}) if patch else None
 
     before, after, changed = _outcome(client, name, build, check_mode, f"cordoning node {name}")
     return {"changed": changed, "diff": {"before": view(before), "after": view(after)}, "node": after,

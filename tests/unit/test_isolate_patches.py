@@ -1,0 +1,163 @@
+"""Isolation and release patches (pure): what is written, what is ours, what stays a person's."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import (
+    NodeRefused,
+    check_not_excluded,
+    combine,
+    cordon_patch,
+    is_ready,
+    isolation_patch,
+    merge_patch,
+    release_patch,
+    taint_value,
+    view,
+)
+
+from .nodes import condition, node
+
+NOW = "2026-11-29T12:00:00Z"
+OUR_TAINT = {"key": v.TAINT_KEY, "value": "NT_NPU_CARD_LOSE", "effect": "NoSchedule"}
+OTHER_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+def isolated(**extra) -> dict:
+    annotations = {v.ISOLATED_BY: v.COLLECTION, v.ISOLATION_REASON: "NT_NPU_CARD_LOSE", v.CORDONED_BY_US: "true",
+                   v.ISOLATED_AT: NOW, v.RUN_ID: "r0", v.STATE: v.STATE_ISOLATED}
+    annotations.update(extra.pop("annotations", {}))
+    return node(unschedulable=extra.pop("unschedulable", True), annotations=annotations,
+                taints=extra.pop("taints", [dict(OUR_TAINT), dict(OTHER_TAINT)]), **extra)
+
+
+def after(the_node: dict, patch: dict | None) -> dict:
+    return merge_patch(the_node, patch) if patch else the_node
+
+
+@pytest.mark.parametrize("reason,expected", [
+    ("NT_NPU_CARD_LOSE", "NT_NPU_CARD_LOSE"),
+    ("GPU Xid 79 / fell off bus", "GPU-Xid-79-fell-off-bus"),
+    ("-leading.and.trailing_", "leading.and.trailing"),
+    ("x" * 80, "x" * 63),
+    ("", "unspecified"),
+    ("///", "unspecified"),
+])
+def test_taint_value_is_a_valid_label_value(reason, expected):
+    assert taint_value(reason) == expected
+
+
+def test_isolating_a_schedulable_node_cordons_taints_and_records_ownership():
+    before = node(taints=[dict(OTHER_TAINT)])
+    result = after(before, isolation_patch(before, ["NT_NPU_CARD_LOSE", "NT_NPU_NET"], "r1", "NoSchedule", NOW))
+    annotations = result["metadata"]["annotations"]
+    assert result["spec"]["unschedulable"] is True
+    assert annotations[v.CORDONED_BY_US] == "true"
+    assert annotations[v.ISOLATED_BY] == v.COLLECTION
+    assert annotations[v.ISOLATION_REASON] == "NT_NPU_CARD_LOSE,NT_NPU_NET"
+    assert annotations[v.RUN_ID] == "r1" and annotations[v.ISOLATED_AT] == NOW
+    assert annotations[v.STATE] == v.STATE_ISOLATED
+    assert result["metadata"]["labels"][v.STATE_LABEL] == v.STATE_ISOLATED
+    assert OTHER_TAINT in result["spec"]["taints"]
+    assert {**OUR_TAINT, "timeAdded": NOW} in result["spec"]["taints"]
+
+
+def test_a_persons_cordon_stays_theirs():
+    before = node(unschedulable=True)
+    result = after(before, isolation_patch(before, ["NT_NPU_NET"], "r1", "NoSchedule", NOW))
+    assert result["metadata"]["annotations"][v.CORDONED_BY_US] == "false"
+    released = after(result, release_patch(result, "r2"))
+    assert released["spec"]["unschedulable"] is True
+    assert v.CORDONED_BY_US not in released["metadata"]["annotations"]
+    assert not any(t["key"] == v.TAINT_KEY for t in released["spec"].get("taints") or [])
+
+
+def test_isolated_node_is_unchanged_on_a_second_run():
+    once = isolated()
+    assert isolation_patch(once, ["NT_NPU_CARD_LOSE"], "r2", "NoSchedule", NOW) is None
+    assert isolation_patch(once, [], "r2", "NoSchedule", NOW) is None  # no reasons: keep the recorded ones
+
+
+@pytest.mark.parametrize("state", [v.STATE_DRAINING, v.STATE_DRAINED, v.STATE_REPAIR_PENDING, v.STATE_IN_REPAIR,
+                                   v.STATE_REPAIRED])
+def test_isolation_never_moves_a_node_backwards(state):
+    further = isolated(annotations={v.STATE: state})
+    assert isolation_patch(further, ["NT_NPU_CARD_LOSE"], "r2", "NoSchedule", NOW) is None
+    changed = isolation_patch(further, ["NT_NPU_NET"], "r2", "NoSchedule", NOW)
+    assert after(further, changed)["metadata"]["annotations"][v.STATE] == state
+
+
+@pytest.mark.parametrize("state", [v.STATE_NONE, v.STATE_RETURNED])
+def test_isolation_starts_a_new_round_from_none_or_returned(state):
+    before = node(annotations={v.STATE: state})
+    result = after(before, isolation_patch(before, ["NT_NPU_NET"], "r1", "NoSchedule", NOW))
+    assert result["metadata"]["annotations"][v.STATE] == v.STATE_ISOLATED
+
+
+def test_a_new_effect_or_fault_replaces_our_taint_and_keeps_isolated_at():
+    once = isolated()
+    result = after(once, isolation_patch(once, ["NT_NPU_ECC_COUNT"], "r2", "NoExecute", "2026-11-30T00:00:00Z"))
+    ours = [t for t in result["spec"]["taints"] if t["key"] == v.TAINT_KEY]
+    assert [(t["value"], t["effect"]) for t in ours] == [("NT_NPU_ECC_COUNT", "NoExecute")]
+    assert result["metadata"]["annotations"][v.ISOLATED_AT] == NOW
+    assert result["metadata"]["annotations"][v.RUN_ID] == "r2"
+    assert OTHER_TAINT in result["spec"]["taints"]
+
+
+def test_release_undoes_only_ours():
+    once = isolated()
+    result = after(once, release_patch(once, "r3"))
+    annotations = result["metadata"]["annotations"]
+    assert not result["spec"].get("unschedulable")
+    assert result["spec"]["taints"] == [OTHER_TAINT]
+    assert not any(k in annotations for k in (v.ISOLATED_BY, v.ISOLATED_AT, v.ISOLATION_REASON, v.CORDONED_BY_US))
+    assert annotations[v.STATE] == v.STATE_NONE and annotations[v.RUN_ID] == "r3"
+    assert v.STATE_LABEL not in result["metadata"]["labels"]
+
+
+def test_release_of_a_node_in_repair_keeps_its_state():
+    in_repair = isolated(annotations={v.STATE: v.STATE_IN_REPAIR})
+    result = after(in_repair, release_patch(in_repair, None))
+    assert result["metadata"]["annotations"][v.STATE] == v.STATE_IN_REPAIR
+
+
+@pytest.mark.parametrize("the_node", [node(unschedulable=True), node(), node(taints=[dict(OTHER_TAINT)])],
+                         ids=["cordoned by a person", "untouched", "someone else's taint"])
+def test_nothing_of_ours_nothing_to_release(the_node):
+    assert release_patch(the_node, "r1") is None
+
+
+def test_cordon_patch_ownership():
+    assert cordon_patch(node()) == {"spec": {"unschedulable": True},
+                                    "metadata": {"annotations": {v.CORDONED_BY_US: "true"}}}
+    assert cordon_patch(node(unschedulable=True)) == {"metadata": {"annotations": {v.CORDONED_BY_US: "false"}}}
+    assert cordon_patch(node(unschedulable=True, annotations={v.CORDONED_BY_US: "true"})) == {}
+
+
+def test_excluded_node_is_refused_unless_forced():
+    excluded = node(labels={v.EXCLUDE_LABEL: "true"})
+    with pytest.raises(NodeRefused, match="exclude=true"):
+        check_not_excluded(excluded, force=False)
+    check_not_excluded(excluded, force=True)
+    check_not_excluded(node(labels={v.EXCLUDE_LABEL: "false"}), force=False)
+
+
+def test_combine_keeps_nulls_merge_patch_applies_them():
+    combined = combine({"metadata": {"annotations": {"a": None}}}, {"metadata": {"annotations": {"b": "1"}}})
+    assert combined == {"metadata": {"annotations": {"a": None, "b": "1"}}}
+    assert merge_patch({"metadata": {"annotations": {"a": "x", "c": "y"}}}, combined) == {
+        "metadata": {"annotations": {"b": "1", "c": "y"}}}
+
+
+def test_readiness():
+    assert is_ready(node())
+    assert not is_ready(node(conditions=[condition("Ready", "Unknown")]))
+    assert not is_ready(node(taints=[{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]))
+
+
+def test_view_shows_only_what_isolation_touches():
+    shown = view(isolated(annotations={"other.io/x": "1"}))
+    assert shown["taints"] == [OUR_TAINT] and shown["unschedulable"] is True
+    assert all(k.startswith(v.DOMAIN) for k in shown["annotations"])
