@@ -89,3 +89,6 @@ REPAIR_AT = f"{DOMAIN}/repair-at"  # when the repair team took the node (REPAIR_
 REPAIRED_BY = f"{DOMAIN}/repaired-by"
 REPAIRED_AT = f"{DOMAIN}/repaired-at"
 TICKET_REF = f"{DOMAIN}/ticket-ref"  # the repair system's own reference for our ticket, when it has one
+# On a batch Job we suspended to restart it whole: the run, removed when we resume it. A Job left suspended with
+# this annotation (an interrupted run) is ours to resume; one suspended without it is someone else's.
+SUSPENDED_BY_RUN = f"{DOMAIN}/suspended-by-run"
