@@ -10,7 +10,9 @@ our annotation belongs to a person and is never lifted here.
 from __future__ import annotations
 
 import copy
+import random
 import re
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
@@ -27,7 +29,7 @@ BEYOND_ISOLATED = (v.STATE_DRAINING, v.STATE_DRAINED, v.STATE_REPAIR_PENDING, v.
 # States that only describe our isolation, cleared when it is released.
 ISOLATION_STATES = (v.STATE_ISOLATED, v.STATE_DRAINING, v.STATE_DRAINED)
 ISOLATION_ANNOTATIONS = (v.ISOLATED_BY, v.ISOLATED_AT, v.ISOLATION_REASON, v.CORDONED_BY_US)
-CONFLICT_ATTEMPTS = 8
+CONFLICT_ATTEMPTS = 10
 UNSPECIFIED_REASON = "unspecified"
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -152,7 +154,9 @@ def require_access(client: Client, checks: Iterable[tuple[str, str, str, str | N
 def patch_node(client: Client, name: str, build: PatchBuilder, what: str) -> tuple[dict, dict | None]:
     """Read, build a merge patch from what is there, write it guarded by resourceVersion; on a
     409 conflict (someone changed the node meanwhile) read again and rebuild. Returns (node, patch)."""
-    for _ in range(CONFLICT_ATTEMPTS):
+    for attempt in range(CONFLICT_ATTEMPTS):
+        if attempt:  # jittered backoff, so two writers retrying do not collide again
+            time.sleep(min(0.01 * 2 ** attempt, 1.0) * random.uniform(0.5, 1.5))
         node = read_node(client, name)
         patch = build(node)
         if patch is None:

@@ -1,0 +1,171 @@
+"""node_isolate against the real local control plane: cordon, taint, ownership, release,
+check/diff mode, idempotency, conflicts, Events and one-sentence failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import node_events
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate, release
+
+from .helpers import node, run_module, service_account_kubeconfig
+
+
+def ours(node_obj: dict) -> dict:
+    prefix = v.DOMAIN + "/"
+    return {k: val for k, val in (node_obj["metadata"].get("annotations") or {}).items() if k.startswith(prefix)}
+
+
+def our_taints(node_obj: dict) -> list[tuple]:
+    return [(t["key"], t.get("value"), t["effect"]) for t in node_obj["spec"].get("taints") or []
+            if t["key"] == v.TAINT_KEY]
+
+
+def reasons_of_events(api, name: str) -> list[str]:
+    return [e["reason"] for e in node_events(api, name)]
+
+
+def test_isolate_check_mode_then_diff_then_no_change(api, kubeconfig, make_nodes):
+    name = make_nodes(1)[0]
+    args = {"name": name, "reasons": ["NT_NPU_CARD_LOSE", "NT_NPU_NET"], "kubeconfig": kubeconfig, "run_id": "run-a"}
+    untouched = node(api, name)
+
+    checked = run_module("node_isolate", args, check=True, diff=True)
+    assert checked["changed"] is True and "would be isolated" in checked["message"]
+    assert checked["diff"]["after"]["unschedulable"] is True
+    now = node(api, name)
+    assert now["metadata"]["resourceVersion"] == untouched["metadata"]["resourceVersion"]
+    assert not now["spec"].get("unschedulable") and not ours(now) and not our_taints(now)
+
+    done = run_module("node_isolate", args, diff=True)
+    assert done["changed"] is True, done
+    before, after = done["diff"]["before"], done["diff"]["after"]
+    assert before == {"unschedulable": False, "taints": [], "annotations": {}, "labels": {}}
+    assert after["unschedulable"] is True
+    assert [(t["key"], t["value"], t["effect"]) for t in after["taints"]] == [
+        (v.TAINT_KEY, "NT_NPU_CARD_LOSE", "NoSchedule")]
+    assert set(after["annotations"]) == {v.CORDONED_BY_US, v.ISOLATED_BY, v.ISOLATED_AT, v.ISOLATION_REASON,
+                                         v.RUN_ID, v.STATE, v.STATE_SINCE}
+    assert after["labels"] == {v.STATE_LABEL: v.STATE_ISOLATED}
+
+    now = node(api, name)  # the diff is what the cluster holds
+    assert now["spec"]["unschedulable"] is True
+    assert ours(now) == after["annotations"]
+    assert ours(now)[v.ISOLATION_REASON] == "NT_NPU_CARD_LOSE,NT_NPU_NET"
+    assert ours(now)[v.ISOLATED_BY] == v.COLLECTION and ours(now)[v.RUN_ID] == "run-a"
+    assert our_taints(now) == [(v.TAINT_KEY, "NT_NPU_CARD_LOSE", "NoSchedule")]
+    assert v.EVENT_ISOLATED in reasons_of_events(api, name)
+
+    again = run_module("node_isolate", {**args, "run_id": "run-b"}, diff=True)
+    assert again["changed"] is False and "already isolated" in again["message"]
+    assert node(api, name)["metadata"]["resourceVersion"] == now["metadata"]["resourceVersion"]
+    assert reasons_of_events(api, name).count(v.EVENT_ISOLATED) == 1
+
+
+def test_release_undoes_our_isolation_and_records_it(api, make_nodes):
+    name = make_nodes(1)[0]
+    isolate(api, name, ["NT_NPU_ECC_COUNT"], "run-1", effect="NoExecute")
+    assert our_taints(node(api, name)) == [(v.TAINT_KEY, "NT_NPU_ECC_COUNT", "NoExecute")]
+
+    checked = release(api, name, "run-2", check_mode=True)
+    assert checked["changed"] is True and node(api, name)["spec"]["unschedulable"] is True
+
+    done = release(api, name, "run-2")
+    assert done["changed"] is True and "uncordoned" in done["message"]
+    now = node(api, name)
+    assert not now["spec"].get("unschedulable") and not our_taints(now)
+    assert set(ours(now)) == {v.STATE, v.STATE_SINCE, v.RUN_ID} and ours(now)[v.STATE] == v.STATE_NONE
+    assert v.STATE_LABEL not in now["metadata"]["labels"]
+    assert v.EVENT_RELEASED in reasons_of_events(api, name)
+    assert release(api, name, "run-3")["changed"] is False
+
+
+def test_a_node_cordoned_by_a_person_is_never_uncordoned(api, kubeconfig, make_nodes):
+    person, isolated_after_person = make_nodes(2)
+    for name in (person, isolated_after_person):
+        api.patch(f"/api/v1/nodes/{name}", {"spec": {"unschedulable": True}})
+
+    result = run_module("node_isolate", {"name": person, "state": "released", "kubeconfig": kubeconfig})
+    assert result["changed"] is False and "cordoned by a person" in result["message"]
+    assert node(api, person)["spec"]["unschedulable"] is True
+
+    isolate(api, isolated_after_person, ["NT_NPU_NET"], "run-1")
+    assert ours(node(api, isolated_after_person))[v.CORDONED_BY_US] == "false"
+    done = release(api, isolated_after_person, "run-2")
+    assert done["changed"] is True and "the cordon stays" in done["message"]
+    now = node(api, isolated_after_person)
+    assert now["spec"]["unschedulable"] is True and not our_taints(now) and v.CORDONED_BY_US not in ours(now)
+
+
+def test_excluded_node_is_refused_unless_forced(api, kubeconfig, make_nodes):
+    name = make_nodes(1)[0]
+    api.patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": {v.EXCLUDE_LABEL: "true"}}})
+    refused = run_module("node_isolate", {"name": name, "reasons": ["NT_NPU_NET"], "kubeconfig": kubeconfig})
+    assert refused["failed"] is True and "exclude=true" in refused["msg"] and "\n" not in refused["msg"]
+    assert not node(api, name)["spec"].get("unschedulable")
+    forced = run_module("node_isolate", {"name": name, "reasons": ["NT_NPU_NET"], "force": True,
+                                         "kubeconfig": kubeconfig})
+    assert forced["changed"] is True and node(api, name)["spec"]["unschedulable"] is True
+
+
+def test_concurrent_taints_by_others_survive_isolation(api, make_nodes):
+    """Another writer adds taints while we isolate: our guarded patch retries on 409, loses nothing."""
+    name = make_nodes(1)[0]
+    stop = threading.Event()
+    added: list[str] = []
+
+    def other_writer():
+        i = 0
+        while not stop.is_set() and i < 200:
+            key = f"other.example.com/t{i}"
+            api.patch(f"/api/v1/nodes/{name}", [{"op": "add", "path": "/spec/taints/-" if i else "/spec/taints",
+                                                 "value": {"key": key, "effect": "PreferNoSchedule"} if i
+                                                 else [{"key": key, "effect": "PreferNoSchedule"}]}],
+                      patch_type="json")
+            added.append(key)
+            i += 1
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    try:
+        for round_ in range(6):
+            isolate(api, name, [f"FAULT_{round_}"], f"run-{round_}")
+    finally:
+        stop.set()
+        writer.join()
+    now = node(api, name)
+    keys = {t["key"] for t in now["spec"]["taints"]}
+    assert set(added) <= keys, sorted(set(added) - keys)
+    assert our_taints(now) == [(v.TAINT_KEY, "FAULT_5", "NoSchedule")]
+
+
+def test_missing_node_bad_option_bad_kubeconfig_each_one_sentence(kubeconfig, tmp_path):
+    missing = run_module("node_isolate", {"name": "no-such-node-x1", "kubeconfig": kubeconfig})
+    assert missing["failed"] is True and missing["msg"] == "node 'no-such-node-x1' does not exist"
+
+    unknown = run_module("node_isolate", {"name": "x", "colour": "red", "kubeconfig": kubeconfig})
+    assert unknown["failed"] is True and "colour" in unknown["msg"] and "\n" not in unknown["msg"]
+
+    bad_effect = run_module("node_isolate", {"name": "x", "effect": "Evict", "kubeconfig": kubeconfig})
+    assert bad_effect["failed"] is True and "effect" in bad_effect["msg"] and "NoExecute" in bad_effect["msg"]
+
+    broken = tmp_path / "broken.kubeconfig"
+    broken.write_text("apiVersion: v1\nclusters: [\n")
+    unreadable = run_module("node_isolate", {"name": "x", "kubeconfig": str(broken)})
+    assert unreadable["failed"] is True and "kubeconfig" in unreadable["msg"] and "Traceback" not in unreadable["msg"]
+    assert "exception" not in unreadable or "Traceback" not in str(unreadable.get("module_stderr", ""))
+
+
+def test_forbidden_patch_verb_is_named_and_nothing_changes(api, namespace, make_nodes, tmp_path):
+    name = make_nodes(1)[0]
+    reader = service_account_kubeconfig(api, namespace, "reader", [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}], tmp_path)
+    result = run_module("node_isolate", {"name": name, "reasons": ["NT_NPU_NET"], "kubeconfig": str(reader)})
+    assert result["failed"] is True
+    assert "verb 'patch' on resource 'nodes'" in result["msg"] and "\n" not in result["msg"], result["msg"]
+    now = node(api, name)
+    assert not now["spec"].get("unschedulable") and not ours(now)
