@@ -1,7 +1,7 @@
 """localcluster: a real, disposable Kubernetes control plane with KWOK accelerator nodes.
 
     python -m tools.localcluster up [--no-populate] [--heartbeat-seconds N]
-    python -m tools.localcluster down | status | build
+    python -m tools.localcluster down | status | build | restart COMPONENT
     python -m tools.localcluster populate [--pool NAME:KIND:SIZE ...] [--prefix P]
     python -m tools.localcluster inject NODE --condition TYPE --status True|False|Unknown [--reason R]
                                         [--message M] [--since 10m]
@@ -39,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop the processes we started and remove their data")
     sub.add_parser("status", help="print what runs")
     sub.add_parser("build", help="build the binaries into the cache (done by 'up' when missing)")
+    rst = sub.add_parser("restart", help="stop and start one component with the same flags (data kept)")
+    rst.add_argument("component", choices=cluster.COMPONENTS)
     pop = sub.add_parser("populate", help="create accelerator nodes")
     pop.add_argument("--pool", type=_pool, action="append", help="NAME:npu|gpu:SIZE, repeatable")
     pop.add_argument("--prefix", default="", help="node name prefix")
@@ -73,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "down":
         cluster.down()
+        return 0
+    if args.command == "restart":
+        cluster.restart(args.component)
         return 0
     if args.command == "status":
         print(json.dumps(cluster.status(), indent=2))

@@ -67,8 +67,9 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _run(component: str, args: list[str], cwd: Path | None = None) -> str:
-    print(f"[build {component}] $ {' '.join(args)}", flush=True)
+def _run(component: str, args: list[str], cwd: Path | None = None, quiet: bool = False) -> str:
+    if not quiet:
+        print(f"[build {component}] $ {' '.join(args)}", flush=True)
     proc = subprocess.run(args, cwd=cwd, env=_go_env(), text=True, capture_output=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
@@ -77,7 +78,7 @@ def _run(component: str, args: list[str], cwd: Path | None = None) -> str:
 
 
 def go_mod_dir(module_at_version: str, component: str) -> Path:
-    out = _run(component, ["go", "mod", "download", "-json", module_at_version])
+    out = _run(component, ["go", "mod", "download", "-json", module_at_version], quiet=True)
     return Path(json.loads(out)["Dir"])
 
 

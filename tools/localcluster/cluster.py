@@ -29,6 +29,8 @@ STATE_FILE = STATE_DIR / "state.json"
 
 # kwok manages only nodes carrying this label; removing it simulates a dead kubelet.
 KWOK_MANAGED_LABEL = "kwok.x-k8s.io/managed"
+# kwok's node-initialize skips nodes with this label, so an injected Ready=False holds.
+HOLD_READY_LABEL = "localcluster.ai-infra.io/hold-ready"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
@@ -82,22 +84,59 @@ def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, user: s
     path.chmod(0o600)
 
 
+# What the kubelet does to a pod being deleted: stop its containers and put it in a
+# terminal phase, so controllers that track pods with finalizers (the Job controller)
+# see it finish before kwok removes it.
+_POD_TERMINATE_TEMPLATE = """
+{{ $now := Now }}
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  restartCount: 0
+  started: false
+  state:
+    terminated:
+      exitCode: 143
+      finishedAt: {{ $now | Quote }}
+      reason: Error
+      startedAt: {{ $now | Quote }}
+{{ end }}
+phase: Failed
+"""
+
+
 def _kwok_stages(heartbeat_seconds: int) -> list[dict]:
-    """kwok's own stage files, with a faster node heartbeat and Job pods that only
-    complete when they ask to (an annotation), so training jobs keep running."""
+    """kwok's own stage files, with a faster node heartbeat, Job pods that only complete
+    when they ask to (an annotation) so training jobs keep running, and deletion that
+    goes through a terminal phase like the kubelet's."""
     stage_dir = build.kwok_stage_dir()
 
     def load(rel: str) -> dict:
         return yaml.safe_load((stage_dir / rel).read_text())
 
+    initialize = load("node/fast/node-initialize.yaml")
+    initialize["spec"]["selector"]["matchExpressions"].append(
+        {"key": f'.metadata.labels["{HOLD_READY_LABEL}"]', "operator": "DoesNotExist"})
     heartbeat = load("node/heartbeat-with-lease/node-heartbeat-with-lease.yaml")
     heartbeat["spec"]["delay"] = {"durationMilliseconds": heartbeat_seconds * 1000,
-                                  "jitterDurationMilliseconds": heartbeat_seconds * 500}
+                                  "jitterDurationMilliseconds": heartbeat_seconds * 1500}
     complete = load("pod/general/pod-complete.yaml")
     complete["spec"]["selector"]["matchExpressions"].append(
         {"key": '.metadata.annotations["pod-complete.stage.kwok.x-k8s.io/delay"]', "operator": "Exists"})
-    return [load("node/fast/node-initialize.yaml"), heartbeat, load("pod/fast/pod-ready.yaml"), complete,
-            load("pod/fast/pod-delete.yaml")]
+    terminate = {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": "pod-terminate"},
+        "spec": {"resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+                 "selector": {"matchExpressions": [
+                     {"key": ".metadata.deletionTimestamp", "operator": "Exists"},
+                     {"key": ".status.phase", "operator": "NotIn", "values": ["Succeeded", "Failed"]}]},
+                 "next": {"statusTemplate": _POD_TERMINATE_TEMPLATE}},
+    }
+    delete = load("pod/general/pod-delete.yaml")  # only once no finalizer holds the pod
+    delete["spec"]["delay"] = {"durationMilliseconds": 0}
+    return [initialize, heartbeat, load("pod/fast/pod-ready.yaml"), complete,
+            terminate, delete]
 
 
 def _load_state() -> dict | None:
@@ -259,7 +298,7 @@ def _up(heartbeat_seconds: int, verbose: bool) -> dict:
             log = open(STATE_DIR / "logs" / f"{name}.log", "ab")
             procs[name] = subprocess.Popen(commands[name], stdout=log, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, start_new_session=True)
-            state["processes"][name] = {"pid": procs[name].pid, "binary": commands[name][0]}
+            state["processes"][name] = {"pid": procs[name].pid, "binary": commands[name][0], "command": commands[name]}
             STATE_FILE.write_text(json.dumps(state, indent=2))
             if name in waits:
                 what, check, timeout = waits[name]
@@ -317,18 +356,46 @@ def _down(verbose: bool) -> None:
         for name in reversed(COMPONENTS):
             proc = state["processes"].get(name)
             if proc and _alive(proc["pid"], proc["binary"]):
-                os.kill(proc["pid"], signal.SIGTERM)
-                deadline = time.monotonic() + 15
-                while _alive(proc["pid"], proc["binary"]) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if _alive(proc["pid"], proc["binary"]):
-                    os.kill(proc["pid"], signal.SIGKILL)
+                _stop(proc["pid"], proc["binary"])
                 if verbose:
                     print(f"stopped {name} (pid {proc['pid']})")
     if STATE_DIR.exists():
         shutil.rmtree(STATE_DIR)
     if verbose:
         print("local cluster down" if state else "local cluster was not up")
+
+
+def _stop(pid: int, binary: str) -> None:
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _alive(pid, binary) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid, binary):
+        os.kill(pid, signal.SIGKILL)
+
+
+def restart(component: str, verbose: bool = True) -> None:
+    """Stop one component (by its recorded pid) and start it again with the same flags and ports."""
+    with _exclusive():
+        state = require_up()
+        if component not in state["processes"]:
+            raise ClusterError(f"'{component}' is not a component of the local cluster ({', '.join(COMPONENTS)})")
+        proc = state["processes"][component]
+        if _alive(proc["pid"], proc["binary"]):
+            _stop(proc["pid"], proc["binary"])
+        if component == "kwok":  # stage files are generated: pick up the current ones
+            (STATE_DIR / "kwok-stages.yaml").write_text(yaml.safe_dump_all(_kwok_stages(state["heartbeat_seconds"])))
+        log = open(STATE_DIR / "logs" / f"{component}.log", "ab")
+        started = subprocess.Popen(proc["command"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        proc["pid"] = started.pid
+        STATE_FILE.write_text(json.dumps(state, indent=2))
+        if component == "kube-apiserver":
+            _wait("the API to become ready", lambda: _api_ready(state["server"], state["token"],
+                                                                STATE_DIR / "pki" / "ca.crt"), 120,
+                  {component: started})
+        if verbose:
+            print(f"restarted {component} (pid {started.pid})")
 
 
 def require_up() -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError
 
-from .cluster import KUBECONFIG, KWOK_MANAGED_LABEL, ClusterError, require_up
+from .cluster import HOLD_READY_LABEL, KUBECONFIG, KWOK_MANAGED_LABEL, ClusterError, require_up
 
 NODES = "/api/v1/nodes"
 
@@ -20,8 +20,6 @@ NODES = "/api/v1/nodes"
 POOL_LABEL = "ai-infra.io/pool"
 ACCELERATOR_LABEL = "accelerator"
 FLAVOR_COUNT_LABEL = "ai-infra.io/accelerator-count"
-# kwok's node-initialize skips nodes with this label, so an injected Ready=False holds.
-HOLD_READY_LABEL = "localcluster.ai-infra.io/hold-ready"
 
 NPU_RESOURCE = "huawei.com/ascend-1980"
 GPU_RESOURCE = "nvidia.com/gpu"
