@@ -1,0 +1,316 @@
+# Copyright: contributors to ai_infra.node_recovery
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ai_infra.node_recovery.node_faults: Event-Driven Ansible source of node fault transitions.
+
+Lists the nodes, then watches them from the list's resourceVersion (with bookmarks).
+Every update is classified with the collection's own fault catalog and compared with
+the node's previous classification; only transitions reach the queue (a node becoming
+faulty, a fault clearing, a new suspect, a card loss), so the heartbeats of thousands
+of nodes pass without a single event. On 410 Gone or a dropped connection it lists
+again and emits only what changed meanwhile. A fault still under its catalog
+min_duration is re-checked by a timer, because no node update will say when it counts.
+
+The blocking HTTP watch runs in a thread and hands events to the event loop with
+run_coroutine_threadsafe, so the loop never blocks. Arguments: node_faults.schema.json
+beside this file; connection options and K8S_AUTH_* variables as in every module.
+
+    sources:
+      - ai_infra.node_recovery.node_faults:
+          label_selector: ai-infra.io/pool=npu-a
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any, Callable
+
+try:
+    import ansible_collections.ai_infra.node_recovery.plugins.module_utils  # noqa: F401
+except ImportError:  # ansible-rulebook runs sources by path; put an installed collection's root on sys.path
+    _here = Path(os.path.abspath(__file__))
+    if _here.parents[6].name == "ansible_collections":
+        sys.path.insert(0, str(_here.parents[7]))
+
+import urllib3
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import classify_node
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
+    AUTH_ARG_SPEC,
+    Client,
+    KubernetesError,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
+    NODES,
+    catalog_from,
+    options_from,
+    slim_node,
+    utcnow,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._transitions import (
+    next_recheck,
+    snapshot,
+    transition,
+)
+
+SCHEMA_PATH = Path(__file__).with_name("node_faults.schema.json")
+# Keys ansible-rulebook itself adds to a source's arguments.
+RULEBOOK_KEYS = ("eda_feedback_queue",)
+RECHECK_MARGIN = 0.05  # seconds past the moment a pending fault counts
+MAX_BACKOFF = 30.0
+
+log = logging.getLogger("ai_infra.node_recovery.node_faults")
+
+
+class SourceError(Exception):
+    """The source cannot start; str() is one sentence naming what is wrong."""
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+def validate_args(args: dict[str, Any] | None) -> dict[str, Any]:
+    """The arguments checked against the JSON schema, with its defaults filled in."""
+    import jsonschema
+
+    given = {k: v for k, v in (args or {}).items() if k not in RULEBOOK_KEYS}
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(given))
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path)
+        raise SourceError(f"node_faults: {'option ' + where + ': ' if where else ''}{error.message}")
+    filled = {name: spec["default"] for name, spec in schema["properties"].items() if "default" in spec}
+    filled.update({k: v for k, v in given.items() if v is not None})
+    return filled
+
+
+class NodeFaultSource:
+    """List, watch, classify and diff nodes; deliver transition events to a queue.
+
+    Also the engine of the standalone watcher (tools/watcher), which reads the current
+    classifications through classified() to judge the storm brake."""
+
+    def __init__(self, args: dict[str, Any] | None = None, client: Client | None = None) -> None:
+        self.args = validate_args(args)
+        try:
+            self.catalog = catalog_from(self.args)
+        except CatalogError as err:
+            raise SourceError(f"node_faults: {err}") from None
+        self.options = options_from(self.args)
+        self.kinds = frozenset(self.args["transitions"])
+        self.label_selector = self.args.get("label_selector")
+        try:
+            self.client = client or Client({name: self.args.get(name) for name in AUTH_ARG_SPEC})
+        except KubernetesError as err:
+            raise SourceError(f"node_faults: {err}") from None
+        self._lock = threading.Lock()
+        self._timer_wakeup = threading.Condition(self._lock)
+        self._nodes: dict[str, tuple[dict, dict]] = {}  # name -> (classification, snapshot)
+        self._pending: dict[str, dict] = {}  # name -> slim node JSON while a fault is under its min_duration
+        self._timers: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._sink: Callable[[dict], Future] | None = None
+        self.resource_version: str | None = None
+        self.stats = {"updates": 0, "events": 0, "lists": 0, "watches": 0, "rechecks": 0}
+
+    # -- what the watcher reads ----------------------------------------------------------------
+    def classified(self) -> list[dict]:
+        """The latest classification of every node seen (for plan() and the storm brake)."""
+        with self._lock:
+            return [classification for classification, _ in self._nodes.values()]
+
+    # -- the event loop side ---------------------------------------------------------------------
+    async def run(self, queue: Any) -> None:
+        """Run until cancelled; a failure of the first list ends the source with one sentence."""
+        loop = asyncio.get_running_loop()
+        self._sink = lambda event: asyncio.run_coroutine_threadsafe(queue.put(event), loop)
+        await loop.run_in_executor(None, self._first_list)
+        failed: asyncio.Future = loop.create_future()
+
+        def guarded(target: Callable[[], None]) -> Callable[[], None]:
+            def body() -> None:
+                try:
+                    target()
+                except BaseException as err:  # a bug, not an API failure: end the source visibly
+                    if not loop.is_closed():
+                        loop.call_soon_threadsafe(lambda error=err: failed.done() or failed.set_exception(error))
+            return body
+
+        threads = [threading.Thread(target=guarded(self._watch_loop), name="node-faults-watch", daemon=True),
+                   threading.Thread(target=guarded(self._timer_loop), name="node-faults-timer", daemon=True)]
+        for thread in threads:
+            thread.start()
+        try:
+            await failed
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._timer_wakeup:
+            self._timer_wakeup.notify_all()
+
+    # -- the thread side -------------------------------------------------------------------------
+    def _first_list(self) -> None:
+        try:
+            self._list(initial=True)
+        except KubernetesError as err:
+            raise SourceError(f"node_faults: {err}") from None
+
+    def _list(self, initial: bool) -> str | None:
+        """Observe every node; forget nodes gone meanwhile. Returns the list's resourceVersion."""
+        seen = set()
+        futures = []
+        emit = not initial or self.args["initial_events"]
+        for node in self.client.list_pages(NODES, label_selector=self.label_selector, what="listing nodes",
+                                           resource="nodes"):
+            seen.add(node["metadata"]["name"])
+            futures.append(self._observe(node, initial=initial, emit=emit))
+        with self._lock:
+            for name in set(self._nodes) - seen:
+                self._forget_locked(name)
+        self.stats["lists"] += 1
+        self.resource_version = self.client.last_resource_version
+        self._wait(futures)
+        return self.resource_version
+
+    def _watch_loop(self) -> None:
+        version = self.resource_version
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._list(initial=False)
+                version = self._watch(version)
+                failures = 0
+            except _Expired:
+                log.info("node watch from resourceVersion %s expired (410 Gone): listing again", version)
+                version = None
+            except KubernetesError as err:
+                version = None
+                if err.status == 410:
+                    continue
+                failures += 1
+                delay = min(2.0 ** failures, MAX_BACKOFF)
+                log.warning("%s; listing nodes again in %.0fs", err, delay)
+                self._stop.wait(delay)
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as err:
+                log.warning("node watch connection dropped (%s): listing again", err)
+                version = None
+                self._stop.wait(0.5)
+
+    def _watch(self, version: str) -> str:
+        """Follow one watch request; returns the last resourceVersion when the server ends it."""
+        self.stats["watches"] += 1
+        for event in self.client.watch(NODES, version, timeout_seconds=self.args["watch_timeout"],
+                                       label_selector=self.label_selector, what="watching nodes", resource="nodes"):
+            if self._stop.is_set():
+                break
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise _Expired()
+                raise KubernetesError(f"watching nodes failed: {obj.get('message')} (HTTP {obj.get('code')})",
+                                      status=obj.get("code"))
+            version = (obj.get("metadata") or {}).get("resourceVersion") or version
+            self.resource_version = version
+            if kind == "BOOKMARK":
+                continue
+            if kind == "DELETED":
+                with self._lock:
+                    self._forget_locked(obj["metadata"]["name"])
+                continue
+            self._wait([self._observe(obj)])
+        return version
+
+    def _timer_loop(self) -> None:
+        while not self._stop.is_set():
+            futures = []
+            with self._timer_wakeup:
+                now = time.monotonic()
+                if not self._timers or self._timers[0][0] > now:
+                    self._timer_wakeup.wait(self._timers[0][0] - now if self._timers else None)
+                    continue
+                while self._timers and self._timers[0][0] <= now:
+                    _, name = heapq.heappop(self._timers)
+                    node = self._pending.get(name)
+                    if node is not None:
+                        self.stats["rechecks"] += 1
+                        futures.append(self._update_locked(node, initial=False))
+            self._wait(futures)
+
+    def _observe(self, node: dict, initial: bool = False, emit: bool = True) -> Future | None:
+        with self._lock:
+            self.stats["updates"] += 1
+            return self._update_locked(node, initial, emit)
+
+    def _update_locked(self, node: dict, initial: bool, emit: bool = True) -> Future | None:
+        """Classify, diff with the last classification, remember, and hand over the event (in order)."""
+        name = node["metadata"]["name"]
+        now = utcnow()
+        classification = classify_node(node, self.catalog, self.options, now)
+        current = snapshot(classification)
+        previous = self._nodes.get(name)
+        event = transition(previous[1] if previous else None, classification, now, initial)
+        self._nodes[name] = (classification, current)
+        wait = next_recheck(classification)
+        if wait is None:
+            self._pending.pop(name, None)
+        else:
+            slim = slim_node(node)
+            slim["metadata"]["resourceVersion"] = node["metadata"].get("resourceVersion")
+            self._pending[name] = slim
+            heapq.heappush(self._timers, (time.monotonic() + wait + RECHECK_MARGIN, name))
+            self._timer_wakeup.notify()
+        if event is None or not emit or event["transition"] not in self.kinds or self._sink is None:
+            return None
+        event["resource_version"] = node["metadata"].get("resourceVersion")
+        self.stats["events"] += 1
+        # Scheduled under the lock so events of one node reach the queue in the order they happened.
+        return self._sink(event)
+
+    def _forget_locked(self, name: str) -> None:
+        self._nodes.pop(name, None)
+        self._pending.pop(name, None)
+
+    def _wait(self, futures: list[Future | None]) -> None:
+        """Back-pressure: a full queue slows the watch down instead of growing without bound."""
+        for future in futures:
+            while future is not None and not self._stop.is_set():
+                try:
+                    future.result(timeout=1.0)
+                    break
+                except FutureTimeout:
+                    continue
+
+
+async def main(queue: Any, args: dict[str, Any]) -> None:
+    """Entry point called by ansible-rulebook."""
+    await NodeFaultSource(args).run(queue)
+
+
+if __name__ == "__main__":
+    # Try it out: python node_faults.py '{"label_selector": "ai-infra.io/pool=npu-a"}' prints the events.
+    class _PrintQueue:
+        async def put(self, event: dict) -> None:
+            print(json.dumps(event), flush=True)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(main(_PrintQueue(), json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}))
+    except SourceError as error:
+        sys.exit(str(error))
+    except KeyboardInterrupt:
+        pass
