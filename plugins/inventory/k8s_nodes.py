@@ -75,6 +75,18 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.unsafe_proxy import wrap_var
 
+try:  # ansible-core >= 2.19 never templates plugin-supplied strings unless tagged as trusted
+    from ansible._internal._datatag._tags import TrustedAsTemplate  # noqa: F401
+
+    def make_unsafe(value):
+        return value
+
+except ImportError:  # older cores template unless the value is wrapped as unsafe
+
+    def make_unsafe(value):
+        return wrap_var(value)
+
+
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import FAULTY, HEALTHY, SUSPECT, sanitize
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
@@ -198,7 +210,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 "k8s_annotations": meta.get("annotations") or {},
             }
             for key, value in hostvars.items():
-                self.inventory.set_variable(host, key, wrap_var(value))
+                self.inventory.set_variable(host, key, make_unsafe(value))
             if self.get_option("compose") or self.get_option("groups") or self.get_option("keyed_groups"):
                 variables = self.inventory.get_host(host).get_vars()
                 self._set_composite_vars(self.get_option("compose"), variables, host, strict=strict)
