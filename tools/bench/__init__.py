@@ -79,13 +79,13 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 @contextlib.contextmanager
-def bench_cluster(name: str, heartbeat_seconds: int = 60):
+def bench_cluster(name: str, heartbeat_seconds: int = 60, lease_seconds: int = 40):
     """A private cluster (own state directory) so a benchmark never disturbs the shared one."""
     state = REPO / f".localcluster-bench-{name}"
     env = dict(os.environ, LOCALCLUSTER_DIR=str(state))
     cli = [str(PYTHON), "-m", "tools.localcluster"]
-    subprocess.run(cli + ["up", "--no-populate", "--heartbeat-seconds", str(heartbeat_seconds)], env=env, check=True,
-                   cwd=REPO)
+    subprocess.run(cli + ["up", "--no-populate", "--heartbeat-seconds", str(heartbeat_seconds),
+                          "--node-lease-seconds", str(lease_seconds)], env=env, check=True, cwd=REPO)
     try:
         yield state / "kubeconfig", env
     finally:

@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the control plane and kwok (idempotent) and populate the default pools")
     up.add_argument("--no-populate", action="store_true", help="start with no nodes")
     up.add_argument("--heartbeat-seconds", type=int, default=20, help="kwok node status heartbeat period")
+    up.add_argument("--node-lease-seconds", type=int, default=40,
+                    help="node lease duration (and grace period before a silent node turns Unknown)")
     sub.add_parser("down", help="stop the processes we started and remove their data")
     sub.add_parser("status", help="print what runs")
     sub.add_parser("build", help="build the binaries into the cache (done by 'up' when missing)")
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         build.ensure_binaries()
         return 0
     if args.command == "up":
-        cluster.up(heartbeat_seconds=args.heartbeat_seconds)
+        cluster.up(heartbeat_seconds=args.heartbeat_seconds, lease_seconds=args.node_lease_seconds)
         if not args.no_populate:
             from . import nodes
 

@@ -173,7 +173,9 @@ def ensure_binaries(force: bool = False) -> dict[str, float]:
     cache_root().mkdir(parents=True, exist_ok=True)
     with open(cache_root() / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second caller waits, then finds the cache filled
-        return _build_missing(force)
+        spent = _build_missing(force)
+    record_build_stats(spent)
+    return spent
 
 
 def _build_missing(force: bool) -> dict[str, float]:
@@ -193,6 +195,18 @@ def _build_missing(force: bool) -> dict[str, float]:
 
 def peak_child_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def record_build_stats(spent: dict[str, float]) -> None:
+    """Kept beside the binaries so `make bench` can report the cold build it did not redo."""
+    if not spent:
+        return
+    stats_file = cache_root() / "build-stats.json"
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    stats.update({name: {"seconds": round(sec), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                  for name, sec in spent.items()})
+    stats["peak_child_rss_mib"] = max(stats.get("peak_child_rss_mib", 0), round(peak_child_rss_mib()))
+    stats_file.write_text(json.dumps(stats, indent=2))
 
 
 def main() -> int:
