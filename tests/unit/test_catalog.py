@@ -92,3 +92,9 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects(text):
     with pytest.raises(CatalogError):
         parse_duration(text)
+
+
+def test_catalog_reference_page_is_current():
+    from tools.docs.__main__ import PAGE, render
+
+    assert PAGE.read_text() == render(), "docs/fault_catalog.md is stale: run 'python -m tools.docs'"
