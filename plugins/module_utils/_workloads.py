@@ -1,0 +1,947 @@
+# Copyright: contributors to ai_infra.node_recovery
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to the ai_infra.node_recovery collection: not a public API.
+
+Workload recovery after a node is remediated: find the owner of every pod that ran
+there, then recover each owner the way its kind allows. Services are waited for
+(their controller replaces the pods); distributed training is restarted whole (a job
+whose rank died is dead as a whole); bare pods are reported lost or re-created.
+The pure parts (owners, strategies, retry budgets, scheduler reasons, manifests) come
+first; the API calls follow.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id, record_event, rfc3339
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
+
+# Kinds, keyed by (API group, kind) so that any served version of a group matches.
+DEPLOYMENT = ("apps", "Deployment")
+REPLICASET = ("apps", "ReplicaSet")
+STATEFULSET = ("apps", "StatefulSet")
+DAEMONSET = ("apps", "DaemonSet")
+REPLICATION_CONTROLLER = ("", "ReplicationController")
+BATCH_JOB = ("batch", "Job")
+CRONJOB = ("batch", "CronJob")
+VOLCANO_JOB = ("batch.volcano.sh", "Job")
+PYTORCHJOB = ("kubeflow.org", "PyTorchJob")
+TFJOB = ("kubeflow.org", "TFJob")
+MPIJOB = ("kubeflow.org", "MPIJob")
+JOBSET = ("jobset.x-k8s.io", "JobSet")
+NODE = ("", "Node")
+POD = ("", "Pod")
+
+SERVICE_KINDS = (DEPLOYMENT, STATEFULSET, REPLICASET, REPLICATION_CONTROLLER)
+KUBEFLOW_KINDS = (PYTORCHJOB, TFJOB, MPIJOB)
+TRAINING_CRDS = (VOLCANO_JOB, *KUBEFLOW_KINDS, JOBSET)
+# The label the operator puts on every pod of a job, naming the job.
+JOB_NAME_LABELS = {VOLCANO_JOB: "volcano.sh/job-name", JOBSET: "jobset.sigs.k8s.io/jobset-name",
+                   **{k: "training.kubeflow.org/job-name" for k in KUBEFLOW_KINDS}}
+# apiVersion assumed when a drain result names an owner by kind only (a Volcano Job must say its apiVersion).
+DEFAULT_API_VERSIONS = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1", "StatefulSet": "apps/v1",
+                        "DaemonSet": "apps/v1", "ReplicationController": "v1", "Job": "batch/v1",
+                        "CronJob": "batch/v1", "PyTorchJob": "kubeflow.org/v1", "TFJob": "kubeflow.org/v1",
+                        "MPIJob": "kubeflow.org/v1", "JobSet": "jobset.x-k8s.io/v1alpha2"}
+COMMAND_API_VERSION = "bus.volcano.sh/v1alpha1"
+
+# Strategies
+WAIT_READY = "wait_ready"  # the controller replaces the pods; wait until the desired replicas are Ready elsewhere
+RESTART_JOB = "restart_job"  # batch Job with several workers: stop every active pod, the Job controller recreates them
+RESTART_COMMAND = "restart_command"  # Volcano Job: a bus.volcano.sh Command with action RestartJob
+RESTART_PODS = "restart_pods"  # Kubeflow and JobSet: stop every pod of the job, the operator recreates them
+RECREATE = "recreate"  # bare pod, recreate_unmanaged: a copy without the node binding
+LOST = "lost"  # bare pod: nothing brings it back
+NONE = "none"  # DaemonSet, static pod, unknown or deleted owner
+RESTARTS = (RESTART_JOB, RESTART_COMMAND, RESTART_PODS)
+
+STOP_MARGIN = 30  # seconds beyond the longest grace period before a pod that has not stopped is force-deleted
+AT_RISK_REMAINING = 1  # a job with this many retries left (or fewer) after our restart is called out
+
+
+class WorkloadError(ValueError):
+    """Bad input (a malformed evicted pod record); str() is one sentence."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def api_group(api_version: str | None) -> str:
+    return api_version.split("/", 1)[0] if api_version and "/" in api_version else ""
+
+
+def kind_key(api_version: str | None, kind: str | None) -> tuple[str, str]:
+    return api_group(api_version), kind or ""
+
+
+def collection_path(api_version: str, kind: str) -> str:
+    """Cluster-wide collection path of a kind (every kind here has the plural kind.lower() + 's')."""
+    plural = kind.lower() + "s"
+    return f"/api/{api_version}/{plural}" if "/" not in api_version else f"/apis/{api_version}/{plural}"
+
+
+def controller_ref(obj: dict) -> dict | None:
+    """The owner reference with controller: true (like kubectl drain, other owners do not manage the pod)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return next((ref for ref in refs if ref.get("controller")), None)
+
+
+def is_active(pod: dict) -> bool:
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed") and \
+        not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def is_ready(pod: dict) -> bool:
+    return is_active(pod) and any(c.get("type") == "Ready" and c.get("status") == "True"
+                                  for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def pod_summary(pod: dict) -> dict:
+    meta = pod.get("metadata") or {}
+    return {"namespace": meta.get("namespace"), "name": meta.get("name"), "uid": meta.get("uid"),
+            "node": (pod.get("spec") or {}).get("nodeName"), "phase": (pod.get("status") or {}).get("phase")}
+
+
+def is_distributed(job: dict) -> bool:
+    """A batch Job with more than one worker, or Indexed (ranks), must restart as a whole."""
+    spec = job.get("spec") or {}
+    return spec.get("completionMode") == "Indexed" or int(spec.get("parallelism") or 1) > 1
+
+
+def expected_job_pods(job: dict) -> int:
+    """How many pods a running Job keeps: parallelism, capped by the completions still to go."""
+    spec = job.get("spec") or {}
+    status = job.get("status") or {}
+    parallelism = int(spec.get("parallelism") if spec.get("parallelism") is not None else 1)
+    completions = spec.get("completions")
+    if completions is None:
+        return parallelism
+    return max(min(parallelism, int(completions) - int(status.get("succeeded") or 0)), 0)
+
+
+def job_finished(job: dict) -> str | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return cond["type"]
+    return None
+
+
+def ignores_disruptions(job: dict) -> bool:
+    """Whether the Job's podFailurePolicy keeps disrupted pods (eviction, node loss) from consuming backoffLimit."""
+    rules = ((job.get("spec") or {}).get("podFailurePolicy") or {}).get("rules") or []
+    return any(rule.get("action") == "Ignore" and any(c.get("type") == "DisruptionTarget"
+                                                       for c in rule.get("onPodConditions") or [])
+               for rule in rules)
+
+
+def strategy_for(key: tuple[str, str], obj: dict | None, recreate_unmanaged: bool) -> tuple[str, str]:
+    """(strategy, why) for one owner."""
+    if key == POD:
+        if recreate_unmanaged:
+            return RECREATE, "a bare pod: nothing recreates it, so it is re-created from its spec without the node"
+        return LOST, "a bare pod: no controller recreates it (set recreate_unmanaged to re-create it)"
+    if key == NODE:
+        return NONE, "a static pod: it belongs to its node"
+    if key == DAEMONSET:
+        return NONE, "a DaemonSet pod: it belongs to its node and is not moved"
+    if obj is None:
+        return NONE, "its owner no longer exists"
+    if key in SERVICE_KINDS:
+        return WAIT_READY, "its controller replaces the pods on other nodes"
+    if key == BATCH_JOB:
+        if is_distributed(obj):
+            if (obj.get("spec") or {}).get("suspend") and v.SUSPENDED_BY_RUN not in (
+                    (obj.get("metadata") or {}).get("annotations") or {}):
+                return NONE, "a distributed Job that someone else suspended: it runs no pods to restart"
+            how = ("suspended until every rank has stopped with its grace period, then resumed so the Job controller "
+                   "recreates all ranks together") if job_restart_method(obj) == "suspend" else (
+                "admitted by Kueue: every rank is evicted with its grace period and the Job controller recreates them")
+            return RESTART_JOB, f"a distributed Job (Indexed or parallelism > 1): {how}"
+        return WAIT_READY, "a single-worker Job: the Job controller replaces its pod"
+    if key == VOLCANO_JOB:
+        return RESTART_COMMAND, "a Volcano Job: a bus.volcano.sh Command RestartJob restarts every task together"
+    if key in KUBEFLOW_KINDS or key == JOBSET:
+        return RESTART_PODS, f"a {key[1]}: every pod is stopped with its grace period and the operator recreates them"
+    return NONE, f"owned by a {key[1]} ({key[0] or 'core'}), which this module does not know how to recover"
+
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+def job_restart_method(job: dict) -> str:
+    """How a distributed batch Job is restarted whole.
+
+    'suspend': suspend it (the Job controller stops every pod with its grace period, without counting failures),
+    then resume it once they are gone (it recreates every rank at once), as Kueue does to preempt a Job.
+    'evict': for a Job that Kueue admits (suspend is Kueue's lever, not ours), evict every pod instead; the Job
+    controller recreates them after its pod-failure backoff."""
+    labels = (job.get("metadata") or {}).get("labels") or {}
+    return "evict" if KUEUE_QUEUE_LABEL in labels else "suspend"
+
+
+def job_restart_cost(job: dict, active_pods: int) -> int:
+    """backoffLimit a whole restart consumes: none when suspended, evicted pods unless podFailurePolicy ignores them."""
+    if job_restart_method(job) == "suspend" or ignores_disruptions(job):
+        return 0
+    return active_pods
+
+
+def retry_budget(key: tuple[str, str], obj: dict, active_pods: int = 0) -> dict | None:
+    """Retry budget of a training job: limit, used, remaining, what our restart costs and whether it is at risk."""
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    cost: int | None
+    if key == BATCH_JOB:
+        field_name, limit = "backoffLimit", int(spec.get("backoffLimit", 6))
+        used = int(status.get("failed") or 0)
+        cost = job_restart_cost(obj, active_pods)
+    elif key == VOLCANO_JOB:
+        field_name, limit = "maxRetry", int(spec.get("maxRetry", 3))
+        used, cost = int(status.get("retryCount") or 0), 1
+    elif key in KUBEFLOW_KINDS:
+        field_name = "runPolicy.backoffLimit"
+        raw_limit = (spec.get("runPolicy") or {}).get("backoffLimit")
+        if raw_limit is None:
+            return {"field": field_name, "limit": None, "used": None, "remaining": None, "restart_cost": None,
+                    "at_risk": False, "message": "no runPolicy.backoffLimit: the operator retries without limit"}
+        limit = int(raw_limit)
+        used = sum(int((s or {}).get("failed") or 0) for s in (status.get("replicaStatuses") or {}).values())
+        cost = None  # the operator decides whether a deleted pod counts
+    elif key == JOBSET:
+        field_name = "failurePolicy.maxRestarts"
+        limit = int((spec.get("failurePolicy") or {}).get("maxRestarts", 0))
+        used = int(status.get("restartsCountTowardsMax", status.get("restarts")) or 0)
+        cost = 1
+    else:
+        return None
+    remaining = max(limit - used, 0)
+    after = remaining - (cost or 0)
+    at_risk = after <= AT_RISK_REMAINING
+    if after < 0 or (after == 0 and cost):
+        message = f"{field_name} {limit}, {used} used: this restart can exhaust it and fail the job"
+    elif at_risk:
+        message = f"{field_name} {limit}, {used} used: {max(after, 0)} retries left after this restart"
+    else:
+        message = f"{field_name} {limit}, {used} used, {remaining} left"
+    return {"field": field_name, "limit": limit, "used": used, "remaining": remaining, "restart_cost": cost,
+            "at_risk": at_risk, "message": message}
+
+
+def label_selector(selector: dict | None) -> str | None:
+    """A LabelSelector object as the query string the API takes."""
+    if not selector:
+        return None
+    parts = [f"{k}={val}" for k, val in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts) or None
+
+
+def scheduler_reason(pod: dict, events: list[dict] | None = None) -> str:
+    """Why a pod is not Ready: the scheduler's message if it is unscheduled, else its container state."""
+    status = pod.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return cond.get("message") or cond.get("reason") or "not scheduled"
+    for event in reversed(events or []):
+        if event.get("reason") == "FailedScheduling":
+            return event.get("message") or "FailedScheduling"
+    if not (pod.get("spec") or {}).get("nodeName"):
+        return "waiting for the scheduler"
+    for cstatus in status.get("containerStatuses") or []:
+        waiting = (cstatus.get("state") or {}).get("waiting")
+        if waiting:
+            return f"container {cstatus.get('name')}: {waiting.get('reason')} {waiting.get('message') or ''}".strip()
+    return f"phase {status.get('phase') or 'unknown'}, not Ready"
+
+
+def owner_reference(obj: dict, api_version: str, kind: str) -> dict:
+    meta = obj.get("metadata") or {}
+    return {"apiVersion": api_version, "kind": kind, "name": meta.get("name"), "uid": meta.get("uid"),
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def command_name(job_name: str, run_id: str) -> str:
+    """Deterministic per job and run, so a second run finds the Command it already created."""
+    suffix = "".join(ch for ch in run_id.lower() if ch.isalnum())[-12:]
+    return f"{job_name[:253 - 26]}-restartjob-{suffix}"
+
+
+def volcano_command(job: dict, api_version: str, run_id: str, message: str) -> dict:
+    """What `vcctl job restart` creates: a Command owned by the job, targeting it, action RestartJob."""
+    meta = job.get("metadata") or {}
+    ref = owner_reference(job, api_version, "Job")
+    return {
+        "apiVersion": COMMAND_API_VERSION, "kind": "Command",
+        "metadata": {"name": command_name(meta["name"], run_id), "namespace": meta.get("namespace"),
+                     "ownerReferences": [ref], "annotations": {v.RUN_ID: run_id}},
+        "action": "RestartJob",
+        "target": dict(ref),
+        "reason": "NodeRecovery",
+        "message": message,
+    }
+
+
+def unbound_copy(pod: dict, run_id: str) -> dict:
+    """A bare pod's manifest for re-creation: same name and spec, without the node binding or server fields."""
+    meta = pod.get("metadata") or {}
+    spec = copy.deepcopy(pod.get("spec") or {})
+    spec.pop("nodeName", None)
+    # The ServiceAccount admission plugin adds its token volume again.
+    token_volumes = {vol.get("name") for vol in spec.get("volumes") or [] if str(vol.get("name", "")).startswith(
+        "kube-api-access-")}
+    if token_volumes:
+        spec["volumes"] = [vol for vol in spec["volumes"] if vol.get("name") not in token_volumes]
+        for container in spec.get("containers", []) + spec.get("initContainers", []):
+            if container.get("volumeMounts"):
+                container["volumeMounts"] = [m for m in container["volumeMounts"] if m.get("name") not in token_volumes]
+    annotations = dict(meta.get("annotations") or {})
+    annotations.update({v.RECREATED_FROM: meta.get("uid") or "", v.RUN_ID: run_id})
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"),
+                         "labels": dict(meta.get("labels") or {}), "annotations": annotations},
+            "spec": spec}
+
+
+def evicted_pod(item: Any, index: int) -> dict:
+    """A drain result's pod record as a pod-shaped dict (the pod itself may be gone).
+
+    Accepts the pod itself (key `pod`), or `namespace` and `name` with the owner as raw `owner_references`,
+    as `owner` ('Kind/name' as node_drain reports it, or {kind, name, api_version}) or as
+    `owner_kind`/`owner_name`/`owner_api_version`; `node` optional."""
+    where = f"evicted item {index + 1}"
+    if not isinstance(item, dict):
+        raise WorkloadError(f"{where} must be a mapping with namespace and name, not {type(item).__name__}")
+    if isinstance(item.get("pod"), dict):
+        pod = copy.deepcopy(item["pod"])
+        pod.setdefault("spec", {})
+        if item.get("node") and not pod["spec"].get("nodeName"):
+            pod["spec"]["nodeName"] = item["node"]
+        if not (pod.get("metadata") or {}).get("name") or not pod["metadata"].get("namespace"):
+            raise WorkloadError(f"{where}: its pod has no metadata.name or metadata.namespace")
+        pod["_manifest"] = True
+        return pod
+    name, namespace = item.get("name"), item.get("namespace")
+    if not name or not namespace:
+        raise WorkloadError(f"{where} needs both 'namespace' and 'name' (got keys: {', '.join(sorted(item)) or 'none'})")
+    refs = item.get("owner_references") or item.get("ownerReferences")
+    owner = item.get("owner")
+    if isinstance(owner, str) and owner:
+        kind, _, owner_name = owner.partition("/")
+        if not owner_name:
+            raise WorkloadError(f"{where}: owner '{owner}' is not of the form Kind/name")
+        owner = {"kind": kind, "name": owner_name}
+    if refs is None and isinstance(owner, dict):
+        refs = [owner]
+    elif refs is None and item.get("owner_kind"):
+        refs = [{"kind": item["owner_kind"], "name": item.get("owner_name"),
+                 "api_version": item.get("owner_api_version")}]
+    if refs is not None and not isinstance(refs, list):
+        raise WorkloadError(f"{where}: owner_references must be a list of owner references")
+    normalised = []
+    for ref in refs or []:
+        if not isinstance(ref, dict) or not ref.get("kind") or not ref.get("name"):
+            raise WorkloadError(f"{where}: an owner needs 'kind' and 'name'")
+        api_version = ref.get("apiVersion") or ref.get("api_version")
+        guessed = not api_version
+        api_version = api_version or DEFAULT_API_VERSIONS.get(ref["kind"])
+        if not api_version:
+            raise WorkloadError(f"{where}: owner kind '{ref['kind']}' needs an api_version")
+        normalised.append({"apiVersion": api_version, "kind": ref["kind"], "name": ref["name"],
+                           "uid": ref.get("uid"), "controller": ref.get("controller", True), "_guessed": guessed})
+    return {"metadata": {"name": name, "namespace": namespace, "uid": item.get("uid"), "ownerReferences": normalised},
+            "spec": {"nodeName": item.get("node") or item.get("node_name")}, "status": {}, "_evicted": True}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One owner and what happened to it
+
+
+@dataclass
+class Workload:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    obj: Optional[dict] = None
+    parent: Optional[dict] = None
+    pods: list = field(default_factory=list)  # the affected pods (summaries)
+    strategy: str = NONE
+    why: str = ""
+    status: str = "planned"
+    message: str = ""
+    budget: Optional[dict] = None
+    stopped: list = field(default_factory=list)
+    landed: list = field(default_factory=list)
+    pending: list = field(default_factory=list)
+    recovered_seconds: Optional[float] = None
+    request: Optional[dict] = None  # the restart request sent (Volcano Command)
+    action: Optional[str] = None  # what we did (or, in check mode, would do) to it
+    manifests: list = field(default_factory=list)  # bare pods' specs, for re-creation
+    desired: Optional[int] = None
+    done: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return kind_key(self.api_version, self.kind)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    @property
+    def path(self) -> str:
+        return object_path(collection_path(self.api_version, self.kind), self.name, self.namespace)
+
+    def report(self) -> dict:
+        out = {"kind": self.kind, "api_version": self.api_version, "namespace": self.namespace, "name": self.name,
+               "strategy": self.strategy, "why": self.why, "status": self.status, "message": self.message,
+               "pods": self.pods, "nodes": sorted({p["node"] for p in self.pods if p.get("node")})}
+        if self.parent:
+            out["parent"] = self.parent
+        for name in ("action", "budget", "request", "recovered_seconds", "desired"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        for name in ("stopped", "landed", "pending"):
+            if getattr(self, name):
+                out[name] = getattr(self, name)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# API calls
+
+
+def _get_or_none(client: Client, path: str, what: str, resource: str) -> dict | None:
+    try:
+        return client.get(path, what=what, verb="get", resource=resource)
+    except KubernetesError as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def pods_on_nodes(client: Client, nodes: list[str]) -> list[dict]:
+    """Every pod still bound to the nodes and not finished."""
+    found = []
+    for name in nodes:
+        found += [p for p in client.list("/api/v1/pods", field_selector=f"spec.nodeName={name}",
+                                         what=f"listing pods on node {name}", resource="pods")
+                  if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    return found
+
+
+class Resolver:
+    """Follows owner references to the workload that owns a pod, reading each owner once."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.cache: dict[tuple, dict | None] = {}
+
+    def read(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+        cache_key = (kind_key(api_version, kind), namespace, name)
+        if cache_key not in self.cache:
+            path = object_path(collection_path(api_version, kind), name, namespace)
+            self.cache[cache_key] = _get_or_none(self.client, path, f"reading {kind} {namespace}/{name}",
+                                                 kind.lower() + "s" + (f".{api_group(api_version)}"
+                                                                       if api_group(api_version) else ""))
+        return self.cache[cache_key]
+
+    def owner_of(self, pod: dict) -> tuple[str, str, str, dict | None]:
+        """(apiVersion, kind, name, parent) of the workload that owns the pod; a bare pod is ('v1', 'Pod', name)."""
+        meta = pod.get("metadata") or {}
+        namespace = meta.get("namespace")
+        ref = controller_ref(pod)
+        if ref is None:
+            return "v1", "Pod", meta.get("name"), None
+        api_version, kind, name = ref.get("apiVersion") or "", ref.get("kind") or "", ref.get("name")
+        key = kind_key(api_version, kind)
+        if key not in (REPLICASET, BATCH_JOB):
+            return api_version, kind, name, None
+        obj = self.read(api_version, kind, namespace, name)
+        if obj is None and key == BATCH_JOB and ref.get("_guessed"):
+            # A drain names the owner 'Job/x': a batch Job, or else a Volcano Job.
+            volcano_version = f"{VOLCANO_JOB[0]}/v1alpha1"
+            try:
+                if self.read(volcano_version, kind, namespace, name) is not None:
+                    return volcano_version, kind, name, None
+            except KubernetesError as err:
+                if err.status != 404 and err.status != 403:
+                    raise
+        parent_ref = controller_ref(obj) if obj else None
+        if parent_ref is None:
+            return api_version, kind, name, None
+        parent_key = kind_key(parent_ref.get("apiVersion"), parent_ref.get("kind"))
+        if key == REPLICASET and parent_key == DEPLOYMENT:
+            return parent_ref["apiVersion"], "Deployment", parent_ref["name"], None
+        if key == BATCH_JOB and parent_key == CRONJOB:
+            return api_version, kind, name, {"kind": "CronJob", "name": parent_ref["name"]}
+        if key == BATCH_JOB and (parent_key == JOBSET or parent_key in KUBEFLOW_KINDS):
+            return parent_ref["apiVersion"], parent_ref["kind"], parent_ref["name"], None
+        return api_version, kind, name, {"kind": parent_ref.get("kind"), "name": parent_ref.get("name")}
+
+
+def resolve(client: Client, pods: list[dict], recreate_unmanaged: bool) -> list[Workload]:
+    """Group the affected pods by owning workload (one entry per workload however many of its nodes failed)."""
+    resolver = Resolver(client)
+    workloads: dict[tuple, Workload] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        api_version, kind, name, parent = resolver.owner_of(pod)
+        key = (kind_key(api_version, kind), meta.get("namespace"), name)
+        if key not in workloads:
+            workloads[key] = Workload(api_version=api_version, kind=kind, namespace=meta.get("namespace"), name=name,
+                                      parent=parent)
+        workload = workloads[key]
+        workload.pods.append(pod_summary(pod))
+        if key[0] == POD:
+            workload.manifests.append(pod)
+    for workload in workloads.values():
+        if workload.key not in (POD, NODE, DAEMONSET) and (workload.key in SERVICE_KINDS or workload.key == BATCH_JOB
+                                                          or workload.key in TRAINING_CRDS):
+            workload.obj = resolver.read(workload.api_version, workload.kind, workload.namespace, workload.name)
+        workload.strategy, workload.why = strategy_for(workload.key, workload.obj, recreate_unmanaged)
+    return sorted(workloads.values(), key=lambda w: (w.namespace or "", w.kind, w.name))
+
+
+def workload_pods(client: Client, workload: Workload) -> list[dict]:
+    """Every pod of the workload now (selected by its selector or the operator's job-name label)."""
+    obj = workload.obj or {}
+    namespace = workload.namespace
+    if workload.key in JOB_NAME_LABELS:
+        selector = f"{JOB_NAME_LABELS[workload.key]}={workload.name}"
+    else:
+        selector = label_selector((obj.get("spec") or {}).get("selector"))
+        if selector is None and workload.key == REPLICATION_CONTROLLER:
+            selector = ",".join(f"{k}={val}" for k, val in sorted(((obj.get("spec") or {}).get("selector")
+                                                                  or {}).items())) or None
+    if selector is None:
+        return []
+    pods = client.list(f"/api/v1/namespaces/{namespace}/pods", label_selector=selector,
+                       what=f"listing pods of {workload.ref}", resource="pods")
+    uid = (obj.get("metadata") or {}).get("uid")
+    if uid and (workload.key in KUBEFLOW_KINDS or workload.key == VOLCANO_JOB):
+        # Kinds of one operator share the job-name label: keep the pods this very job controls.
+        pods = [p for p in pods if (controller_ref(p) or {}).get("uid") == uid]
+    return pods
+
+
+def stop_pods(client: Client, pods: list[dict], unreachable_nodes: set[str]) -> list[dict]:
+    """Stop pods together, each with its own grace period (time for a final checkpoint).
+
+    Through the Eviction API, so Kubernetes marks them DisruptionTarget and a Job's podFailurePolicy can keep the
+    restart from consuming backoffLimit. A PodDisruptionBudget refusal falls back to a delete: the job restarts
+    as a whole, so a budget on part of it protects nothing. Pods on a node that cannot confirm termination
+    (not Ready) are deleted with grace 0 so the controller can replace them."""
+
+    def stop(pod: dict) -> dict:
+        meta = pod["metadata"]
+        name, namespace, node = meta["name"], meta["namespace"], (pod.get("spec") or {}).get("nodeName")
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+        outcome = {"namespace": namespace, "name": name, "uid": meta.get("uid"), "node": node,
+                   "grace_period": (pod.get("spec") or {}).get("terminationGracePeriodSeconds")}
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace},
+                "deleteOptions": {"preconditions": {"uid": meta.get("uid")}}}
+        try:
+            client.request("POST", path + "/eviction", body=body, what=f"evicting pod {namespace}/{name}",
+                           verb="create", resource="pods/eviction", retry_statuses=frozenset({500, 502, 503, 504}))
+            outcome["how"] = "evicted"
+        except KubernetesError as err:
+            if err.status == 404:
+                outcome["how"] = "already gone"
+                return outcome
+            if err.status not in (429, 409):
+                raise
+            _delete_pod(client, path, meta.get("uid"), None, f"deleting pod {namespace}/{name}")
+            outcome["how"] = "deleted (a PodDisruptionBudget refused the eviction)"
+        if node in unreachable_nodes:
+            _delete_pod(client, path, meta.get("uid"), 0, f"force-deleting pod {namespace}/{name}")
+            outcome["how"] += "; force-deleted, its node is not Ready"
+        return outcome
+
+    if not pods:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(pods), 16)) as pool:
+        return list(pool.map(stop, pods))
+
+
+def _delete_pod(client: Client, path: str, uid: str | None, grace: int | None, what: str) -> None:
+    body: dict = {"preconditions": {"uid": uid}} if uid else {}
+    if grace is not None:
+        body["gracePeriodSeconds"] = grace
+    try:
+        client.request("DELETE", path, body=body, what=what, verb="delete", resource="pods")
+    except KubernetesError as err:
+        if err.status not in (404, 409):  # gone already, or a different pod by the same name now
+            raise
+
+
+@dataclass
+class RecoveryRun:
+    client: Client
+    nodes: list  # names of the nodes being remediated
+    run_id: str
+    recreate_unmanaged: bool = False
+    check_mode: bool = False
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    node_objects: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    # -- act -------------------------------------------------------------------------------------------------------
+
+    def already_restarted(self, workload: Workload) -> bool:
+        annotations = ((workload.obj or {}).get("metadata") or {}).get("annotations") or {}
+        return annotations.get(v.RESTARTED_RUN) == self.run_id
+
+    def mark_restarted(self, workload: Workload) -> None:
+        self.client.patch(workload.path, {"metadata": {"annotations": {v.RESTARTED_RUN: self.run_id,
+                                                                       v.RESTARTED_AT: rfc3339()}}},
+                          what=f"annotating {workload.ref}", verb="patch", resource=workload.kind.lower() + "s")
+
+    def unreachable(self) -> set[str]:
+        return {name for name, node in self.node_objects.items()
+                if not any(c.get("type") == "Ready" and c.get("status") == "True"
+                           for c in (node.get("status") or {}).get("conditions") or [])}
+
+    def act(self, workload: Workload) -> bool:
+        """Carry out the workload's strategy (in check mode: say what it would do). True when it changes something."""
+        if workload.strategy in RESTARTS:
+            return self._restart(workload)
+        if workload.strategy == RECREATE:
+            return self._recreate(workload)
+        if workload.strategy == LOST:
+            workload.status, workload.done = "lost", True
+            workload.message = "lost: no controller recreates a bare pod"
+            return False
+        if workload.strategy == NONE:
+            workload.status, workload.done = "skipped", True
+            workload.message = workload.why
+            return False
+        workload.status = "planned" if self.check_mode else "waiting"
+        workload.message = "its controller replaces the pods"
+        return False
+
+    def _restart(self, workload: Workload) -> bool:
+        pods = [p for p in workload_pods(self.client, workload) if is_active(p)]
+        workload.budget = retry_budget(workload.key, workload.obj or {}, len(pods))
+        if workload.budget and workload.budget["at_risk"]:
+            self.warnings.append(f"{workload.ref} is about to exhaust its retry budget: {workload.budget['message']}")
+        # An operator's pace is not ours to wait for; a batch Job's controller runs here, so its ranks are waited for.
+        workload.done = workload.strategy != RESTART_JOB
+        if self.already_restarted(workload) and not self.left_suspended(workload):
+            workload.status = "already_restarted"
+            workload.message = f"already restarted whole in run {self.run_id}"
+            return False
+        recreator = "the Job controller" if workload.strategy == RESTART_JOB else "the operator"
+        if workload.strategy == RESTART_COMMAND:
+            return self._restart_volcano(workload, pods)
+        if workload.strategy == RESTART_JOB and job_restart_method(workload.obj or {}) == "suspend":
+            return self._restart_suspending(workload, pods)
+        if self.check_mode:
+            workload.status = "planned"
+            workload.action = f"would stop all {len(pods)} pods with their grace period; {recreator} recreates them"
+            workload.message = workload.action
+            return bool(pods)
+        workload.stopped = stop_pods(self.client, pods, self.unreachable())
+        self.mark_restarted(workload)
+        workload.status = "restart_requested" if workload.done else "restarted"
+        workload.action = (f"restarted whole: stopped all {len(workload.stopped)} pods together with their grace "
+                           f"period; {recreator} recreates them")
+        workload.message = workload.action
+        return True
+
+    @staticmethod
+    def left_suspended(workload: Workload) -> bool:
+        obj = workload.obj or {}
+        return bool((obj.get("spec") or {}).get("suspend")) and v.SUSPENDED_BY_RUN in (
+            (obj.get("metadata") or {}).get("annotations") or {})
+
+    def _restart_suspending(self, workload: Workload, pods: list[dict]) -> bool:
+        grace = max([int((p.get("spec") or {}).get("terminationGracePeriodSeconds", 30)) for p in pods] or [30])
+        if self.check_mode:
+            workload.status = "planned"
+            workload.action = workload.message = (
+                f"would suspend the Job, wait up to {grace + STOP_MARGIN}s for its {len(pods)} pods to stop with "
+                f"their grace period, then resume it so the Job controller recreates every rank together")
+            return True
+        resuming = self.left_suspended(workload)
+        if not resuming:
+            self.client.patch(workload.path, {"metadata": {"annotations": {
+                v.RESTARTED_RUN: self.run_id, v.RESTARTED_AT: rfc3339(), v.SUSPENDED_BY_RUN: self.run_id}},
+                "spec": {"suspend": True}}, what=f"suspending {workload.ref} to restart it whole", verb="patch",
+                resource="jobs.batch")
+        workload.stopped = [dict(pod_summary(p), how="stopped by the Job controller (suspended)") for p in pods]
+        leftovers = self._wait_stopped(pods, grace + STOP_MARGIN)
+        for outcome in workload.stopped:
+            if outcome["uid"] in leftovers:
+                outcome["how"] += "; force-deleted: it did not stop within its grace period"
+        self.client.patch(workload.path, {"metadata": {"annotations": {v.SUSPENDED_BY_RUN: None}},
+                                          "spec": {"suspend": False}},
+                          what=f"resuming {workload.ref}", verb="patch", resource="jobs.batch")
+        workload.status = "restarted"
+        workload.action = (f"restarted whole: suspended until all {len(pods)} pods had stopped with their grace period, "
+                           f"then resumed; the Job controller recreates every rank together")
+        if resuming:
+            workload.action = "resumed: an interrupted whole restart of this run is finished"
+        workload.message = workload.action
+        return True
+
+    def _wait_stopped(self, pods: list[dict], timeout: float) -> set[str]:
+        """Wait until the pods are gone, so no two copies of a rank ever run; force the ones that cannot stop.
+
+        Pods on a node that is not Ready cannot confirm termination and are force-deleted at once; pods still
+        there after their grace period (and a margin) are force-deleted too. Returns the uids force-deleted."""
+        forced: set[str] = set()
+        unreachable = self.unreachable()
+        deadline = self.clock() + timeout
+        remaining = {p["metadata"]["uid"]: p for p in pods}
+        while remaining:
+            for uid, pod in list(remaining.items()):
+                meta = pod["metadata"]
+                path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+                current = _get_or_none(self.client, path, f"reading pod {meta['namespace']}/{meta['name']}", "pods")
+                if current is None or current["metadata"].get("uid") != uid or \
+                        (current.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                    del remaining[uid]
+                elif (pod.get("spec") or {}).get("nodeName") in unreachable or self.clock() >= deadline:
+                    if uid not in forced:
+                        _delete_pod(self.client, path, uid, 0, f"force-deleting pod {meta['namespace']}/{meta['name']}")
+                        forced.add(uid)
+            if remaining:
+                self.sleep(0.5)
+            if remaining and self.clock() >= deadline + STOP_MARGIN:
+                break  # even a forced delete did not remove them: resume anyway, the report says so
+        return forced
+
+    def _restart_volcano(self, workload: Workload, pods: list[dict]) -> bool:
+        command = volcano_command(workload.obj or {}, workload.api_version, self.run_id,
+                                  f"restart whole after remediation of node {', '.join(self.nodes) or '?'} "
+                                  f"(run {self.run_id})")
+        workload.request = {"name": command["metadata"]["name"],
+                            **{k: command[k] for k in ("apiVersion", "kind", "action", "target")}}
+        if self.check_mode:
+            workload.status = "planned"
+            workload.action = workload.message = "would create a bus.volcano.sh Command RestartJob"
+            return True
+        try:
+            self.client.request("POST", f"/apis/{COMMAND_API_VERSION}/namespaces/{workload.namespace}/commands",
+                                body=command, what=f"creating a RestartJob Command for {workload.ref}", verb="create",
+                                resource="commands.bus.volcano.sh")
+        except KubernetesError as err:
+            if err.status != 409:
+                raise
+        self.mark_restarted(workload)
+        workload.status = "restart_requested"
+        workload.action = (f"restart requested: Command {command['metadata']['name']} (RestartJob); the Volcano "
+                           f"controller stops its {len(pods)} pods and recreates them together")
+        workload.message = workload.action
+        return True
+
+    def _recreate(self, workload: Workload) -> bool:
+        namespace, name = workload.namespace, workload.name
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+        current = _get_or_none(self.client, path, f"reading pod {namespace}/{name}", "pods")
+        current_node = ((current or {}).get("spec") or {}).get("nodeName")
+        if current and v.RECREATED_FROM in (current["metadata"].get("annotations") or {}) \
+                and current_node not in self.nodes:
+            workload.status, workload.message = "already_recreated", "already re-created from its spec"
+            return False
+        source = current or next((m for m in workload.manifests if m.get("_manifest")), None)
+        if source is None:
+            workload.status, workload.done = "lost", True
+            workload.message = "lost: the pod is gone and its spec was not kept (pass the drain result's pod)"
+            return False
+        manifest = unbound_copy({k: val for k, val in source.items() if not k.startswith("_")}, self.run_id)
+        if self.check_mode:
+            workload.status = "planned"
+            workload.action = workload.message = "would re-create the pod from its spec without the node binding"
+            return True
+        if current:
+            force = current_node in self.unreachable()
+            _delete_pod(self.client, path, current["metadata"].get("uid"), 0 if force else None,
+                        f"deleting pod {namespace}/{name} before re-creating it")
+            if not self._wait_gone(path, current["metadata"].get("uid")):
+                workload.status, workload.done = "failed", True
+                workload.message = "the original pod did not go away in time, so it was not re-created"
+                return True
+        self.client.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=manifest,
+                            what=f"re-creating pod {namespace}/{name}", verb="create", resource="pods")
+        workload.status = "recreated"
+        workload.action = workload.message = "re-created from its spec without the node binding"
+        return True
+
+    def _wait_gone(self, path: str, uid: str | None, timeout: float = 120.0) -> bool:
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            pod = _get_or_none(self.client, path, "reading pod", "pods")
+            if pod is None or pod["metadata"].get("uid") != uid:
+                return True
+            self.sleep(0.5)
+        return False
+
+    # -- wait ------------------------------------------------------------------------------------------------------
+
+    def placed_well(self, pod: dict, schedulable: dict[str, bool]) -> bool:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node or node in self.nodes:
+            return False
+        if node not in schedulable:
+            obj = _get_or_none(self.client, f"/api/v1/nodes/{node}", f"reading node {node}", "nodes")
+            schedulable[node] = bool(obj) and not (obj.get("spec") or {}).get("unschedulable")
+        return schedulable[node]
+
+    def check(self, workload: Workload, started: float, schedulable: dict[str, bool]) -> None:
+        """One look at a waited-for workload: recovered once the desired pods are Ready on schedulable other nodes."""
+        if workload.strategy == RECREATE:
+            pod = _get_or_none(self.client, f"/api/v1/namespaces/{workload.namespace}/pods/{workload.name}",
+                               "reading pod", "pods")
+            pods, desired = ([pod] if pod else []), 1
+        else:
+            workload.obj = _get_or_none(self.client, workload.path, f"reading {workload.ref}",
+                                        workload.kind.lower() + "s") or workload.obj
+            if workload.key == BATCH_JOB:
+                finished = job_finished(workload.obj or {})
+                if finished:
+                    workload.status, workload.done = ("recovered" if finished == "Complete" else "failed"), True
+                    workload.message = f"the Job is {finished}"
+                    workload.recovered_seconds = round(self.clock() - started, 1)
+                    return
+                desired = expected_job_pods(workload.obj or {})
+            else:
+                desired = int(((workload.obj or {}).get("spec") or {}).get("replicas", 1))
+            pods = workload_pods(self.client, workload)
+        workload.desired = desired
+        stopped = {p.get("uid") for p in workload.stopped}
+        current = [p for p in pods if p["metadata"].get("uid") not in stopped and is_active(p)]
+        good = [p for p in current if is_ready(p) and self.placed_well(p, schedulable)]
+        workload.landed = [{"pod": p["metadata"]["name"], "node": p["spec"]["nodeName"], "uid": p["metadata"]["uid"]}
+                           for p in good]
+        workload.pending = [p for p in current if p not in good]
+        if len(good) >= desired:
+            workload.status, workload.done = "recovered", True
+            workload.recovered_seconds = round(self.clock() - started, 1)
+            workload.message = f"{len(good)}/{desired} Ready on schedulable nodes after {workload.recovered_seconds}s"
+            workload.pending = []
+        else:
+            workload.message = f"{len(good)}/{desired} Ready on schedulable nodes"
+
+    def explain(self, workload: Workload) -> None:
+        """On timeout: every pod that is not where it should be, with the scheduler's reason."""
+        explained = []
+        for pod in workload.pending:
+            meta = pod["metadata"]
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node in self.nodes:
+                reason = f"still on node {node}, which is being remediated"
+            elif node and is_ready(pod):
+                reason = f"on node {node}, which is cordoned"
+            else:
+                events = []
+                if not any(c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("message")
+                           for c in (pod.get("status") or {}).get("conditions") or []):
+                    events = self.client.list(f"/api/v1/namespaces/{meta['namespace']}/events",
+                                              field_selector=f"involvedObject.kind=Pod,involvedObject.name={meta['name']}",
+                                              what=f"listing events of pod {meta['name']}", resource="events")
+                reason = scheduler_reason(pod, events)
+            explained.append({"pod": meta["name"], "node": node, "phase": (pod.get("status") or {}).get("phase"),
+                              "reason": reason})
+        missing = (workload.desired or 0) - len(workload.landed) - len(explained)
+        if missing > 0:
+            explained.append({"pod": None, "node": None, "phase": None,
+                              "reason": f"{missing} pod(s) not created yet by the controller"})
+        workload.pending = explained
+        workload.status = "timeout"
+        workload.message = f"{workload.message} when the wait ended; " + (
+            explained[0]["reason"] if explained else "not Ready in time")
+
+    def wait(self, workloads: list[Workload], timeout: float, started: float, interval: float = 1.0) -> None:
+        deadline = started + timeout
+        while True:
+            schedulable: dict[str, bool] = {}
+            for workload in workloads:
+                if not workload.done:
+                    self.check(workload, started, schedulable)
+            if all(w.done for w in workloads) or self.clock() >= deadline:
+                break
+            self.sleep(interval)
+        for workload in workloads:
+            if not workload.done:
+                self.explain(workload)
+
+    # -- audit -----------------------------------------------------------------------------------------------------
+
+    def record(self, workloads: list[Workload]) -> None:
+        """One Event per remediated node saying what was done to the work that ran there."""
+        for name, node in self.node_objects.items():
+            ran_here = [w for w in workloads if name in {p.get("node") for p in w.pods}]
+            lines = [f"{w.ref}: {w.action}" for w in ran_here if w.action]
+            lost = [f"bare pod {w.namespace}/{w.name} lost" for w in ran_here if w.status == "lost"]
+            if lines:
+                record_event(self.client, node, v.EVENT_WORKLOAD_RESTARTED,
+                             f"Workload recovery (run {self.run_id}): " + "; ".join(lines + lost),
+                             "Warning" if lost else "Normal")
+
+
+def recover(client: Client, nodes: list[str], evicted: list, run_id: str | None, recreate_unmanaged: bool,
+            wait: bool, timeout: float, check_mode: bool, node_objects: dict[str, dict] | None = None,
+            clock: Callable[[], float] = time.monotonic) -> dict:
+    """Find, recover and (unless check mode) wait for every workload that ran on the nodes. Returns the report."""
+    started = clock()
+    records = [evicted_pod(item, i) for i, item in enumerate(evicted or [])]
+    node_objects = dict(node_objects or {})
+    if not run_id:
+        # The run that isolated the node names this remediation: a second call in the same run restarts nothing twice.
+        run_id = next((((n.get("metadata") or {}).get("annotations") or {}).get(v.RUN_ID)
+                       for n in node_objects.values()
+                       if ((n.get("metadata") or {}).get("annotations") or {}).get(v.RUN_ID)), None)
+    run = RecoveryRun(client, list(nodes), run_id or new_run_id(), recreate_unmanaged, check_mode, clock=clock,
+                      node_objects=node_objects)
+    if len(nodes) == 1:
+        for record in records:  # node_drain drains one node and does not repeat it per pod
+            record["spec"]["nodeName"] = record["spec"].get("nodeName") or nodes[0]
+    run.nodes += sorted({r["spec"].get("nodeName") for r in records if r["spec"].get("nodeName")} - set(run.nodes))
+    live = pods_on_nodes(client, list(nodes))
+    seen = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in live}
+    pods = live + [r for r in records if (r["metadata"]["namespace"], r["metadata"]["name"]) not in seen]
+    workloads = resolve(client, pods, recreate_unmanaged)
+    changed = False
+    for workload in workloads:
+        changed = run.act(workload) or changed
+    if changed and not check_mode:
+        run.record(workloads)  # before waiting: the trail is there even if the wait times out
+    waited = [w for w in workloads if not w.done and w.strategy in (WAIT_READY, RESTART_JOB, RECREATE)]
+    if not check_mode and wait and waited:
+        run.wait(waited, timeout, started)
+    elif not check_mode:
+        for workload in waited:
+            if workload.status == "waiting":
+                workload.status = "not_waited"
+    unrecovered = [w for w in workloads if w.status in ("timeout", "failed")]
+    return {
+        "changed": changed,
+        "run_id": run.run_id,
+        "nodes": run.nodes,
+        "workloads": [w.report() for w in workloads],
+        "restarted": [w.ref for w in workloads if w.action and w.strategy in RESTARTS and not check_mode],
+        "recovered": not check_mode and not unrecovered and all(w.status != "not_waited" for w in workloads),
+        "lost": [f"{w.namespace}/{w.name}" for w in workloads if w.status == "lost"],
+        "unrecovered": [w.ref for w in unrecovered],
+        "warnings": run.warnings,
+        "elapsed_seconds": round(clock() - started, 1),
+    }
