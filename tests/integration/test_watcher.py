@@ -1,0 +1,163 @@
+"""The standalone watcher against the real local control plane: one recover run per
+fault episode, never two at once for a node, the storm brake, SIGTERM during a run,
+and a restart that neither repeats a run nor loses a fault that happened meanwhile."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from .event_driven import RECORD_PLAYBOOK, records, started_nodes, tool_env
+from .helpers import REPO, VENV_BIN, localnodes, pool_of, wait_for
+
+TEN_MINUTES = dt.timedelta(minutes=10)
+
+
+class WatcherProcess:
+    def __init__(self, data_dir: Path, env: dict, nodes: list[str], *options: str):
+        self.data_dir = data_dir
+        self.log = data_dir.parent / f"watcher-{time.monotonic_ns()}.log"
+        selector = f"{localnodes.POOL_LABEL}={pool_of(nodes)[localnodes.POOL_LABEL]}"
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "python"), "-m", "tools.watcher", "--data-dir", str(data_dir), "--label-selector", selector,
+             "--playbook", str(RECORD_PLAYBOOK), "--retry-delay", "600", *options],
+            cwd=REPO, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> WatcherProcess:
+        wait_for(lambda: self.alive() and self.status().get("pid") == self.proc.pid and self.status()["watching"], 60,
+                 "the watcher to list the nodes and watch")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.stop()
+
+    def alive(self) -> bool:
+        assert self.proc.poll() is None, f"the watcher exited with {self.proc.returncode}:\n{self.text()[-3000:]}"
+        return True
+
+    def stop(self, timeout: float = 120) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def status(self) -> dict:
+        path = self.data_dir / "status.json"
+        return json.loads(path.read_text()) if path.exists() else {"watching": False}
+
+    def runs(self) -> list[dict]:
+        return sorted((json.loads(p.read_text()) for p in (self.data_dir / "runs").glob("*/run.json")),
+                      key=lambda r: r["started"])
+
+
+def ended_runs(record: Path) -> int:
+    return sum(r["phase"] == "end" for r in records(record))
+
+
+def fault(api, name: str, ctype: str = "NT_NPU_OTHER") -> None:
+    localnodes.set_condition(name, ctype, "True", ago=TEN_MINUTES, api=api)
+
+
+def test_three_faults_three_runs_none_twice_and_a_restart_repeats_nothing(api, kubeconfig, make_nodes, tmp_path):
+    names = make_nodes(8)
+    a, b, c, d = names[:4]
+    record = tmp_path / "runs.jsonl"
+    env = tool_env(kubeconfig, record, work_seconds=4)
+    data = tmp_path / "data"
+    with WatcherProcess(data, env, names, "--max-unhealthy", "50%") as watcher:
+        for name in (a, b, c):
+            fault(api, name)
+        wait_for(lambda: watcher.alive() and started_nodes(record)[:1] == [[a]], 60, "the run for the first fault")
+        # The fault flaps while its node is being remediated: a new episode, but no second run.
+        localnodes.clear(a, api=api)
+        wait_for(lambda: f"{a}: cleared" in watcher.text(), 30, "the cleared event")
+        fault(api, a, "NT_NPU_ECC_COUNT")
+        wait_for(lambda: watcher.alive() and ended_runs(record) == 3, 180, "three runs to end")
+        time.sleep(3)
+        assert sorted(started_nodes(record)) == [[a], [b], [c]]
+        assert f"{a}: already being remediated by run" in watcher.text()
+        # One run at a time (max_runs 1, max_parallel 1): each starts after the one before ended.
+        phases = [(r["phase"], r["run"]["nodes"]) for r in records(record)]
+        assert phases == [(p, n) for n in started_nodes(record) for p in ("start", "end")]
+        runs = watcher.runs()
+        assert [r["status"] for r in runs] == ["successful"] * 3
+        for run in runs:
+            artifacts = Path(run["artifacts"])
+            assert (artifacts / "rc").read_text().strip() == "0"
+            assert "Record the start of the run" in (artifacts / "stdout").read_text()
+            assert list((artifacts / "job_events").iterdir())
+        assert watcher.stop() == 0
+
+    fault(api, d)  # while no watcher runs
+    with WatcherProcess(data, env, names, "--max-unhealthy", "50%") as watcher:
+        wait_for(lambda: watcher.alive() and ended_runs(record) == 4, 120, "the run for the fault made while down")
+        time.sleep(4)
+        assert sorted(started_nodes(record)) == [[a], [b], [c], [d]]
+        for name in (a, b, c):
+            assert f"{name}: this fault episode was remediated by an earlier run; not started again" in watcher.text()
+        assert watcher.stop() == 0
+
+
+def test_storm_brake_holds_runs_until_the_storm_passes(api, kubeconfig, make_nodes, tmp_path):
+    names = make_nodes(4)
+    first, second = names[:2]
+    record = tmp_path / "runs.jsonl"
+    with WatcherProcess(tmp_path / "data", tool_env(kubeconfig, record), names, "--max-unhealthy", "1",
+                        "--max-parallel", "2") as watcher:
+        fault(api, first)
+        wait_for(lambda: watcher.alive() and ended_runs(record) == 1, 60, "the run for the first fault")
+        fault(api, second)  # two faulty nodes where one is allowed: a storm
+        wait_for(lambda: watcher.alive() and watcher.status()["storm"], 60, "the storm brake")
+        time.sleep(5)
+        storm = watcher.status()["storm"]
+        assert {s["scope"] for s in storm} == {"_cluster", pool_of(names)[localnodes.POOL_LABEL]}
+        assert all(s["faulty"] == 2 and s["allowed"] == 1 for s in storm)
+        assert started_nodes(record) == [[first]]
+        assert watcher.status()["waiting"] == [second]
+        localnodes.clear(first, api=api)
+        wait_for(lambda: watcher.alive() and [second] in started_nodes(record), 60, "the held node's run")
+        assert "storm brake released" in watcher.text()
+        assert watcher.stop() == 0
+
+
+def test_sigterm_during_a_run_lets_it_finish(api, kubeconfig, make_nodes, tmp_path):
+    names = make_nodes(3)
+    record = tmp_path / "runs.jsonl"
+    with WatcherProcess(tmp_path / "data", tool_env(kubeconfig, record, work_seconds=8), names) as watcher:
+        fault(api, names[0])
+        wait_for(lambda: watcher.alive() and started_nodes(record), 60, "the run to start")
+        fault(api, names[1])  # arrives while the first run goes on: must not start after SIGTERM
+        time.sleep(1)
+        signalled = time.time()
+        assert watcher.stop(timeout=120) == 0
+        exited = time.time()
+    (run,) = watcher.runs()
+    assert run["nodes"] == [names[0]] and run["status"] == "successful" and not run["interrupted"]
+    assert [r["phase"] for r in records(record)] == ["start", "end"]
+    assert signalled < records(record)[-1]["time"] < exited  # it ended after the signal, before the exit
+    assert watcher.status()["running"] == [] and watcher.status()["stopping"] is True
+    assert "waiting up to" in watcher.text()
+
+
+def test_sigterm_past_the_stop_timeout_interrupts_the_playbook(api, kubeconfig, make_nodes, tmp_path):
+    names = make_nodes(3)
+    record = tmp_path / "runs.jsonl"
+    with WatcherProcess(tmp_path / "data", tool_env(kubeconfig, record, work_seconds=300), names,
+                        "--stop-timeout", "2") as watcher:
+        fault(api, names[0])
+        wait_for(lambda: watcher.alive() and started_nodes(record), 60, "the run to start")
+        started = time.monotonic()
+        assert watcher.stop(timeout=120) == 0
+        assert time.monotonic() - started < 60
+    (run,) = watcher.runs()
+    assert run["interrupted"] is True and run["status"] in ("failed", "canceled")
+    assert [r["phase"] for r in records(record)] == ["start"]
+    assert not os.path.exists(f"/proc/{run['playbook_pid']}"), "the interrupted playbook is still running"
+    assert "interrupting its playbook" in watcher.text()

@@ -1,0 +1,386 @@
+"""The node-recovery watcher: react to node faults in seconds without AAP.
+
+It consumes the same event stream as the ansible-rulebook face (the node_faults event
+source, in-process) and runs the recover playbook through ansible-runner in a worker
+thread, each run in a fresh private data directory whose artifacts are kept:
+
+- one run per fault episode, deduplicated: a node already being remediated is not
+  started again, and a run that succeeded is remembered (episodes.json) so a restart
+  does not repeat it;
+- rate-limited: at most `max_parallel` nodes in remediation and `max_runs` playbooks at
+  once (the recover playbook holds one cluster-wide lock, so one run at a time by
+  default; nodes that fail at once share a run), and no run at all while the storm brake
+  holds (the same plan() the playbook judges with);
+- graceful on SIGTERM: no new run starts, running playbooks finish (or, after
+  `stop_timeout`, are interrupted with SIGINT and only then killed);
+- restartable: the source lists every node on start, so a fault that began while the
+  watcher was down is found.
+
+See docs/event_driven.md (with a systemd unit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.ai_infra.node_recovery.extensions.eda.plugins.event_source.node_faults import (
+    NodeFaultSource,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan import (
+    Policy,
+    PolicyError,
+    allowed_unhealthy,
+    plan,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._transitions import FAULT_CLEARED
+
+log = logging.getLogger("node_recovery.watcher")
+
+DEFAULT_PLAYBOOK = "ai_infra.node_recovery.recover"
+
+
+class WatcherError(Exception):
+    """The watcher cannot start; str() is one sentence."""
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    playbook: str = DEFAULT_PLAYBOOK
+    source_args: dict[str, Any] = field(default_factory=dict)
+    extra_vars: dict[str, Any] = field(default_factory=dict)
+    max_parallel: int = 1  # nodes in remediation at once
+    max_runs: int = 1  # playbook runs at once
+    max_unhealthy: str = "20%"  # storm brake, as in the recover playbook: a count or a percentage of a pool
+    stop_timeout: float = 900.0  # on SIGTERM, how long running playbooks may take to finish
+    interrupt_grace: float = 30.0  # after SIGINT, how long before the run is killed
+    retry_delay: float = 300.0  # a failed run's nodes are tried again after this
+    max_attempts: int = 3  # runs per node and fault episode
+    keep_runs: int = 500  # run directories kept (oldest removed first)
+    tick: float = 2.0  # how often held nodes are judged again without an event
+
+
+@dataclass
+class Run:
+    run_id: str
+    nodes: list[str]
+    events: dict[str, dict]
+    directory: Path
+    started: float = field(default_factory=time.time)
+    status: str = "starting"
+    rc: int | None = None
+    playbook_pid: int | None = None
+    playbook_started: float | None = None
+    ended: float | None = None
+    interrupted: bool = False
+    cancel: bool = False
+
+    def record(self) -> dict:
+        return {"run_id": self.run_id, "nodes": self.nodes, "status": self.status, "rc": self.rc,
+                "started": self.started, "playbook_started": self.playbook_started, "ended": self.ended,
+                "playbook_pid": self.playbook_pid, "interrupted": self.interrupted,
+                "episodes": {name: event["episode"] for name, event in self.events.items()},
+                "transitions": {name: event["transition"] for name, event in self.events.items()},
+                "artifacts": str(self.directory / "artifacts" / "run")}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Atomically, so a reader (or a restart after a crash) never sees half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(temporary, path)
+
+
+class Watcher:
+    def __init__(self, settings: Settings, source: NodeFaultSource | None = None) -> None:
+        self.settings = settings
+        if settings.max_parallel < 1 or settings.max_runs < 1 or settings.max_attempts < 1:
+            raise WatcherError("max_parallel, max_runs and max_attempts must be at least 1")
+        try:
+            allowed_unhealthy(settings.max_unhealthy, 100)
+        except PolicyError as err:
+            raise WatcherError(str(err)) from None
+        self.policy = Policy(max_unhealthy=settings.max_unhealthy)
+        self.source = source or NodeFaultSource(settings.source_args)
+        self.runs_dir = settings.data_dir / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.episodes_file = settings.data_dir / "episodes.json"
+        self.status_file = settings.data_dir / "status.json"
+        # node -> episode key of its last successful run: survives restarts, forgotten when the fault clears
+        self.handled: dict[str, str] = json.loads(self.episodes_file.read_text()) if self.episodes_file.exists() else {}
+        self.waiting: dict[str, dict] = {}  # node -> the event asking for recovery, not started yet
+        self.busy: dict[str, str] = {}  # node -> id of the run remediating it
+        self.running: dict[str, Run] = {}
+        self.attempts: dict[str, int] = {}
+        self.retries: dict[str, asyncio.TimerHandle] = {}
+        self.storm: list[dict] = []
+        self.stopping = False
+        self.runs_started = 0
+        self._stop_requested: asyncio.Event | None = None
+        self._hurry: asyncio.Event | None = None
+        self._executor = ThreadPoolExecutor(max_workers=settings.max_runs, thread_name_prefix="recover-run")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Until SIGTERM/SIGINT; 0 after a clean stop, 1 when the source failed."""
+        loop = asyncio.get_running_loop()
+        self._stop_requested, self._hurry = asyncio.Event(), asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        queue: asyncio.Queue = asyncio.Queue()
+        source = asyncio.create_task(self.source.run(queue), name="node-faults-source")
+        helpers = [asyncio.create_task(self._consume(queue)), asyncio.create_task(self._tick())]
+        stop = asyncio.create_task(self._stop_requested.wait())
+        log.info("watching nodes (playbook %s, max_parallel %d, max_runs %d, max_unhealthy %s, data in %s)",
+                 self.settings.playbook, self.settings.max_parallel, self.settings.max_runs,
+                 self.settings.max_unhealthy, self.settings.data_dir)
+        await asyncio.wait({source, stop}, return_when=asyncio.FIRST_COMPLETED)
+        rc = 0
+        if source.done() and not source.cancelled() and source.exception() is not None:
+            log.error("%s", source.exception())
+            rc = 1
+        self.stopping = True
+        for task in [source, stop, *helpers]:
+            task.cancel()
+        await asyncio.gather(source, stop, *helpers, return_exceptions=True)
+        await self._finish_runs()
+        self._executor.shutdown(wait=True)
+        self._write_status()
+        log.info("stopped%s", "" if rc == 0 else " after a failure of the node watch")
+        return rc
+
+    def request_stop(self) -> None:
+        if self._stop_requested.is_set():
+            log.warning("second stop request: interrupting the running playbooks now")
+            self._hurry.set()
+            return
+        log.info("stop requested: no new runs; %d running, %d waiting nodes are left for the next start",
+                 len(self.running), len(self.waiting))
+        self._stop_requested.set()
+
+    async def _finish_runs(self) -> None:
+        """Let running playbooks end by themselves; interrupt (SIGINT) only after stop_timeout."""
+        for handle in self.retries.values():
+            handle.cancel()
+        if not self.running:
+            return
+        log.info("waiting up to %.0fs for %d running playbook(s) to finish", self.settings.stop_timeout,
+                 len(self.running))
+        if not await self._runs_end_within(self.settings.stop_timeout):
+            for run in self.running.values():
+                log.warning("run %s still going after the stop timeout: interrupting its playbook", run.run_id)
+                self._interrupt(run)
+            if not await self._runs_end_within(self.settings.interrupt_grace, hurry=False):
+                for run in self.running.values():
+                    log.error("run %s did not stop after SIGINT: killing it", run.run_id)
+                    run.cancel = True
+                await self._runs_end_within(None, hurry=False)
+
+    async def _runs_end_within(self, seconds: float | None, hurry: bool = True) -> bool:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while self.running:
+            if (deadline is not None and time.monotonic() >= deadline) or (hurry and self._hurry.is_set()):
+                return False
+            await asyncio.sleep(0.2)
+        return True
+
+    @staticmethod
+    def _interrupt(run: Run) -> None:
+        """SIGINT to the playbook's process group: ansible-playbook stops between tasks, as on Ctrl-C."""
+        run.interrupted = True
+        if run.playbook_pid:
+            try:
+                os.killpg(os.getpgid(run.playbook_pid), signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    # -- events ------------------------------------------------------------------------------
+    async def _consume(self, queue: asyncio.Queue) -> None:
+        while True:
+            self._on_event(await queue.get())
+            self._dispatch()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick)
+            self._dispatch()
+            self._write_status()
+
+    def _on_event(self, event: dict) -> None:
+        name = event["node"]
+        log.info("%s: %s (%s)%s", name, event["transition"], ", ".join(event["fault_types"]) or "no faults",
+                 " on start" if event.get("initial") else "")
+        if event["transition"] == FAULT_CLEARED or event["health"] != "faulty":
+            self.waiting.pop(name, None)
+            self.attempts.pop(name, None)
+            retry = self.retries.pop(name, None)
+            if retry is not None:
+                retry.cancel()
+            if self.handled.pop(name, None) is not None:
+                _write_json(self.episodes_file, self.handled)
+            return
+        if not event["needs_recovery"]:
+            return
+        if name in self.busy:
+            log.info("%s: already being remediated by run %s; not started again", name, self.busy[name])
+            self.running[self.busy[name]].events[name] = event  # that run answers for this episode too
+            return
+        if self.handled.get(name) == event["episode"]:
+            log.info("%s: this fault episode was remediated by an earlier run; not started again", name)
+            return
+        self.waiting[name] = event
+
+    def _dispatch(self) -> None:
+        """Start what may start now: the plan's order, the storm brake, max_parallel and max_runs."""
+        # Not before the first list is complete: the storm brake must judge the whole picture.
+        if self.stopping or not self.waiting or self.source.resource_version is None:
+            return
+        verdict = plan(self.source.classified(), self.policy, targets=list(self.waiting))
+        if verdict["storm"]:
+            if verdict["storm_scopes"] != self.storm:
+                log.warning("storm brake holds (%s): %d node(s) wait", "; ".join(
+                    f"{s['scope']}: {s['faulty']} of {s['total']} faulty, {s['allowed']} allowed"
+                    for s in verdict["storm_scopes"]), len(self.waiting))
+            self.storm = verdict["storm_scopes"]
+            return
+        if self.storm:
+            log.info("storm brake released")
+            self.storm = []
+        for skipped in verdict["skip"]:
+            if self.waiting.pop(skipped["name"], None) is not None:
+                log.info("%s: not remediated: %s", skipped["name"], skipped["reason"])
+        known = {entry["name"] for entry in verdict["act"]}
+        for name in [n for n in self.waiting if n not in known]:
+            log.info("%s: no longer seen among the watched nodes; dropped", name)
+            self.waiting.pop(name)
+        ready = [entry["name"] for entry in verdict["act"]]
+        while ready and len(self.running) < self.settings.max_runs and len(self.busy) < self.settings.max_parallel:
+            room = self.settings.max_parallel - len(self.busy)
+            batch, ready = ready[:room], ready[room:]
+            self._start(batch)
+
+    # -- runs --------------------------------------------------------------------------------
+    def _start(self, names: list[str]) -> None:
+        run_id = new_run_id()
+        run = Run(run_id, names, {name: self.waiting.pop(name) for name in names}, self.runs_dir / run_id)
+        for name in names:
+            self.busy[name] = run_id
+            self.attempts[name] = self.attempts.get(name, 0) + 1
+        self.running[run_id] = run
+        self.runs_started += 1
+        log.info("run %s started for %s", run_id, ", ".join(names))
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._execute, run)
+        future.add_done_callback(lambda done: self._finished(run, done))
+        self._write_status()
+
+    def _execute(self, run: Run) -> None:
+        """In a worker thread: one ansible-runner run in its own private data directory."""
+        import ansible_runner
+
+        self._prune_runs()
+        run.directory.mkdir(parents=True)
+        _write_json(run.directory / "run.json", run.record())
+        events = list(run.events.values())
+        extra_vars = dict(self.settings.extra_vars)
+        extra_vars["recover_nodes"] = run.nodes
+        # As ansible-rulebook passes it, so a playbook can tell why it runs.
+        extra_vars["ansible_eda"] = {"ruleset": "node-recovery-watcher", "rule": "needs_recovery",
+                                     "events": {f"m_{i}": event for i, event in enumerate(events)}}
+        if len(events) == 1:
+            extra_vars["ansible_eda"]["event"] = events[0]
+        env = {}
+        if self.source.args.get("kubeconfig") and isinstance(self.source.args["kubeconfig"], str):
+            env["K8S_AUTH_KUBECONFIG"] = self.source.args["kubeconfig"]
+
+        def on_event(event: dict) -> bool:
+            if event.get("event") == "playbook_on_start" and run.playbook_pid is None:
+                run.playbook_pid = event.get("pid")
+                run.playbook_started = time.time()
+                run.status = "running"
+                _write_json(run.directory / "run.json", run.record())
+            return True
+
+        try:
+            result = ansible_runner.run(private_data_dir=str(run.directory), playbook=self.settings.playbook,
+                                        extravars=extra_vars, envvars=env, ident="run", quiet=True,
+                                        event_handler=on_event, cancel_callback=lambda: run.cancel)
+            run.status, run.rc = result.status, result.rc
+        except Exception as err:  # a broken private data dir or runner setup: record it, keep watching
+            run.status, run.rc = "error", None
+            log.error("run %s could not run: %s", run.run_id, err)
+        run.ended = time.time()
+        _write_json(run.directory / "run.json", run.record())
+
+    def _finished(self, run: Run, _future: Any) -> None:
+        self.running.pop(run.run_id, None)
+        for name in run.nodes:
+            self.busy.pop(name, None)
+        took = (run.ended or time.time()) - run.started
+        log.info("run %s for %s ended: %s (rc %s) in %.1fs%s; artifacts in %s", run.run_id, ", ".join(run.nodes),
+                 run.status, run.rc, took, " after an interrupt" if run.interrupted else "", run.directory)
+        if run.status == "successful":
+            for name, event in run.events.items():
+                self.handled[name] = event["episode"]
+                self.attempts.pop(name, None)
+            _write_json(self.episodes_file, self.handled)
+        elif not self.stopping:
+            for name, event in run.events.items():
+                if self.attempts.get(name, 0) < self.settings.max_attempts:
+                    log.info("%s: trying again in %.0fs", name, self.settings.retry_delay)
+                    self.retries[name] = asyncio.get_running_loop().call_later(
+                        self.settings.retry_delay, self._retry, name, event)
+                else:
+                    log.error("%s: %d runs failed for this fault episode; not trying again until it clears", name,
+                              self.attempts[name])
+        self._write_status()
+        self._dispatch()
+
+    def _retry(self, name: str, event: dict) -> None:
+        self.retries.pop(name, None)
+        if not self.stopping and name not in self.busy:
+            self.waiting[name] = event
+            self._dispatch()
+
+    def _prune_runs(self) -> None:
+        kept = sorted(p for p in self.runs_dir.iterdir() if p.is_dir())
+        for old in kept[:max(len(kept) - self.settings.keep_runs + 1, 0)]:
+            if old.name not in self.running:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _write_status(self) -> None:
+        _write_json(self.status_file, {
+            "pid": os.getpid(),
+            "watching": self.source.resource_version is not None,
+            "nodes": len(self.source.classified()),
+            "source": dict(self.source.stats),
+            "running": [run.record() for run in self.running.values()],
+            "waiting": sorted(self.waiting),
+            "storm": self.storm,
+            "runs_started": self.runs_started,
+            "stopping": self.stopping,
+            "updated": time.time(),
+        })
+
+
+def playbook_path(playbook: str) -> str:
+    """A file is used by its absolute path (runs start in their own directory); anything else is a FQCN."""
+    return str(Path(playbook).resolve()) if Path(playbook).is_file() else playbook
+
+
+def ensure_ansible_on_path() -> None:
+    """ansible-runner starts ansible-playbook from PATH; a service's PATH may lack our virtualenv."""
+    here = os.path.dirname(sys.executable)
+    if os.path.isfile(os.path.join(here, "ansible-playbook")):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
