@@ -92,3 +92,4 @@ TICKET_REF = f"{DOMAIN}/ticket-ref"  # the repair system's own reference for our
 # On a batch Job we suspended to restart it whole: the run, removed when we resume it. A Job left suspended with
 # this annotation (an interrupted run) is ours to resume; one suspended without it is someone else's.
 SUSPENDED_BY_RUN = f"{DOMAIN}/suspended-by-run"
+EVENT_ACTION_TRIED = "NodeRecoveryActionTried"  # an action other than a reboot recorded on the node (ACTIONS_TRIED)
