@@ -1,0 +1,354 @@
+#!/usr/bin/python
+# Copyright: contributors to ai_infra.node_recovery
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: node_repair
+short_description: Hand a faulty accelerator node to repair with an evidence bundle, and record the hand-over
+version_added: 0.1.0
+description:
+  - V(requested) marks the node C(repair-pending) (annotation C(node-recovery.ai-infra.io/state) and the label of the
+    same name, so repair teams can select such nodes) and produces a repair ticket with an evidence bundle. The node's
+    identity (name, provider ID, addresses, pool, flavor). Every fault with reason, message and since when.
+    Accelerators expected against allocatable. The recent Events of the node. The affected workloads and what was done
+    to them (O(workloads)). The actions already tried, for example a reboot. The fault history. The ticket is delivered
+    to O(directory) (C(<ticket>.json) and a readable C(<ticket>.md)) and/or POSTed as JSON to O(webhook_url), before
+    the node is marked, so a refused delivery changes nothing. A node already C(repair-pending) or C(in-repair) with a
+    ticket is left as it is (changed false, the ticket is not sent again).
+  - V(in_repair) records that the repair team took the node, and V(repaired) that it gave it back. Who (O(by)), when,
+    and the ticket reference (O(ticket_ref) when the repair system has its own) are recorded as annotations and a
+    Kubernetes Event. A repaired node stays isolated until P(ai_infra.node_recovery.node_return#module) proves it
+    healthy.
+  - V(recorded) only records the node's current faults in its fault history (and O(action_tried), if given). It
+    returns RV(escalate) when a fault happened O(escalate_after) times within O(history_window). So a fault that
+    comes back after a reboot goes to repair instead of another reboot (like MindCluster's fault frequency).
+  - The fault history (annotation C(node-recovery.ai-infra.io/fault-history)) keeps, per fault type, when each
+    episode began (its condition's C(lastTransitionTime), else the isolation time). Recording the same episode again
+    changes nothing.
+author:
+  - ai_infra node_recovery maintainers (!UNKNOWN)
+options:
+  name:
+    description:
+      - Name of the node.
+    type: str
+    required: true
+  state:
+    description:
+      - V(requested) opens a repair ticket and marks the node C(repair-pending).
+      - V(in_repair) and V(repaired) record the hand-over to and back from the repair team.
+      - V(recorded) records the current faults in the fault history (and O(action_tried)) without changing the state.
+    type: str
+    choices: [requested, in_repair, repaired, recorded]
+    default: requested
+  by:
+    description:
+      - Who requests the repair, takes the node (V(in_repair)) or gives it back (V(repaired)).
+      - Required for V(in_repair) and V(repaired); defaults to the collection's name for V(requested).
+    type: str
+  ticket_ref:
+    description:
+      - The repair system's own reference for the ticket, recorded with V(in_repair) or V(repaired).
+    type: str
+  note:
+    description:
+      - Free text for the ticket or the hand-over Event.
+    type: str
+  action_tried:
+    description:
+      - An action already tried on the node, recorded with V(recorded) or V(requested) (annotation
+        C(node-recovery.ai-infra.io/actions)) and listed in the ticket.
+      - C(action) names it (for example C(reboot)); C(result) and C(detail) are free text.
+      - The same action in the same run is updated in place rather than added again.
+    type: dict
+    suboptions:
+      action:
+        description: What was tried.
+        type: str
+        required: true
+      result:
+        description: How it went.
+        type: str
+      detail:
+        description: Anything else worth knowing.
+        type: str
+  workloads:
+    description:
+      - The affected workloads and what was done to them, for the ticket.
+      - Pass the RV(ai_infra.node_recovery.workload_recover#module:workloads) result as it is.
+    type: list
+    elements: dict
+    default: []
+  directory:
+    description:
+      - Directory the ticket is written to (created if missing), as C(<ticket>.json) and C(<ticket>.md).
+    type: path
+  webhook_url:
+    description:
+      - URL the ticket is POSTed to as JSON (C({ticket, text, markdown})); C(text) is a one-line summary, which chat
+        webhooks display.
+      - Retried on HTTP 5xx, 429 and connection errors (O(webhook_retries)); any other 4xx fails at once.
+      - Treated as a secret (it often embeds a token); messages name only its scheme, host and port.
+    type: str
+  webhook_headers:
+    description:
+      - Extra HTTP headers for the webhook, for example an C(Authorization) header. Never logged.
+    type: dict
+  webhook_timeout:
+    description:
+      - Seconds to wait for each webhook attempt.
+    type: int
+    default: 10
+  webhook_retries:
+    description:
+      - How many times a failed webhook delivery is retried, with backoff (1, 2, 4... seconds, up to 10).
+    type: int
+    default: 3
+  webhook_validate_certs:
+    description:
+      - Whether the webhook's TLS certificate is verified.
+    type: bool
+    default: true
+  history_window:
+    description:
+      - Seconds of fault history that count; older occurrences are dropped.
+    type: int
+    default: 86400
+  escalate_after:
+    description:
+      - How many occurrences of one fault within O(history_window) escalate it to repair.
+    type: int
+    default: 2
+  events_limit:
+    description:
+      - How many of the node's most recent Events go into the ticket.
+    type: int
+    default: 20
+  run_id:
+    description:
+      - Id of the remediation run; defaults to the one the isolation recorded on the node, or a new id.
+    type: str
+extends_documentation_fragment:
+  - ai_infra.node_recovery.k8s_auth
+  - ai_infra.node_recovery.classification
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Builds and returns the ticket but delivers nothing and leaves the node as it is.
+  diff_mode:
+    support: full
+  platform:
+    support: full
+    platforms: all
+    details: Talks to the Kubernetes API from wherever it runs (usually the controller).
+notes:
+  - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
+seealso:
+  - module: ai_infra.node_recovery.workload_recover
+  - module: ai_infra.node_recovery.node_return
+"""
+
+EXAMPLES = r"""
+- name: Hand the node to repair with its evidence
+  ai_infra.node_recovery.node_repair:
+    name: npu-a-0003
+    workloads: "{{ recovery.workloads }}"
+    directory: /var/lib/node-recovery/tickets
+    webhook_url: "{{ repair_webhook_url }}"
+    webhook_headers:
+      Authorization: "Bearer {{ repair_webhook_token }}"
+  register: repair
+
+- name: The repair team took it
+  ai_infra.node_recovery.node_repair:
+    name: npu-a-0003
+    state: in_repair
+    by: dc-ops (Jane)
+    ticket_ref: INC-20419
+
+- name: Before a reboot, does this fault come back too often?
+  ai_infra.node_recovery.node_repair:
+    name: npu-a-0003
+    state: recorded
+    action_tried: {action: reboot, result: started}
+  register: history
+
+- name: It does, so repair rather than reboot again
+  ai_infra.node_recovery.node_repair:
+    name: npu-a-0003
+  when: history.escalate
+"""
+
+RETURN = r"""
+ticket_id:
+  description: Id of the repair ticket (new, or the one the node already has).
+  returned: when O(state) is not V(recorded)
+  type: str
+  sample: NR-20261129T120000Z-npu-a-0003
+ticket:
+  description:
+    - The evidence bundle. It holds ticket, created, requested_by, run_id, note, summary, node (name, provider_id,
+      addresses, pool, flavor, accelerator_type, ready), recovery (state, isolation, cordon owner, taints), health,
+      action, faults, pending_faults, suspect_signals, accelerators, events, workloads, actions_tried and fault_history.
+  returned: when a new ticket is made
+  type: dict
+markdown:
+  description: The ticket as Markdown.
+  returned: when a new ticket is made
+  type: str
+delivered:
+  description: Where the ticket went, files (the paths written) and webhook (endpoint, HTTP status, attempts).
+  returned: when O(state=requested)
+  type: dict
+  sample:
+    files: [/var/lib/node-recovery/tickets/NR-20261129T120000Z-npu-a-0003.json]
+    webhook: {endpoint: "https://ops.example.com", status: 200, attempts: 2}
+state:
+  description: The node's recovery state afterwards.
+  returned: when O(state) is not V(recorded)
+  type: str
+escalate:
+  description: Whether a current fault reached O(escalate_after) occurrences within O(history_window).
+  returned: when O(state=recorded)
+  type: bool
+escalated:
+  description: The fault types that escalate, each with type and count.
+  returned: when O(state) is V(recorded) or V(requested)
+  type: list
+  elements: dict
+history:
+  description: Occurrences per fault type within the window.
+  returned: when O(state=recorded)
+  type: dict
+  sample: {NT_NPU_DEVICE: 2}
+occurrences:
+  description: When each occurrence began, per fault type.
+  returned: when O(state=recorded)
+  type: dict
+faults:
+  description: The node's current fault types.
+  returned: when O(state=recorded)
+  type: list
+  elements: str
+actions_tried:
+  description: The actions recorded on the node, oldest first.
+  returned: when O(state=recorded)
+  type: list
+  elements: dict
+message:
+  description: One sentence on what was done.
+  returned: always
+  type: str
+run_id:
+  description: The run id used.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
+    AUTH_ARG_SPEC,
+    HAS_KUBERNETES,
+    KUBERNETES_IMPORT_ERROR,
+    Client,
+    KubernetesError,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
+    CLASSIFY_ARG_SPEC,
+    catalog_from,
+    options_from,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._repair import (
+    RepairError,
+    hand_over,
+    record,
+    request_repair,
+    run_id_for,
+)
+
+
+def check_params(params: dict) -> str | None:
+    """One sentence about the first option that makes no sense, or None."""
+    for name, minimum in (("history_window", 1), ("escalate_after", 1), ("webhook_timeout", 1),
+                          ("webhook_retries", 0), ("events_limit", 0)):
+        if params[name] < minimum:
+            return f"{name} must be at least {minimum}, not {params[name]}"
+    url = params["webhook_url"]
+    if url is not None and not url.lower().startswith(("http://", "https://")):
+        return "webhook_url must be an http:// or https:// URL"
+    return None
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            name={"type": "str", "required": True},
+            state={"type": "str", "default": "requested", "choices": ["requested", "in_repair", "repaired", "recorded"]},
+            by={"type": "str"},
+            ticket_ref={"type": "str"},
+            note={"type": "str"},
+            action_tried={"type": "dict", "options": {"action": {"type": "str", "required": True},
+                                                      "result": {"type": "str"}, "detail": {"type": "str"}}},
+            workloads={"type": "list", "elements": "dict", "default": []},
+            directory={"type": "path"},
+            webhook_url={"type": "str", "no_log": True},
+            webhook_headers={"type": "dict", "no_log": True},
+            webhook_timeout={"type": "int", "default": 10},
+            webhook_retries={"type": "int", "default": 3},
+            webhook_validate_certs={"type": "bool", "default": True},
+            history_window={"type": "int", "default": 86400},
+            escalate_after={"type": "int", "default": 2},
+            events_limit={"type": "int", "default": 20},
+            run_id={"type": "str"},
+            **AUTH_ARG_SPEC,
+            **CLASSIFY_ARG_SPEC,
+        ),
+        required_if=[("state", "in_repair", ("by",)), ("state", "repaired", ("by",))],
+        supports_check_mode=True,
+    )
+    if not HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
+    params = module.params
+    problem = check_params(params)
+    if problem:
+        module.fail_json(msg=problem)
+    state, name = params["state"], params["name"]
+    try:
+        catalog, options = catalog_from(params), options_from(params)
+        client = Client(params)
+        run_id = run_id_for(client, name, params["run_id"])
+        if state == "recorded":
+            result = record(client, name, catalog, options, params["history_window"], params["escalate_after"],
+                            params["action_tried"], run_id, module.check_mode)
+        elif state == "requested":
+            webhook = None
+            if params["webhook_url"]:
+                webhook = {"url": params["webhook_url"], "headers": params["webhook_headers"],
+                           "timeout": params["webhook_timeout"], "retries": params["webhook_retries"],
+                           "validate_certs": params["webhook_validate_certs"]}
+            result = request_repair(client, name, catalog, options, window=params["history_window"],
+                                    escalate_after=params["escalate_after"], action=params["action_tried"],
+                                    workloads=params["workloads"], requested_by=params["by"] or v.COLLECTION,
+                                    note=params["note"], run_id=run_id, directory=params["directory"], webhook=webhook,
+                                    events_limit=params["events_limit"], check_mode=module.check_mode)
+        else:
+            result = hand_over(client, name, state, params["by"], params["ticket_ref"], params["note"], run_id,
+                               module.check_mode)
+    except (CatalogError, KubernetesError, RepairError) as err:
+        module.fail_json(msg=str(err))
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    diff = result.pop("diff")
+    if module._diff:
+        result["diff"] = diff
+    module.exit_json(run_id=run_id, **result)
+
+
+if __name__ == "__main__":
+    main()
