@@ -203,6 +203,7 @@ def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.dateti
         "cordon_owner": cordon_owner(node),
         "excluded": labels.get(v.EXCLUDE_LABEL) == "true",
         "isolated_by_us": annotations.get(v.ISOLATED_BY) == v.COLLECTION,
+        "spare": any(t.get("key") == v.SPARE_TAINT_KEY for t in (node.get("spec") or {}).get("taints") or []),
     }
 
 

@@ -93,3 +93,8 @@ TICKET_REF = f"{DOMAIN}/ticket-ref"  # the repair system's own reference for our
 # this annotation (an interrupted run) is ours to resume; one suspended without it is someone else's.
 SUSPENDED_BY_RUN = f"{DOMAIN}/suspended-by-run"
 EVENT_ACTION_TRIED = "NodeRecoveryActionTried"  # an action other than a reboot recorded on the node (ACTIONS_TRIED)
+
+# Hot spares
+SPARE_FOR = f"{DOMAIN}/spare-for"  # the isolated node a spare was brought into service for
+SPARE_SINCE = f"{DOMAIN}/spare-since"
+EVENT_SPARE = "NodeRecoveryHotSpare"

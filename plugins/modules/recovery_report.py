@@ -1,0 +1,114 @@
+#!/usr/bin/python
+# Copyright: contributors to ai_infra.node_recovery
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: recovery_report
+short_description: Write the report of a node recovery run (JSON, Markdown, HTML timeline)
+version_added: 0.1.0
+description:
+  - Writes C(<playbook>-<run id>.json) for machines, C(.md) for people and a self-contained C(.html) page with a
+    per-node timeline (detected, isolated, drained, workloads recovered, handed off, returned) and the time each
+    step took, into O(report_dir), and points C(latest-<playbook>.*) at them.
+  - Used by the C(report) role at the end of the C(detect), C(recover) and C(return_to_service) playbooks.
+  - Values from the cluster are HTML-escaped in the HTML page.
+author:
+  - ai_infra node_recovery maintainers
+options:
+  report_dir:
+    description: Directory to write the report into (created if missing).
+    type: path
+    required: true
+  playbook:
+    description: Which run this reports.
+    type: str
+    required: true
+    choices: [detect, recover, return_to_service]
+  run_id:
+    description: Id of the run.
+    type: str
+    required: true
+  nodes:
+    description:
+      - The nodes handled, each a mapping with C(name), C(pool), C(faults), C(action), C(outcome), C(failed),
+        C(timeline) (a list of steps with C(step), C(at), C(seconds), C(note)) and C(details) (sentences).
+    type: list
+    elements: dict
+    default: []
+  plan:
+    description: The plan of the run (as returned by the P(ai_infra.node_recovery.remediation_plan#filter) filter).
+    type: dict
+  started:
+    description: When the run started (RFC 3339).
+    type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: The report is written in check mode too (it says the run changed nothing); writing it is the point of a dry run.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Write the report of this run
+  ai_infra.node_recovery.recovery_report:
+    report_dir: /var/log/node-recovery
+    playbook: recover
+    run_id: "{{ node_recovery_run_id }}"
+    plan: "{{ node_recovery_plan }}"
+    nodes: "{{ node_recovery_outcomes }}"
+"""
+
+RETURN = r"""
+paths:
+  description: Paths of the files written.
+  returned: always
+  type: dict
+  sample: {json: /var/log/node-recovery/recover-20261129T101500Z-ab12cd.json,
+           md: /var/log/node-recovery/recover-20261129T101500Z-ab12cd.md,
+           html: /var/log/node-recovery/recover-20261129T101500Z-ab12cd.html}
+summary:
+  description: One line summing up the run.
+  returned: always
+  type: str
+  sample: "3 node(s) handled: 2 handed off to repair, 1 isolated."
+markdown:
+  description: The Markdown report (to print at the end of a run).
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import build, write
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            report_dir={"type": "path", "required": True},
+            playbook={"type": "str", "required": True, "choices": ["detect", "recover", "return_to_service"]},
+            run_id={"type": "str", "required": True},
+            nodes={"type": "list", "elements": "dict", "default": []},
+            plan={"type": "dict"},
+            started={"type": "str"},
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    report = build(params["playbook"], params["run_id"], params["nodes"], params["plan"], params["started"],
+                   module.check_mode)
+    try:
+        paths = write(report, params["report_dir"])
+    except OSError as err:
+        module.fail_json(msg=f"cannot write the report into '{params['report_dir']}': {err.strerror}")
+    module.exit_json(changed=False, paths=paths, summary=report["summary_line"],
+                     markdown=open(paths["md"], encoding="utf-8").read())
+
+
+if __name__ == "__main__":
+    main()
