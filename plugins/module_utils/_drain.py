@@ -91,21 +91,25 @@ def decide(pod: dict, rules: PodRules, selected: bool = True) -> PodDecision:
     phase = (pod.get("status") or {}).get("phase")
     if phase in ("Succeeded", "Failed"):
         return PodDecision(DELETE, f"completed (phase {phase})", will_return=False)
-    refusals, notes = [], []
-    protected = annotations.get(v.PROTECTED_POD) == "true"
-    not_safe = str(annotations.get(v.SAFE_TO_EVICT, "")).lower() == "false"
-    if protected or not_safe:
-        which = f"{v.PROTECTED_POD}=true" if protected else f"{v.SAFE_TO_EVICT}=false"
-        (notes if rules.force else refusals).append(f"annotated {which}" + (" (forced)" if rules.force else
-                                                                           "; set force to evict it anyway"))
+    refusals: list[str] = []
+    notes: list[str] = []
+
+    def judge(allowed: bool, problem: str, if_allowed: str, how_to_allow: str) -> None:
+        if allowed:
+            notes.append(problem + if_allowed)
+        else:
+            refusals.append(problem + how_to_allow)
+
+    if annotations.get(v.PROTECTED_POD) == "true":
+        judge(rules.force, f"annotated {v.PROTECTED_POD}=true", " (forced)", "; set force to evict it anyway")
+    elif str(annotations.get(v.SAFE_TO_EVICT, "")).lower() == "false":
+        judge(rules.force, f"annotated {v.SAFE_TO_EVICT}=false", " (forced)", "; set force to evict it anyway")
     if not owner:
-        (notes if rules.force else refusals).append(
-            "not managed by a controller" + ("; deleted, it will not come back by itself" if rules.force
-                                             else "; set force to delete it (it will not come back by itself)"))
-    if any("emptyDir" in (vol or {}) for vol in spec.get("volumes") or []):
-        (notes if rules.delete_emptydir_data else refusals).append(
-            "uses emptyDir data" + ("; the data is lost" if rules.delete_emptydir_data
-                                    else "; set delete_emptydir_data to evict it and lose the data"))
+        judge(rules.force, "not managed by a controller", "; deleted, it will not come back by itself",
+              "; set force to delete it (it will not come back by itself)")
+    if any("emptyDir" in (volume or {}) for volume in spec.get("volumes") or []):
+        judge(rules.delete_emptydir_data, "uses emptyDir data", "; the data is lost",
+              "; set delete_emptydir_data to evict it and lose the data")
     if refusals:
         return PodDecision(REFUSE, "; ".join(refusals), will_return=bool(owner))
     if not owner:
@@ -437,8 +441,8 @@ class _Drain:
                         wake += [t.next_try for t in queue]
                 pause = min([options.poll_interval] + [max(0.0, w - now) for w in wake])
                 if inflight:
-                    done, _ = wait(list(inflight), timeout=pause or None, return_when=FIRST_COMPLETED)
-                    for future in done:
+                    finished = wait(list(inflight), timeout=pause or None, return_when=FIRST_COMPLETED).done
+                    for future in finished:
                         task = inflight.pop(future)
                         if self._settle(task, future.result(), time.monotonic()):
                             queue.append(task)
@@ -563,8 +567,8 @@ def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int =
     budgets = run.blocking_budgets()
     elapsed = round(time.monotonic() - run.started, 3)
     if drained and work:
-        node, _ = patch_node(client, name, lambda n: _state_patch_for(n, v.STATE_DRAINED, run_id) or None,
-                             f"marking node {name} drained")
+        node = patch_node(client, name, lambda n: _state_patch_for(n, v.STATE_DRAINED, run_id) or None,
+                          f"marking node {name} drained")[0]
         message = (f"node '{name}' drained in {elapsed:g}s: {summary[EVICTED]} evicted, {summary[DELETED]} deleted, "
                    f"{summary[SKIPPED]} skipped")
         record_event(client, node, v.EVENT_DRAINED, f"Drained by {v.COLLECTION} run {run_id}: {message}")

@@ -123,7 +123,7 @@ def require_access(client: Client, checks: Iterable[tuple[str, str, str, str | N
 
     def review(check: tuple[str, str, str, str | None]) -> tuple[tuple, bool]:
         verb, resource, group, namespace = check
-        plural, _, subresource = resource.partition("/")
+        plural, subresource = (resource.split("/", 1) + [""])[:2]
         attributes = {"verb": verb, "resource": plural, "group": group}
         if subresource:
             attributes["subresource"] = subresource

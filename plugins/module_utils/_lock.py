@@ -124,7 +124,7 @@ def acquire(client: Client, namespace: str, name: str, holder: str, duration: in
     renewed (changed false). Expired or released: taken over."""
     if not holder:
         raise ValueError("holder must not be empty")
-    for _ in range(RACE_ATTEMPTS):
+    for _attempt in range(RACE_ATTEMPTS):
         now = _now()
         lease = _read(client, namespace, name)
         lock = describe(lease, now)
@@ -184,8 +184,8 @@ def release(client: Client, namespace: str, name: str, holder: str, run_id: str 
     body = dict(lease)
     body["spec"] = {**lease["spec"], "holderIdentity": None, "renewTime": micro_time(now)}
     if run_id:
-        body["metadata"] = {**lease["metadata"], "annotations": {**(lease["metadata"].get("annotations") or {}),
-                                                                   v.RUN_ID: run_id}}
+        annotations = {**(lease["metadata"].get("annotations") or {}), v.RUN_ID: run_id}
+        body["metadata"] = {**lease["metadata"], "annotations": annotations}
     if check_mode:
         return _result(True, body, lease, now, f"check mode: '{holder}' would release the lock {namespace}/{name}")
     written = _write(client, namespace, name, body, create=False)

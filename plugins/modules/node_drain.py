@@ -28,7 +28,7 @@ description:
     controllers replace them; the result reports it.
   - Fails (with the full per-pod report) when the node is not drained by O(timeout).
 author:
-  - ai_infra node_recovery maintainers
+  - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
   name:
     description:
@@ -103,6 +103,8 @@ attributes:
     details: Returns the plan (each pod's expected outcome, judged from the budgets' current status) and changes nothing.
   diff_mode:
     support: full
+  platform:
+    platforms: all
 notes:
   - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
   - "RBAC: C(get)/C(patch) on C(nodes); C(list) on C(pods) and C(poddisruptionbudgets); C(create) on C(pods/eviction);
@@ -162,10 +164,10 @@ pods:
               terminating).", type: str, returned: always}
     outcome: {description: "V(evicted), V(deleted), V(skipped), V(refused), V(blocked) (by a budget) or V(failed).",
               type: str, returned: always}
-    reason: {description: Why (the rule, the budget's refusal, the error)., type: str, returned: always}
+    reason: {description: "Why (the rule, the budget's refusal, the error).", type: str, returned: always}
     pdb: {description: The PodDisruptionBudget that blocked it., type: str, returned: always}
     attempts: {description: Eviction or deletion requests made., type: int, returned: always}
-    grace_period: {description: Grace period the pod was given, in seconds., type: int, returned: always}
+    grace_period: {description: "Grace period the pod was given, in seconds.", type: int, returned: always}
     will_return: {description: Whether a controller recreates the pod elsewhere., type: bool, returned: always}
     seconds: {description: Seconds from the start of the drain until the pod was gone., type: float, returned: always}
   sample:

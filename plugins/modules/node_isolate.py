@@ -21,7 +21,7 @@ description:
     concurrent changes by others (the node lifecycle controller, a person) are never overwritten.
   - Permissions are checked before the first write, so missing RBAC changes nothing.
 author:
-  - ai_infra node_recovery maintainers
+  - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
   name:
     description:
@@ -68,6 +68,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: all
 notes:
   - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
   - "RBAC: C(get) and C(patch) on C(nodes), C(create) on C(events) in namespace C(default)."

@@ -20,7 +20,7 @@ description:
   - Every write is guarded (creation fails if someone created the Lease first, updates carry the resourceVersion read),
     so of two runs racing for a free lock exactly one wins.
 author:
-  - ai_infra node_recovery maintainers
+  - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
   state:
     description:
@@ -60,6 +60,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: all
 notes:
   - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
   - "RBAC: C(get), C(create) and C(update) on C(leases.coordination.k8s.io) in O(namespace)."
