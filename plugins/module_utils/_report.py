@@ -86,6 +86,31 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _parse(stamp: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
+    except ValueError:
+        return None
+
+
+def with_durations(timeline: list[dict]) -> list[dict]:
+    """A step without its own duration took the time since the step before it
+    (so 'isolated' shows how long detection to isolation took)."""
+    steps, previous = [], None
+    for step in timeline:
+        step = dict(step)
+        at = _parse(step.get("at"))
+        if step.get("seconds") in (None, "") and at and previous:
+            step["seconds"] = round((at - previous).total_seconds(), 1)
+        elif step.get("seconds") not in (None, ""):
+            step["seconds"] = float(step["seconds"])
+        else:
+            step["seconds"] = None
+        previous = at or previous
+        steps.append(step)
+    return steps
+
+
 def build(playbook: str, run_id: str, nodes: list[dict], plan: dict | None, started: str | None,
           check_mode: bool) -> dict[str, Any]:
     plan = plan or {}
@@ -104,8 +129,8 @@ def build(playbook: str, run_id: str, nodes: list[dict], plan: dict | None, star
         "storm_scopes": plan.get("storm_scopes") or [],
         "skipped": plan.get("skip") or [],
         "pools": plan.get("pools") or {},
-        "nodes": [dict({"faults": [], "timeline": [], "details": [], "failed": False, "action": None, "pool": None},
-                       **n) for n in nodes],
+        "nodes": [dict({"faults": [], "details": [], "failed": False, "action": None, "pool": None},
+                       **{**n, "timeline": with_durations(n.get("timeline") or [])}) for n in nodes],
         "summary_line": summary,
     }
 
