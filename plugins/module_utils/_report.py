@@ -98,7 +98,7 @@ def with_durations(timeline: list[dict]) -> list[dict]:
     (so 'isolated' shows how long detection to isolation took)."""
     steps, previous = [], None
     for step in timeline:
-        step = dict(step)
+        step = dict({"note": "", "at": None}, **step)
         at = _parse(step.get("at"))
         if step.get("seconds") in (None, "") and at and previous:
             step["seconds"] = round((at - previous).total_seconds(), 1)
