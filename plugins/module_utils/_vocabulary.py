@@ -36,8 +36,6 @@ ACTIONS_TRIED = f"{DOMAIN}/actions"  # JSON list: [{"action": "reboot", "at": ..
 REPAIR_BY = f"{DOMAIN}/repair-by"
 RETURNED_AT = f"{DOMAIN}/returned-at"
 
-OUR_ANNOTATIONS = (STATE, STATE_SINCE, ISOLATED_BY, ISOLATED_AT, ISOLATION_REASON, RUN_ID, CORDONED_BY_US)
-
 # Pod annotations honoured by the drain
 PROTECTED_POD = f"{DOMAIN}/protected"
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
@@ -76,7 +74,6 @@ EVENT_IN_REPAIR = "NodeRecoveryInRepair"
 EVENT_REPAIRED = "NodeRecoveryRepaired"
 EVENT_REBOOT = "NodeRecoveryReboot"
 EVENT_RETURNED = "NodeRecoveryReturned"
-EVENT_STORM = "NodeRecoveryStormDetected"
 
 CARD_LOSS_TYPE = "AllocatableCardLoss"
 
