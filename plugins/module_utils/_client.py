@@ -250,11 +250,12 @@ class Client:
         return list(self.list_pages(path, **kwargs))
 
     def watch(self, path: str, resource_version: str | None, timeout_seconds: int = 300,
-              label_selector: str | None = None, what: str = "", resource: str = "") -> Iterator[dict]:
+              label_selector: str | None = None, what: str = "", resource: str = "",
+              field_selector: str | None = None) -> Iterator[dict]:
         """Yield raw watch events ({'type', 'object'}) until the server closes the stream."""
         response = self.raw("GET", path, query={"watch": "true", "resourceVersion": resource_version,
                                                 "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds,
-                                                "labelSelector": label_selector},
+                                                "labelSelector": label_selector, "fieldSelector": field_selector},
                             what=what or f"watching {resource or path}", verb="watch", resource=resource,
                             timeout=timeout_seconds + 30, stream=True)
         buffer = b""
