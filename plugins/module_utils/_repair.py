@@ -170,6 +170,12 @@ def event_view(event: dict) -> dict:
             "count": event.get("count") or 1}
 
 
+def _event_order(event: dict) -> tuple:
+    """Oldest first; Events of the same second in the order etcd stored them."""
+    version = str((event.get("metadata") or {}).get("resourceVersion") or "0")
+    return (event_view(event)["time"] or "", int(version) if version.isdigit() else 0)
+
+
 def build_ticket(*, ticket: str, node: dict, classified: dict, events: list[dict], workloads: list[dict],
                  actions: list[dict], history: dict[str, list[str]], window: int, requested_by: str, note: str | None,
                  run_id: str, now: dt.datetime) -> dict:
@@ -212,7 +218,7 @@ def build_ticket(*, ticket: str, node: dict, classified: dict, events: list[dict
         "suspect_signals": classified["suspect_signals"],
         "accelerators": [{k: a[k] for k in ("resource", "expected", "allocatable", "capacity", "lost")}
                          for a in classified["accelerators"]],
-        "events": sorted((event_view(e) for e in events), key=lambda e: (e["time"] or "", e["reason"] or "")),
+        "events": [event_view(e) for e in sorted(events, key=_event_order)],
         "workloads": [workload_view(w) for w in workloads],
         "actions_tried": actions,
         "fault_history": {"window_seconds": window,
@@ -243,7 +249,7 @@ def render_markdown(ticket: dict) -> str:
         ["Node", node["name"]], ["Provider ID", node["provider_id"]],
         ["Addresses", ", ".join(f"{a['type']} {a['address']}" for a in node["addresses"])],
         ["Pool", node["pool"]], ["Flavor", node["flavor"]], ["Accelerator", node["accelerator_type"]],
-        ["Ready", node["ready"]], ["Recovery state", recovery["state"]],
+        ["Ready", node["ready"]], ["State when requested", recovery["state"]],
         ["Isolated", f"by {recovery['isolated_by']} at {recovery['isolated_at']} ({recovery['isolation_reason']})"
          if recovery["isolated_by"] else "no"],
         ["Cordon held by", recovery["cordon_owner"]],
