@@ -1,0 +1,365 @@
+"""The runbook end to end on the real local cluster: the recover, repaired and
+return_to_service playbooks as an operator runs them (ansible-playbook, k8s_nodes inventory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from tools.localcluster import cluster as localcluster
+
+from .helpers import (
+    REPO,
+    VENV_BIN,
+    NodeFactory,
+    localnodes,
+    node,
+    running_pods,
+    service_account_kubeconfig,
+    unique,
+    wait_for,
+    workloads,
+)
+
+RBAC = REPO / "files" / "rbac" / "node-recovery.yaml"
+
+
+class Runbook:
+    """ansible-playbook against a set of pools, with the k8s_nodes inventory narrowed to them."""
+
+    def __init__(self, tmp: Path, kubeconfig: str, pools: list[str], lock_name: str):
+        self.tmp = tmp
+        self.kubeconfig = kubeconfig
+        self.selector = f"{localnodes.POOL_LABEL} in ({','.join(pools)})"
+        self.inventory = tmp / "fleet.k8s_nodes.yml"
+        self.inventory.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes",
+                                                  "kubeconfig": kubeconfig, "label_selector": self.selector}))
+        self.vars = {
+            "node_recovery_label_selector": self.selector,
+            "node_recovery_report_dir": str(tmp / "reports"),
+            "node_recovery_lock_name": lock_name,
+            "repair_handoff_ticket_dir": str(tmp / "tickets"),
+            "recover_workloads_wait_timeout": 120,
+            "drain_timeout": 60,
+            "node_recovery_max_parallel": 3,
+        }
+
+    def command(self, playbook: str, *args: str, extra: dict | None = None) -> list[str]:
+        (self.tmp / "vars.json").write_text(json.dumps(dict(self.vars, **(extra or {}))))
+        return [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory), f"ai_infra.node_recovery.{playbook}",
+                "-e", f"@{self.tmp / 'vars.json'}", *args]
+
+    def env(self, **extra: str) -> dict:
+        return dict(os.environ, K8S_AUTH_KUBECONFIG=self.kubeconfig, ANSIBLE_LOCALHOST_WARNING="false",
+                    ANSIBLE_PYTHON_INTERPRETER=str(VENV_BIN / "python"), **extra)
+
+    def run(self, playbook: str, *args: str, extra: dict | None = None, env: dict | None = None,
+            timeout: float = 900) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(playbook, *args, extra=extra), capture_output=True, text=True,
+                              timeout=timeout, env=env or self.env(), cwd=self.tmp)
+
+
+def our_marks(api, names: list[str]) -> dict[str, dict]:
+    """What the collection wrote on each node: our annotations, our taints, the cordon."""
+    marks = {}
+    for name in names:
+        obj = node(api, name)
+        annotations = {k: val for k, val in (obj["metadata"].get("annotations") or {}).items()
+                       if k.startswith(v.DOMAIN) and k != v.STATE_SINCE}
+        taints = [t for t in obj["spec"].get("taints") or [] if t["key"].startswith(v.DOMAIN)]
+        marks[name] = {"annotations": annotations, "taints": taints,
+                       "unschedulable": bool(obj["spec"].get("unschedulable"))}
+    return marks
+
+
+def node_events(api, name: str, reason: str) -> list[dict]:
+    return [e for e in api.list("/api/v1/events", field_selector=f"involvedObject.kind=Node,involvedObject.name={name}")
+            if e["reason"] == reason]
+
+
+def state_of(api, name: str) -> str:
+    return (node(api, name)["metadata"].get("annotations") or {}).get(v.STATE, "none")
+
+
+@pytest.fixture(scope="module")
+def fleet(api, kubeconfig, tmp_path_factory):
+    """200 accelerator nodes in four pools with the work an AI pool carries, and five faults of
+    different kinds; plus a flapping check, an Unknown check and a node a person cordoned."""
+    factory = NodeFactory(api)
+    tag = unique("e2e")
+    pools = {f"{tag}-{p}": kind for p, kind in (("a", "npu"), ("b", "npu"), ("c", "npu"), ("g", "gpu"))}
+    names = {pool: factory(50, kind=kind, pool=pool) for pool, kind in pools.items()}
+    namespace = tag
+    api.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
+    wait_for(lambda: api.list(f"/api/v1/namespaces/{namespace}/serviceaccounts"), 30, "default ServiceAccount")
+    pool_a, pool_b, pool_c, pool_g = pools
+    for pool in pools:
+        sel = {localnodes.POOL_LABEL: pool}
+        resource = localnodes.GPU_RESOURCE if pools[pool] == "gpu" else localnodes.NPU_RESOURCE
+        workloads.apply(api, workloads.inference_service(f"svc-{pool[-1]}", namespace, replicas=6, node_selector=sel,
+                                                         accelerators=4, resource=resource))
+    workloads.apply(api, workloads.training_job("train", namespace, ranks=4, node_selector={localnodes.POOL_LABEL: pool_a}))
+    workloads.apply(api, workloads.stateful_service("kv", namespace, replicas=3, node_selector={localnodes.POOL_LABEL: pool_b}))
+    workloads.apply(api, workloads.node_agent_daemonset("agent", namespace, node_selector={localnodes.POOL_LABEL: pool_c}))
+    wait_for(lambda: len(running_pods(api, namespace, "app=train")) == 4, 120, "training ranks running")
+    wait_for(lambda: len(running_pods(api, namespace)) >= 4 * 6 + 4 + 3 + 50, 180, "all workloads running")
+
+    pods = running_pods(api, namespace)
+    on = {}
+    for pod in pods:
+        on.setdefault(pod["spec"]["nodeName"], set()).add(pod["metadata"]["labels"]["app"])
+    train_nodes = sorted(n for n, apps in on.items() if "train" in apps)
+    svc_b = sorted(n for n, apps in on.items() if "svc-b" in apps and n in names[pool_b])
+    svc_g = sorted(n for n, apps in on.items() if "svc-g" in apps)
+    faults = {
+        train_nodes[0]: ("allocatable", None),                                  # card loss under a training rank
+        svc_b[0]: ("NT_NPU_ECC_COUNT", "True"),                                 # repair
+        names[pool_c][7]: ("NetworkUnavailable", "True"),                       # isolate only
+        svc_g[0]: ("NT_GPU_FAN_FAILURE", "True"),                               # uncatalogued NT_*: repair
+        train_nodes[1]: ("Ready", "False"),                                     # node-level, reboot_then_repair
+    }
+    for name, (ctype, status) in faults.items():
+        if ctype == "allocatable":
+            localnodes.set_allocatable(name, 7, api=api)
+        else:
+            localnodes.set_condition(name, ctype, status, ago=localnodes.parse_duration("10m"), api=api)
+    untouched = [n for n in names[pool_a] if n not in faults][:3]
+    flapping, unknown, personal = untouched
+    localnodes.set_condition(flapping, "NT_NPU_NET", "True", api=api)  # just now: under its minimum duration
+    localnodes.set_condition(unknown, "NT_NPU_DEVICE", "Unknown", ago=localnodes.parse_duration("10m"), api=api)
+    api.patch(f"/api/v1/nodes/{personal}", {"spec": {"unschedulable": True}})  # a person's cordon, no fault
+    everyone = [n for pool in names.values() for n in pool]
+    yield {"names": everyone, "faults": faults, "namespace": namespace, "pools": list(pools), "flapping": flapping,
+           "unknown": unknown, "personal": personal, "tmp": tmp_path_factory.mktemp("fleet"),
+           "train_uids": {p["metadata"]["uid"] for p in running_pods(api, namespace, "app=train")}}
+    api.request("DELETE", f"/api/v1/namespaces/{namespace}")
+    factory.cleanup()
+
+
+@pytest.fixture(scope="module")
+def fleet_runbook(fleet, kubeconfig):
+    return Runbook(fleet["tmp"], kubeconfig, fleet["pools"], lock_name=unique("lock"))
+
+
+def test_recover_acts_on_exactly_the_faulty_nodes(api, fleet, fleet_runbook):
+    run = fleet_runbook.run("recover")
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    faults = fleet["faults"]
+    for name, (ctype, _status) in faults.items():
+        obj = node(api, name)
+        assert obj["spec"].get("unschedulable"), f"{name} not cordoned"
+        assert any(t["key"] == v.TAINT_KEY for t in obj["spec"].get("taints") or []), f"{name} not tainted"
+        expected = "drained" if ctype == "NetworkUnavailable" else "repair-pending"
+        assert state_of(api, name) == expected, name
+        assert len(node_events(api, name, v.EVENT_ISOLATED)) == 1
+        assert not [p for p in running_pods(api, fleet["namespace"]) if p["spec"]["nodeName"] == name
+                    and p["metadata"]["labels"]["app"] != "agent"], f"workloads left on {name}"
+    # Work runs again elsewhere; the training job was restarted whole (every rank is new).
+    ranks = running_pods(api, fleet["namespace"], "app=train")
+    assert len(ranks) == 4
+    assert not {p["metadata"]["uid"] for p in ranks} & fleet["train_uids"]
+    assert not {p["spec"]["nodeName"] for p in ranks} & set(faults)
+    for app in ("svc-a", "svc-b", "svc-c", "svc-g"):
+        assert len(running_pods(api, fleet["namespace"], f"app={app}")) == 6
+    # Tickets for the nodes handed to repair, none for the isolate-only fault.
+    tickets = sorted(p.name for p in (fleet["tmp"] / "tickets").glob("*.json"))
+    assert len(tickets) == 4 and all(t.endswith(".json") for t in tickets)
+    # Nothing else touched: the flapping, Unknown and person-cordoned nodes and every healthy node.
+    others = [n for n in fleet["names"] if n not in faults]
+    marks = our_marks(api, others)
+    assert all(not m["annotations"] and not m["taints"] for m in marks.values())
+    assert [n for n, m in marks.items() if m["unschedulable"]] == [fleet["personal"]]
+    report = json.loads((fleet["tmp"] / "reports" / "latest-recover.json").read_text())
+    assert {n["name"] for n in report["nodes"]} == set(faults)
+    skipped = {s["name"]: s["reason"] for s in report["skipped"]}
+    assert skipped[fleet["flapping"]].startswith("suspect: NT_NPU_NET counts in")
+    assert skipped[fleet["unknown"]] == "suspect: NT_NPU_DEVICE is Unknown"
+    html = (fleet["tmp"] / "reports" / "latest-recover.html").read_text()
+    assert all(name in html for name in faults) and "workloads recovered" in html
+
+
+def test_the_same_run_again_changes_nothing(api, fleet, fleet_runbook):
+    before = our_marks(api, fleet["names"])
+    events_before = {n: len(node_events(api, n, v.EVENT_ISOLATED)) for n in fleet["faults"]}
+    run = fleet_runbook.run("recover")
+    assert run.returncode == 0, run.stdout[-4000:]
+    after = our_marks(api, fleet["names"])
+    changed = {n for n in fleet["names"] if before[n] != after[n]}
+    assert not changed, f"changed on a second run: {changed}"
+    assert {n: len(node_events(api, n, v.EVENT_ISOLATED)) for n in fleet["faults"]} == events_before
+    assert len(list((fleet["tmp"] / "tickets").glob("*.json"))) == 4
+
+
+def test_return_to_service_returns_exactly_the_nodes_we_isolated(api, fleet, fleet_runbook):
+    faults = fleet["faults"]
+    for name in faults:
+        localnodes.clear(name, api=api)
+    wait_for(lambda: all(next(c for c in node(api, n)["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
+                         for n in faults), 60, "faulty nodes Ready again")
+    handed = [n for n in faults if state_of(api, n) == "repair-pending"]
+    repaired = fleet_runbook.run("repaired", extra={"repaired_nodes": handed, "repaired_by": "dc-ops"})
+    assert repaired.returncode == 0, repaired.stdout[-3000:]
+    fleet_runbook.vars["return_to_service_healthy_delay"] = 10
+    too_early = fleet_runbook.run("return_to_service")
+    assert too_early.returncode == 0, too_early.stdout[-3000:]
+    assert all(node(api, n)["spec"].get("unschedulable") for n in faults)  # healthy delay not passed yet
+    time.sleep(11)
+    run = fleet_runbook.run("return_to_service")
+    assert run.returncode == 0, run.stdout[-4000:]
+    for name in faults:
+        obj = node(api, name)
+        assert not obj["spec"].get("unschedulable"), f"{name} still cordoned"
+        assert not [t for t in obj["spec"].get("taints") or [] if t["key"] == v.TAINT_KEY]
+        assert state_of(api, name) == "returned"
+        assert len(node_events(api, name, v.EVENT_RETURNED)) == 1
+    assert node(api, fleet["personal"])["spec"].get("unschedulable") is True  # a person's cordon stays
+    report = json.loads((fleet["tmp"] / "reports" / "latest-return_to_service.json").read_text())
+    assert {n["name"] for n in report["nodes"] if n["outcome"] == "returned to service"} == set(faults)
+
+
+@pytest.fixture
+def small_pool(api, make_nodes, namespace, tmp_path, kubeconfig):
+    def build(size: int, faulty: int, replicas: int = 0, min_available: int | None = None):
+        names = make_nodes(size)
+        pool = names[0].rsplit("-", 1)[0]
+        if replicas:
+            workloads.apply(api, workloads.inference_service("svc", namespace, replicas=replicas,
+                                                             node_selector={localnodes.POOL_LABEL: pool},
+                                                             min_available=min_available))
+            wait_for(lambda: len(running_pods(api, namespace, "app=svc")) == replicas, 60, "service running")
+        for name in names[:faulty]:
+            localnodes.set_condition(name, "NT_NPU_OTHER", "True", ago=localnodes.parse_duration("10m"), api=api)
+        return names, Runbook(tmp_path, kubeconfig, [pool], lock_name=unique("lock"))
+    return build
+
+
+def test_storm_isolates_nothing_and_fails_loudly(api, small_pool):
+    names, runbook = small_pool(10, faulty=4)
+    run = runbook.run("recover")
+    assert run.returncode != 0
+    assert "Storm detected" in run.stdout and "has 4 faulty nodes of 10 (allowed 2)" in run.stdout
+    assert all(n in run.stdout for n in names[:4])
+    assert all(not m["annotations"] and not m["taints"] and not m["unschedulable"]
+               for m in our_marks(api, names).values())
+    report = json.loads((runbook.tmp / "reports" / "latest-recover.json").read_text())
+    assert report["storm"] is True
+    lease = api.get(f"/apis/coordination.k8s.io/v1/namespaces/default/leases/{runbook.vars['node_recovery_lock_name']}")
+    assert not lease["spec"].get("holderIdentity")  # released on the way out
+
+
+def test_check_mode_shows_the_plan_and_changes_nothing(api, small_pool):
+    names, runbook = small_pool(10, faulty=1)
+    run = runbook.run("recover", "--check")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert all(not m["annotations"] and not m["taints"] and not m["unschedulable"]
+               for m in our_marks(api, names).values())
+    report = json.loads((runbook.tmp / "reports" / "latest-recover.json").read_text())
+    assert report["check_mode"] is True and [n["name"] for n in report["nodes"]] == [names[0]]
+
+
+def test_limit_narrows_the_run(api, small_pool):
+    names, runbook = small_pool(10, faulty=2)
+    run = runbook.run("recover", "--limit", names[1])
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert state_of(api, names[1]) == "repair-pending"
+    assert state_of(api, names[0]) == "none"
+
+
+def test_two_runs_at_once_handle_every_node_exactly_once(api, small_pool):
+    names, runbook = small_pool(20, faulty=3)
+    procs = [subprocess.Popen(runbook.command("recover"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=runbook.env(), cwd=runbook.tmp) for _ in range(2)]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes[0] == 0 and codes[1] != 0, outputs
+    loser = outputs[[p.returncode for p in procs].index(codes[1])]
+    assert "held by" in loser  # the second run names the holder of the lock
+    for name in names[:3]:
+        assert len(node_events(api, name, v.EVENT_ISOLATED)) == 1
+        assert len(node_events(api, name, v.EVENT_REPAIR_REQUESTED)) == 1
+        assert state_of(api, name) == "repair-pending"
+
+
+def test_a_run_killed_during_a_drain_is_completed_by_the_next(api, small_pool, namespace):
+    # A budget that allows no disruption keeps the drain waiting; the run is killed meanwhile.
+    names, runbook = small_pool(4, faulty=0, replicas=2, min_available=2)
+    victim = running_pods(api, namespace, "app=svc")[0]["spec"]["nodeName"]
+    localnodes.set_condition(victim, "NT_NPU_OTHER", "True", ago=localnodes.parse_duration("10m"), api=api)
+    runbook.vars.update(drain_timeout=300, node_recovery_lock_seconds=15)
+    proc = subprocess.Popen(runbook.command("recover"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=runbook.env(), cwd=runbook.tmp, start_new_session=True)
+    wait_for(lambda: state_of(api, victim) == "draining", 180, "the drain to start")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert state_of(api, victim) == "draining"
+    api.patch(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/svc", {"spec": {"minAvailable": 1}})
+    time.sleep(16)  # the killed run's lock expires
+    run = runbook.run("recover")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert state_of(api, victim) == "repair-pending"
+    wait_for(lambda: len(running_pods(api, namespace, "app=svc")) == 2, 60, "the service back at 2 replicas")
+
+
+def _rbac_documents(prefix: str, drop: tuple[str, str] | None = None) -> tuple[list[dict], list[dict]]:
+    docs = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+    cluster_rules = next(d for d in docs if d["kind"] == "ClusterRole")["rules"]
+    lease_rules = next(d for d in docs if d["kind"] == "Role")["rules"]
+    if drop:
+        resource, verb = drop
+        for rule in cluster_rules:
+            if resource in rule["resources"]:
+                rule["verbs"] = [x for x in rule["verbs"] if x != verb]
+    return cluster_rules, lease_rules
+
+
+def _as_service_account(api, namespace, tmp_path, name, drop=None) -> dict:
+    cluster_rules, lease_rules = _rbac_documents(name, drop)
+    kubeconfig = service_account_kubeconfig(api, namespace, name, cluster_rules, tmp_path)
+    role = f"{namespace}-{name}-lock"
+    api.request("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+                body={"metadata": {"name": role}, "rules": lease_rules})
+    api.request("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", body={
+        "metadata": {"name": role}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]})
+    token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
+    # What AWX's Kubernetes bearer token credential injects.
+    return {"K8S_AUTH_HOST": localcluster.status()["server"], "K8S_AUTH_API_KEY": token,
+            "K8S_AUTH_SSL_CA_CERT": str(localcluster.STATE_DIR / "pki" / "ca.crt"), "K8S_AUTH_VERIFY_SSL": "yes",
+            "_token": token}
+
+
+def test_runs_as_a_service_account_bound_only_to_the_shipped_role(api, small_pool, namespace, tmp_path):
+    names, runbook = small_pool(10, faulty=1, replicas=2, min_available=1)
+    creds = _as_service_account(api, namespace, tmp_path, "recoverer")
+    token = creds.pop("_token")
+    env = dict(runbook.env(**creds))
+    env.pop("K8S_AUTH_KUBECONFIG")
+    runbook.inventory.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes",
+                                                 "label_selector": runbook.selector}))
+    run = runbook.run("recover", env=env)
+    assert run.returncode == 0, run.stdout[-5000:]
+    assert state_of(api, names[0]) == "repair-pending"
+    assert token not in run.stdout + run.stderr
+    for path in runbook.tmp.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path
+
+
+def test_a_role_missing_a_verb_fails_naming_it(api, small_pool, namespace, tmp_path):
+    names, runbook = small_pool(10, faulty=1, replicas=2, min_available=1)
+    creds = _as_service_account(api, namespace, tmp_path, "no-evict", drop=("pods/eviction", "create"))
+    creds.pop("_token")
+    env = dict(runbook.env(**creds))
+    env.pop("K8S_AUTH_KUBECONFIG")
+    run = runbook.run("recover", env=env)
+    assert run.returncode != 0
+    assert "may not create pods/eviction" in run.stdout, run.stdout[-4000:]
+    assert "Traceback" not in run.stdout + run.stderr
