@@ -109,7 +109,9 @@ def test_injected_faults_survive_heartbeats_and_clear_restores(api, make_nodes, 
     localcluster_cli("inject", name, "--condition", "NT_NPU_CARD_LOSE", "--status", "True", "--reason",
                      "os_task_name:npu-card-lose", "--message", "card 3 lost", "--since", "10m", check=True)
     localcluster_cli("inject", name, "--allocatable", "6", check=True)
+    localcluster_cli("inject", name, "--condition", "NetworkUnavailable", "--status", "True", check=True)
     injected = condition_of(node(api, name), "NT_NPU_CARD_LOSE")
+    network = condition_of(node(api, name), "NetworkUnavailable")
     assert injected["status"] == "True" and injected["message"] == "card 3 lost"
     beats = set()
 
@@ -117,6 +119,7 @@ def test_injected_faults_survive_heartbeats_and_clear_restores(api, make_nodes, 
         current = node(api, name)
         beats.add(condition_of(current, "Ready")["lastHeartbeatTime"])
         assert condition_of(current, "NT_NPU_CARD_LOSE") == injected, "kwok overwrote the injected condition"
+        assert condition_of(current, "NetworkUnavailable") == network, "kwok overwrote NetworkUnavailable"
         assert current["status"]["allocatable"][localnodes.NPU_RESOURCE] == "6", "kwok reset allocatable"
         return len(beats) >= 4  # the value before plus three heartbeats
 
@@ -124,9 +127,10 @@ def test_injected_faults_survive_heartbeats_and_clear_restores(api, make_nodes, 
     wait_for(heartbeats_seen, period * 6, "three kwok heartbeats", interval=1)
 
     out = localcluster_cli("clear", name, check=True).stdout
-    assert "NT_NPU_CARD_LOSE" in out and "allocatable" in out
+    assert "NT_NPU_CARD_LOSE" in out and "allocatable" in out and "NetworkUnavailable" in out
     cleared = node(api, name)
     assert condition_of(cleared, "NT_NPU_CARD_LOSE")["status"] == "False"
+    assert condition_of(cleared, "NetworkUnavailable")["status"] == "False"
     assert cleared["status"]["allocatable"][localnodes.NPU_RESOURCE] == "8"
 
 

@@ -107,6 +107,15 @@ phase: Failed
 """
 
 
+_READY_HEARTBEAT = """conditions:
+- lastHeartbeatTime: {{ $now | Quote }}
+  lastTransitionTime: {{ $lastTransitionTime | Quote }}
+  message: kubelet is posting ready status
+  reason: KubeletReady
+  status: "True"
+  type: Ready"""
+
+
 def _kwok_stages(heartbeat_seconds: int) -> list[dict]:
     """kwok's own stage files, with a faster node heartbeat, Job pods that only complete
     when they ask to (an annotation) so training jobs keep running, and deletion that
@@ -122,6 +131,12 @@ def _kwok_stages(heartbeat_seconds: int) -> list[dict]:
     heartbeat = load("node/heartbeat-with-lease/node-heartbeat-with-lease.yaml")
     heartbeat["spec"]["delay"] = {"durationMilliseconds": heartbeat_seconds * 1000,
                                   "jitterDurationMilliseconds": heartbeat_seconds * 1500}
+    # kwok's heartbeat re-writes every standard condition; a kubelet owns Ready, but not
+    # NetworkUnavailable (the network plugin's) nor conditions a test injected, so refresh Ready only.
+    template = heartbeat["spec"]["next"]["statusTemplate"]
+    start = template.index("conditions:")
+    end = template.index("{{ end }}", start) + len("{{ end }}")
+    heartbeat["spec"]["next"]["statusTemplate"] = template[:start] + _READY_HEARTBEAT + template[end:]
     complete = load("pod/general/pod-complete.yaml")
     complete["spec"]["selector"]["matchExpressions"].append(
         {"key": '.metadata.annotations["pod-complete.stage.kwok.x-k8s.io/delay"]', "operator": "Exists"})

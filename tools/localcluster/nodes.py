@@ -33,7 +33,8 @@ GPU_AGENT_CONDITIONS = ("NT_NET_NTP_CHECK", "NT_KUBE_DISK_READONLY_CHECK", "GPUD
 NPD_CONDITIONS = {"KernelDeadlock": "KernelHasNoDeadlock", "ReadonlyFilesystem": "FilesystemIsNotReadOnly",
                   "FrequentKubeletRestart": "NoFrequentKubeletRestart",
                   "FrequentContainerdRestart": "NoFrequentContainerdRestart"}
-STANDARD_CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
+KUBELET_HEALTHY_REASONS = {"MemoryPressure": "KubeletHasSufficientMemory", "DiskPressure": "KubeletHasNoDiskPressure",
+                           "PIDPressure": "KubeletHasSufficientPID", "NetworkUnavailable": "RouteCreated"}
 STATUSES = ("True", "False", "Unknown")
 
 
@@ -63,6 +64,8 @@ def rfc3339(when: dt.datetime) -> str:
 def healthy_condition(ctype: str, since: str) -> dict:
     if ctype in NPD_CONDITIONS:
         reason, message = NPD_CONDITIONS[ctype], "ok"
+    elif ctype in KUBELET_HEALTHY_REASONS:
+        reason, message = KUBELET_HEALTHY_REASONS[ctype], "ok"
     elif ctype.startswith("NT_"):
         reason, message = "os_task_name:" + ctype[3:].lower().replace("_", "-"), "ok"
     else:
@@ -203,7 +206,7 @@ def clear(name: str, api: Client | None = None) -> list[str]:
     changed = []
     conditions = []
     for cond in node["status"].get("conditions") or []:
-        if cond["type"] in STANDARD_CONDITIONS or cond.get("status") == "False":
+        if cond["type"] == "Ready" or cond.get("status") == "False":
             continue
         conditions.append(healthy_condition(cond["type"], since))
         changed.append(cond["type"])
