@@ -10,6 +10,7 @@ the few updates that matter. Pure: no Ansible, no network, time passed in.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import FAULTY, HEALTHY, SUSPECT
@@ -95,6 +96,8 @@ def transition(previous: dict | None, classified: dict, now: dt.datetime, initia
     if kind is None:
         return None
     was_recoverable = before["health"] == FAULTY and before["action"] != "observe"
+    # Copies: consumers (rulebook event filters) may rewrite events in place; the classification stays ours.
+    details = copy.deepcopy({key: classified[key] for key in ("faults", "pending_faults", "suspect_signals")})
     return {
         "transition": kind,
         "node": classified["name"],
@@ -106,12 +109,12 @@ def transition(previous: dict | None, classified: dict, now: dt.datetime, initia
         # The trigger for a recover run: true once per fault episode (and when an episode escalates
         # from observe-only to an action).
         "needs_recovery": needs_recovery(classified) and not was_recoverable,
-        "faults": classified["faults"],
+        "faults": details["faults"],
         "fault_types": sorted({f["type"] for f in classified["faults"]}),
         "added_faults": added,
         "cleared_faults": gone,
-        "pending_faults": classified["pending_faults"],
-        "suspect_signals": classified["suspect_signals"],
+        "pending_faults": details["pending_faults"],
+        "suspect_signals": details["suspect_signals"],
         "card_loss": card_loss,
         "state": classified["state"],
         "excluded": classified["excluded"],

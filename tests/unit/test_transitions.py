@@ -167,3 +167,13 @@ def test_ages_alone_never_make_news():
     faulty = classify(CARD_FAULT)
     hour_later = NOW + dt.timedelta(hours=1)
     assert transition(snapshot(faulty), classify(CARD_FAULT, now=hour_later), hour_later) is None
+
+
+def test_an_event_shares_nothing_mutable_with_the_classification():
+    """Rulebook filters may rewrite an event in place; the source's memory of the node must not change."""
+    classified = classify(CARD_FAULT)
+    event = transition(None, classified, NOW)
+    event["faults"][0]["type"] = "rewritten"
+    event["pending_faults"].append({})
+    assert classified["faults"][0]["type"] == "NT_NPU_CARD_LOSE"
+    assert classified["pending_faults"] == []
