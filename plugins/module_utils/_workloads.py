@@ -19,8 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id, record_event, rfc3339
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import (
+    EVENT_NAMESPACE,
+    new_run_id,
+    record_event,
+    rfc3339,
+)
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import require_access
 
 # Kinds, keyed by (API group, kind) so that any served version of a group matches.
 DEPLOYMENT = ("apps", "Deployment")
@@ -366,6 +372,23 @@ def evicted_pod(item: Any, index: int) -> dict:
                            "uid": ref.get("uid"), "controller": ref.get("controller", True), "_guessed": guessed})
     return {"metadata": {"name": name, "namespace": namespace, "uid": item.get("uid"), "ownerReferences": normalised},
             "spec": {"nodeName": item.get("node") or item.get("node_name")}, "status": {}, "_evicted": True}
+
+
+def required_access(key: tuple[str, str], strategy: str, job: dict | None, namespace: str) -> list[tuple]:
+    """(verb, resource, group, namespace) the strategy writes with, for a check before the first write."""
+    group, kind = key
+    marked = ("patch", kind.lower() + "s", group, namespace)  # the once-per-run annotation
+    stopping = [("create", "pods/eviction", "", namespace), ("delete", "pods", "", namespace)]
+    if strategy == RESTART_JOB:
+        return [marked, ("delete", "pods", "", namespace)] + (
+            stopping if job_restart_method(job or {}) == "evict" else [])
+    if strategy == RESTART_COMMAND:
+        return [marked, ("create", "commands", api_group(COMMAND_API_VERSION), namespace)]
+    if strategy == RESTART_PODS:
+        return [marked] + stopping
+    if strategy == RECREATE:
+        return [("delete", "pods", "", namespace), ("create", "pods", "", namespace)]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -920,6 +943,10 @@ def recover(client: Client, nodes: list[str], evicted: list, run_id: str | None,
     seen = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in live}
     pods = live + [r for r in records if (r["metadata"]["namespace"], r["metadata"]["name"]) not in seen]
     workloads = resolve(client, pods, recreate_unmanaged)
+    if not check_mode:
+        checks = [check for w in workloads for check in required_access(w.key, w.strategy, w.obj, w.namespace)]
+        if checks:
+            require_access(client, checks + [("create", "events", "", EVENT_NAMESPACE)])
     changed = False
     for workload in workloads:
         changed = run.act(workload) or changed

@@ -9,7 +9,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate im
 from tools.localcluster import workloads
 from tools.localcluster.nodes import NPU_RESOURCE
 
-from .helpers import pods, pool_of, run_module, running_pods, wait_for
+from .helpers import pods, pool_of, run_module, running_pods, service_account_kubeconfig, wait_for
 
 
 def _running(api, namespace, count, selector=None):
@@ -263,3 +263,24 @@ def test_bad_input_is_one_sentence_and_changes_nothing(api, kubeconfig, namespac
 
     unknown = run_module("workload_recover", {"kubeconfig": kubeconfig, "nodes": ["x"], "bogus": 1})
     assert unknown["failed"] and "bogus" in unknown["msg"]
+
+
+def test_a_forbidden_verb_is_one_sentence_and_nothing_is_stopped(api, namespace, make_nodes, tmp_path):
+    nodes = make_nodes(3)
+    workloads.apply(api, workloads.training_job("train", namespace, ranks=2, node_selector=pool_of(nodes)))
+    before = _running(api, namespace, 2)
+    faulty = before[0]["spec"]["nodeName"]
+    _isolate(api, faulty)
+    read_only = [{"apiGroups": [""], "resources": ["nodes", "pods", "events"], "verbs": ["get", "list"]},
+                 {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list"]},
+                 {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]
+    kubeconfig = service_account_kubeconfig(api, namespace, "no-patch", read_only, tmp_path)
+
+    result = run_module("workload_recover", {"kubeconfig": str(kubeconfig), "nodes": [faulty]})
+
+    assert result["failed"] and result["msg"] == (
+        f"the credentials may not patch jobs in namespace '{namespace}', so nothing was changed; "
+        "the RBAC role lacks verb 'patch' on resource 'jobs.batch'")
+    assert {p["metadata"]["uid"] for p in running_pods(api, namespace)} == {p["metadata"]["uid"] for p in before}
+    assert not api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["spec"].get("suspend")

@@ -228,3 +228,23 @@ def test_collection_paths():
     assert w.collection_path("kubeflow.org/v1", "PyTorchJob") == "/apis/kubeflow.org/v1/pytorchjobs"
     assert w.kind_key("batch.volcano.sh/v1alpha1", "Job") == w.VOLCANO_JOB
     assert w.kind_key("v1", "Pod") == w.POD
+
+
+@pytest.mark.parametrize("key, strategy, obj, expected", [
+    (w.BATCH_JOB, w.RESTART_JOB, job(parallelism=4),
+     [("patch", "jobs", "batch", "ns"), ("delete", "pods", "", "ns")]),
+    (w.BATCH_JOB, w.RESTART_JOB, job(parallelism=4, labels={w.KUEUE_QUEUE_LABEL: "q"}),
+     [("patch", "jobs", "batch", "ns"), ("delete", "pods", "", "ns"), ("create", "pods/eviction", "", "ns"),
+      ("delete", "pods", "", "ns")]),
+    (w.VOLCANO_JOB, w.RESTART_COMMAND, {}, [("patch", "jobs", "batch.volcano.sh", "ns"),
+                                           ("create", "commands", "bus.volcano.sh", "ns")]),
+    (w.PYTORCHJOB, w.RESTART_PODS, {}, [("patch", "pytorchjobs", "kubeflow.org", "ns"),
+                                       ("create", "pods/eviction", "", "ns"), ("delete", "pods", "", "ns")]),
+    (w.JOBSET, w.RESTART_PODS, {}, [("patch", "jobsets", "jobset.x-k8s.io", "ns"),
+                                   ("create", "pods/eviction", "", "ns"), ("delete", "pods", "", "ns")]),
+    (w.POD, w.RECREATE, None, [("delete", "pods", "", "ns"), ("create", "pods", "", "ns")]),
+    (w.DEPLOYMENT, w.WAIT_READY, {}, []),
+    (w.POD, w.LOST, None, []),
+])
+def test_access_checked_before_the_first_write(key, strategy, obj, expected):
+    assert w.required_access(key, strategy, obj, "ns") == expected
