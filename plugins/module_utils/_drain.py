@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +48,8 @@ DRAINABLE_STATES = (v.STATE_NONE, v.STATE_ISOLATED, v.STATE_DRAINING)
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0  # PDB refusals: kubectl waits 5 s flat; start sooner
 NODE_RECHECK_SECONDS = 5.0
+STUCK_CHECK_SECONDS = 1.0
+WATCH_WINDOW_SECONDS = 10  # the watcher re-watches this often, so it ends soon after the drain
 _PDB_IN_MESSAGE = re.compile(r"disruption budget (\S+) needs")
 _RETRY_EVICTION = frozenset({502, 503, 504})  # 429 is ours to retry; 500 is not transient for evictions
 
@@ -159,7 +163,7 @@ def pod_key(pod: dict) -> str:
 @dataclass
 class DrainOptions:
     timeout: float = 300
-    concurrency: int = 16
+    concurrency: int = 32
     grace_period: int | None = None  # None: each pod's own terminationGracePeriodSeconds
     force: bool = False
     delete_emptydir_data: bool = False
@@ -223,12 +227,50 @@ class PodTask:
         }
 
 
-class DrainRefused(Exception):
-    """Some pods may not leave under the given options; nothing was changed. str() is one sentence."""
+class _PodWatch(threading.Thread):
+    """Watches the node's pods from the planning list on: which are gone (and when), and their
+    latest state. One stream instead of listing every pod again and again."""
 
-    def __init__(self, message: str, result: dict) -> None:
-        super().__init__(message)
-        self.result = result
+    def __init__(self, client: Client, node: str, resource_version: str | None, wakeup: threading.Event) -> None:
+        super().__init__(name=f"watch-pods-{node}", daemon=True)
+        self.client = client
+        self.node = node
+        self.resource_version = resource_version
+        self.wakeup = wakeup
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        self.gone: dict[str, float] = {}  # uid -> monotonic time it was deleted
+        self.latest: dict[str, dict] = {}  # uid -> pod as last seen
+        self.failed: Exception | None = None
+
+    def run(self) -> None:
+        version = self.resource_version
+        try:
+            while not self.stopped.is_set():
+                for event in self.client.watch(PODS, version, timeout_seconds=WATCH_WINDOW_SECONDS,
+                                               field_selector=f"spec.nodeName={self.node}",
+                                               what=f"watching pods on node {self.node}", resource="pods"):
+                    kind, pod = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":  # 410 Gone and the like: the caller lists instead
+                        raise KubernetesError(pod.get("message") or "watch error", status=pod.get("code"))
+                    version = (pod.get("metadata") or {}).get("resourceVersion") or version
+                    if kind == "BOOKMARK":
+                        continue
+                    with self.lock:
+                        if kind == "DELETED":
+                            self.gone[pod["metadata"]["uid"]] = time.monotonic()
+                        else:
+                            self.latest[pod["metadata"]["uid"]] = pod
+                    self.wakeup.set()
+                    if self.stopped.is_set():
+                        return
+        except Exception as err:  # any failure: fall back to listing, never fail the drain for it
+            self.failed = err
+            self.wakeup.set()
+
+    def snapshot(self) -> tuple[dict[str, float], dict[str, dict]]:
+        with self.lock:
+            return dict(self.gone), dict(self.latest)
 
 
 class _Drain:
@@ -240,6 +282,8 @@ class _Drain:
         self.node: dict = {}
         self.tasks: list[PodTask] = []
         self.node_checked_at = 0.0
+        self.resource_version: str | None = None
+        self.wakeup = threading.Event()
 
     # --- reading and planning
 
@@ -249,6 +293,7 @@ class _Drain:
         on_node = f"spec.nodeName={self.name}"
         pods = self.client.list(PODS, field_selector=on_node, what=f"listing pods on node {self.name}",
                                 resource="pods")
+        self.resource_version = self.client.last_resource_version
         selected = None
         if self.options.pod_selector:
             selected = {p["metadata"]["uid"] for p in self.client.list(
@@ -354,20 +399,23 @@ class _Drain:
             task.reason = task.decision.reason
             task.pdb = None
 
-    def _poll_gone(self, now: float) -> None:
-        """One list of the node's pods tells which of ours are gone and which are stuck."""
-        present = {p["metadata"]["uid"]: p for p in self.client.list(
-            PODS, field_selector=f"spec.nodeName={self.name}", what=f"listing pods on node {self.name}",
-            resource="pods")}
+    def _sweep(self, now: float, watch: _PodWatch, listing: bool) -> None:
+        """Finish the tasks whose pods are gone; force-delete those stuck on a NotReady node.
+        From the watch, or (when it failed) from one list of the node's pods."""
+        gone, latest = watch.snapshot()
+        present = None
+        if listing:
+            present = {p["metadata"]["uid"]: p for p in self.client.list(
+                PODS, field_selector=f"spec.nodeName={self.name}", what=f"listing pods on node {self.name}",
+                resource="pods")}
         stuck = []
         for task in self.tasks:
             if task.outcome is not None or not (task.removing or task.decision.action == WAIT):
                 continue
-            pod = present.get(task.uid)
-            if pod is None:
-                task.gone_at = now
+            if task.uid in gone or (present is not None and task.uid not in present):
+                task.gone_at = gone.get(task.uid, now)
                 self._finish(task)
-            elif self._is_stuck(pod):
+            elif self._is_stuck((present or latest).get(task.uid) or task.pod):
                 stuck.append(task)
         if stuck and self._node_not_ready(now):
             for task in stuck:
@@ -404,50 +452,64 @@ class _Drain:
     def _waiting(self) -> bool:
         return any(t.outcome is None and (t.removing or t.decision.action == WAIT) for t in self.tasks)
 
-    def execute(self) -> None:
+    def execute(self, alongside: Callable[[], Any] | None = None) -> None:
+        """Evict and delete, wait until gone. `alongside` runs in the pool with the first requests."""
         options = self.options
         slots = max(1, options.concurrency)
         deadline = self.started + options.timeout
         extended = False  # delete_after_timeout gives the deleted pods one more grace period
         queue = [t for t in self.tasks if t.decision.action in (EVICT, DELETE)]
         inflight: dict = {}
-        next_poll = 0.0
-        with ThreadPoolExecutor(max_workers=slots) as pool:
-            while True:
-                now = time.monotonic()
-                if now < deadline:
-                    for task in [t for t in queue if t.next_try <= now][:slots - len(inflight)]:
-                        queue.remove(task)
-                        inflight[pool.submit(self._act, task)] = task
-                waiting = self._waiting()
-                if not queue and not inflight and not waiting:
-                    return
-                if now >= deadline and not inflight:
-                    if queue and options.delete_after_timeout and not extended:
-                        extended = True
-                        for task in queue:
-                            task.delete_now, task.next_try = True, 0.0
-                        deadline = now + max(t.grace(options.grace_period) for t in queue) + 15
-                        continue
-                    break
-                if waiting and now >= next_poll:
-                    self._poll_gone(now)
-                    next_poll = time.monotonic() + options.poll_interval
-                    continue
-                wake = [next_poll] if waiting else []
-                if now < deadline:
-                    wake.append(deadline)
-                    if len(inflight) < slots:
-                        wake += [t.next_try for t in queue]
-                pause = min([options.poll_interval] + [max(0.0, w - now) for w in wake])
-                if inflight:
-                    finished = wait(list(inflight), timeout=pause or None, return_when=FIRST_COMPLETED).done
-                    for future in finished:
+        side = None
+        next_list = next_stuck_check = 0.0
+        watch = _PodWatch(self.client, self.name, self.resource_version, self.wakeup)
+        watch.start()
+        try:
+            with ThreadPoolExecutor(max_workers=slots) as pool:
+                side = pool.submit(alongside) if alongside else None
+                while True:
+                    self.wakeup.clear()  # before looking, so nothing that happens next is missed
+                    now = time.monotonic()
+                    for future in [f for f in inflight if f.done()]:
                         task = inflight.pop(future)
-                        if self._settle(task, future.result(), time.monotonic()):
+                        if self._settle(task, future.result(), now):
                             queue.append(task)
-                else:
-                    time.sleep(pause)
+                    if now < deadline:
+                        for task in [t for t in queue if t.next_try <= now][:slots - len(inflight)]:
+                            queue.remove(task)
+                            future = pool.submit(self._act, task)
+                            future.add_done_callback(lambda _: self.wakeup.set())
+                            inflight[future] = task
+                    listing = watch.failed is not None and now >= next_list
+                    if self._waiting() and (listing or watch.failed is None):
+                        if listing or now >= next_stuck_check or watch.gone:
+                            self._sweep(now, watch, listing)
+                            next_stuck_check = now + STUCK_CHECK_SECONDS
+                        if listing:
+                            next_list = time.monotonic() + options.poll_interval
+                    waiting = self._waiting()
+                    if not queue and not inflight and not waiting:
+                        return
+                    if now >= deadline and not inflight:
+                        if queue and options.delete_after_timeout and not extended:
+                            extended = True
+                            for task in queue:
+                                task.delete_now, task.next_try = True, 0.0
+                            deadline = now + max(t.grace(options.grace_period) for t in queue) + 15
+                            continue
+                        break
+                    wake = [now + options.poll_interval]  # at the latest; events and answers wake it sooner
+                    if waiting:
+                        wake.append(next_list if watch.failed is not None else next_stuck_check)
+                    if now < deadline:
+                        wake.append(deadline)
+                        if len(inflight) < slots:
+                            wake += [t.next_try for t in queue]
+                    self.wakeup.wait(max(0.0, min(wake) - now))
+        finally:
+            watch.stopped.set()
+        if side is not None:
+            side.result()  # its failure is the caller's, like any other API failure
         for task in self.tasks:
             if task.outcome is not None or task.decision.action in (SKIP, REFUSE):
                 continue
@@ -507,14 +569,15 @@ def _state_patch_for(node: dict, target: str, run_id: str) -> dict:
     return patch
 
 
-def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int = 16, grace_period: int | None = None,
+def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int = 32, grace_period: int | None = None,
           force: bool = False, delete_emptydir_data: bool = False, pod_selector: str | None = None,
           exclude_namespaces: list[str] | tuple = (), delete_after_timeout: bool = False,
           force_delete_stuck_after: float = 60, override_exclusion: bool = False, run_id: str = "",
           poll_interval: float = 0.25, check_mode: bool = False) -> dict:
     """Drain `name` (see module node_drain). Returns changed, drained, pods (per-pod outcome), summary,
-    blocking_pdbs, elapsed_seconds, state, diff and message. Raises DrainRefused (nothing changed)
-    when a pod may not leave under these options, KubernetesError/NodeRefused on bad input."""
+    blocking_pdbs, elapsed_seconds, state, diff and message; a drain that cannot finish (pods refused
+    by the rules: nothing is changed; pods blocked or still terminating at the timeout) returns
+    drained False. Raises KubernetesError/NodeRefused on bad input and API failures."""
     options = DrainOptions(timeout, concurrency, grace_period, force, delete_emptydir_data, pod_selector,
                            tuple(exclude_namespaces or ()), delete_after_timeout, force_delete_stuck_after,
                            override_exclusion, run_id, poll_interval)
@@ -535,33 +598,37 @@ def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int =
     refused = run.refusals()
     if refused or check_mode:
         run.predict()
-        result.update(changed=bool(work or start_patch), drained=not refused and not work,
+        result.update(changed=bool(work or start_patch) and not refused, drained=not refused and not work,
                       pods=[t.report(options, run.started) for t in run.tasks], summary=_summary(run.tasks),
                       blocking_pdbs=run.blocking_budgets() if not refused else [],
                       elapsed_seconds=round(time.monotonic() - run.started, 3), state=recovery_state(before))
-    if refused:
+    if refused:  # judged before any change, like kubectl drain: nothing moves until the operator decides
         why = "; ".join(f"pod {t.key} is {t.decision.reason}" for t in refused)
-        raise DrainRefused(f"node '{name}' cannot be drained: {why}; nothing was changed", result)
+        result["message"] = f"node '{name}' cannot be drained: {why}; nothing was changed"
+        result["diff"]["after"] = result["diff"]["before"]
+        return result
     if check_mode:
         would = ", ".join(f"{n} {o}" for o, n in result["summary"].items() if n) or "nothing to do"
         result["message"] = f"check mode: draining node '{name}' would leave pods {would}"
         return result
 
     checks = [("patch", "nodes", "", None), ("create", "events", "", "default")]
+    may_force_delete = options.delete_after_timeout or (options.force_delete_stuck_after and not is_ready(before))
     for task in work:
         namespace = task.pod["metadata"]["namespace"]
         checks.append(("create", "pods/eviction", "", namespace) if task.decision.action == EVICT
                       else ("delete", "pods", "", namespace))
-        if options.delete_after_timeout or options.force_delete_stuck_after:
+        if may_force_delete:
             checks.append(("delete", "pods", "", namespace))
     if work or start_patch:
         require_access(client, checks)
     node, patched = patch_node(client, name, lambda n: _state_patch_for(n, target, run_id) or None,
-                               f"starting the drain of node {name}")
+                               f"starting the drain of node {name}", current=before)
     if work:
-        record_event(client, node, v.EVENT_DRAIN_STARTED,
-                     f"Drain by {v.COLLECTION} run {run_id}: {len(work)} pod(s) to move, {len(staying)} stay")
-        run.execute()
+        started = node
+        run.execute(alongside=lambda: record_event(
+            client, started, v.EVENT_DRAIN_STARTED,
+            f"Drain by {v.COLLECTION} run {run_id}: {len(work)} pod(s) to move, {len(staying)} stay"))
     drained = all(t.outcome not in (BLOCKED, FAILED) for t in run.tasks)
     summary = _summary(run.tasks)
     budgets = run.blocking_budgets()

@@ -151,13 +151,15 @@ def require_access(client: Client, checks: Iterable[tuple[str, str, str, str | N
                                       f"the RBAC role lacks verb '{verb}' on resource '{full}'", status=403)
 
 
-def patch_node(client: Client, name: str, build: PatchBuilder, what: str) -> tuple[dict, dict | None]:
-    """Read, build a merge patch from what is there, write it guarded by resourceVersion; on a
-    409 conflict (someone changed the node meanwhile) read again and rebuild. Returns (node, patch)."""
+def patch_node(client: Client, name: str, build: PatchBuilder, what: str,
+               current: dict | None = None) -> tuple[dict, dict | None]:
+    """Read (or start from `current`, just read by the caller), build a merge patch from what is there,
+    write it guarded by resourceVersion; on a 409 conflict (someone changed the node meanwhile) read
+    again and rebuild. Returns (node, patch)."""
     for attempt in range(CONFLICT_ATTEMPTS):
         if attempt:  # jittered backoff, so two writers retrying do not collide again
             time.sleep(min(0.01 * 2 ** attempt, 1.0) * random.uniform(0.5, 1.5))
-        node = read_node(client, name)
+        node = current if current is not None and not attempt else read_node(client, name)
         patch = build(node)
         if patch is None:
             return node, None
