@@ -11,8 +11,8 @@ description:
   - Takes classified nodes (the C(node_recovery) host variable of the P(ai_infra.node_recovery.k8s_nodes#inventory)
     inventory, or RV(ai_infra.node_recovery.node_faults_info#module:nodes)) and returns the nodes to act on, most
     severe first, the nodes left alone with the reason, and the storm verdict.
-  - Storm brake: when the faulty nodes whose action calls for remediation exceed O(max_unhealthy) in any pool or in
-    the whole set of nodes given, nothing is to be acted on (a broken node-agent can mark every node faulty).
+  - The storm brake holds when the faulty nodes whose action calls for remediation exceed O(max_unhealthy) in any pool
+    or in the whole set of nodes given; then nothing is to be acted on (a broken node-agent can mark every node faulty).
   - Suspect nodes, report-only actions, excluded nodes and nodes already handed to repair are left alone.
 author:
   - ai_infra node_recovery maintainers

@@ -51,6 +51,7 @@ EXAMPLES = r"""
 # npu.k8s_nodes.yml: the cluster of the current kubeconfig context
 plugin: ai_infra.node_recovery.k8s_nodes
 
+---
 # fleet.k8s_nodes.yml: two clusters, a site catalog, cached for five minutes
 plugin: ai_infra.node_recovery.k8s_nodes
 connections:

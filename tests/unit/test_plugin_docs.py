@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 
 
-PLUGIN_DIRS = {"module": "modules", "inventory": "inventory"}
+PLUGIN_DIRS = {"module": "modules", "inventory": "inventory", "filter": "filter"}
 
 
 @pytest.mark.parametrize("kind, name", [(kind, path.stem) for kind, folder in PLUGIN_DIRS.items()
