@@ -303,3 +303,17 @@ def test_missing_node_bad_option_and_forbidden_eviction_each_one_sentence(api, k
     assert "verb 'create' on resource 'pods/eviction'" in forbidden["msg"] and "\n" not in forbidden["msg"]
     assert not node(api, name)["spec"].get("unschedulable"), "nothing may change when RBAC is missing"
     assert len(on_node(api, namespace, name)) == 1
+
+
+def test_without_watch_permission_the_drain_lists_instead(api, kubeconfig, namespace, make_nodes, tmp_path):
+    name = make_nodes(1)[0]
+    start(api, deployment("web", namespace, 3, pool_of([name])), namespace, 3)
+    no_watch = service_account_kubeconfig(api, namespace, "lister", [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
+        {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "list"]}], tmp_path)
+    result = run_module("node_drain", {"name": name, "kubeconfig": str(no_watch)})
+    assert not result.get("failed") and result["drained"] is True, result.get("msg") or result.get("message")
+    assert result["summary"]["evicted"] == 3 and not on_node(api, namespace, name)
