@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import KubernetesError
 
@@ -134,10 +135,15 @@ def test_injected_faults_survive_heartbeats_and_clear_restores(api, make_nodes, 
     assert cleared["status"]["allocatable"][localnodes.NPU_RESOURCE] == "8"
 
 
-def test_injected_ready_false_holds_and_clear_brings_it_back(api, make_nodes):
+def test_injected_ready_false_holds_and_clear_brings_it_back(api, make_nodes, cluster):
     (name,) = make_nodes(1)
     localcluster_cli("inject", name, "--condition", "Ready", "--status", "False", "--since", "10m", check=True)
     wait_for(lambda: condition_of(node(api, name), "Ready")["status"] == "False", 10, "Ready=False")
+    # It must hold past any heartbeat kwok had scheduled before the injection (period + jitter).
+    deadline = time.monotonic() + cluster["heartbeat_seconds"] * 1.6
+    while time.monotonic() < deadline:
+        assert condition_of(node(api, name), "Ready")["status"] == "False", "kwok flipped Ready back"
+        time.sleep(1)
     localcluster_cli("clear", name, check=True)
     wait_for(lambda: condition_of(node(api, name), "Ready")["status"] == "True", 30, "Ready=True again")
 

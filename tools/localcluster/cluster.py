@@ -148,10 +148,17 @@ def _kwok_stages(heartbeat_seconds: int) -> list[dict]:
                      {"key": ".status.phase", "operator": "NotIn", "values": ["Succeeded", "Failed"]}]},
                  "next": {"statusTemplate": _POD_TERMINATE_TEMPLATE}},
     }
+    # kwok keeps a scheduled heartbeat even when a node stops matching it; a stage that matches held
+    # nodes (and never fires) replaces that job, so an injected Ready=False is not flipped back.
+    hold = {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": "node-hold-ready"},
+            "spec": {"resourceRef": {"apiGroup": "v1", "kind": "Node"},
+                     "selector": {"matchExpressions": [
+                         {"key": f'.metadata.labels["{HOLD_READY_LABEL}"]', "operator": "Exists"}]},
+                     "delay": {"durationMilliseconds": 30 * 24 * 3600 * 1000},
+                     "next": {"statusTemplate": "{}"}}}
     delete = load("pod/general/pod-delete.yaml")  # only once no finalizer holds the pod
     delete["spec"]["delay"] = {"durationMilliseconds": 0}
-    return [initialize, heartbeat, load("pod/fast/pod-ready.yaml"), complete,
-            terminate, delete]
+    return [initialize, heartbeat, hold, load("pod/fast/pod-ready.yaml"), complete, terminate, delete]
 
 
 def _load_state() -> dict | None:

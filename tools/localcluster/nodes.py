@@ -163,7 +163,8 @@ def set_condition(name: str, ctype: str, status: str, reason: str | None = None,
     condition = {"type": ctype, "status": status, "lastTransitionTime": since, "lastHeartbeatTime": since,
                  "reason": reason or ("os_task_name:" + ctype[3:].lower().replace("_", "-") if ctype.startswith("NT_")
                                       else f"Injected{status}"),
-                 "message": message or ("ok" if status == "False" else f"{ctype} injected {status}")}
+                 "message": message or ("ok" if status == ("True" if ctype == "Ready" else "False")
+                                        else f"{ctype} injected {status}")}
     if ctype == "Ready":
         _hold_ready(api, name, status)
     api.patch(f"{NODES}/{name}/status", {"status": {"conditions": [condition]}}, patch_type="strategic",
