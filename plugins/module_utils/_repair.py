@@ -465,9 +465,11 @@ def record(client: Client, name: str, catalog: Catalog, options: Options, window
                      f"{action['action']}: {action.get('result') or 'recorded'}"
                      + (f" ({action['detail']})" if action.get("detail") else "") + f"; run {run_id}")
     counts = {ftype: len(times) for ftype, times in judged["history"].items()}
-    message = (f"node '{name}': " + (", ".join(f"{e['type']} happened {e['count']} times within {window}s"
-                                                for e in escalated) + ": escalate to repair" if escalated else
-                                     "no fault reached the escalation threshold"))
+    if escalated:
+        happened = ", ".join(f"{e['type']} happened {e['count']} times within {window}s" for e in escalated)
+        message = f"node '{name}': {happened}: escalate to repair"
+    else:
+        message = f"node '{name}': no fault reached the escalation threshold"
     return {"changed": changed, "escalate": bool(escalated), "escalated": escalated, "history": counts,
             "occurrences": judged["history"], "recorded": judged["added"], "actions_tried": judged["actions"],
             "faults": sorted({f["type"] for f in classified["faults"]}), "action": classified["action"],
@@ -508,13 +510,13 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
     escalated = escalations(judged["history"], [f["type"] for f in classified["faults"]], escalate_after)
 
     def build(current: dict) -> dict:
-        latest, _ = _history_patch(current, catalog, options, window, action, run_id, now, [])
+        latest = _history_patch(current, catalog, options, window, action, run_id, now, [])[0]
         return combine(state_patch(v.STATE_REPAIR_PENDING, dict(latest, **{
             v.TICKET: ticket["ticket"], v.REPAIR_REQUESTED_AT: rfc3339(now), v.RUN_ID: run_id,
             v.REPAIR_BY: None, v.REPAIR_AT: None, v.REPAIRED_BY: None, v.REPAIRED_AT: None, v.TICKET_REF: None}),
             when=now))
 
-    before, after, _ = _write(client, name, build, check_mode, f"marking node {name} repair-pending")
+    before, after = _write(client, name, build, check_mode, f"marking node {name} repair-pending")[:2]
     if not check_mode:
         where = ", ".join(filter(None, [directory and "files", webhook and public_endpoint(webhook["url"])]))
         record_event(client, after, v.EVENT_REPAIR_REQUESTED,
@@ -606,7 +608,7 @@ def return_to_service(client: Client, name: str, catalog: Catalog, options: Opti
     if check_mode:
         after = merge_patch(released["node"], build(released["node"]))
     else:
-        _, after, _ = _write(client, name, build, False, f"marking node {name} returned")
+        after = _write(client, name, build, False, f"marking node {name} returned")[1]
     kept = bool((after.get("spec") or {}).get("unschedulable"))
     ticket = {"id": ticket_ref, "ref": annotations.get(v.TICKET_REF), "state": "closed", "closed_at": rfc3339(now)} \
         if ticket_ref else None

@@ -142,8 +142,8 @@ def job_finished(job: dict) -> str | None:
 def ignores_disruptions(job: dict) -> bool:
     """Whether the Job's podFailurePolicy keeps disrupted pods (eviction, node loss) from consuming backoffLimit."""
     rules = ((job.get("spec") or {}).get("podFailurePolicy") or {}).get("rules") or []
-    return any(rule.get("action") == "Ignore" and any(c.get("type") == "DisruptionTarget"
-                                                       for c in rule.get("onPodConditions") or [])
+    return any(rule.get("action") == "Ignore"
+               and any(c.get("type") == "DisruptionTarget" for c in rule.get("onPodConditions") or [])
                for rule in rules)
 
 
@@ -348,7 +348,7 @@ def evicted_pod(item: Any, index: int) -> dict:
     refs = item.get("owner_references") or item.get("ownerReferences")
     owner = item.get("owner")
     if isinstance(owner, str) and owner:
-        kind, _, owner_name = owner.partition("/")
+        kind, owner_name = owner.partition("/")[::2]
         if not owner_name:
             raise WorkloadError(f"{where}: owner '{owner}' is not of the form Kind/name")
         owner = {"kind": kind, "name": owner_name}
@@ -535,8 +535,7 @@ def resolve(client: Client, pods: list[dict], recreate_unmanaged: bool) -> list[
         if key[0] == POD:
             workload.manifests.append(pod)
     for workload in workloads.values():
-        if workload.key not in (POD, NODE, DAEMONSET) and (workload.key in SERVICE_KINDS or workload.key == BATCH_JOB
-                                                          or workload.key in TRAINING_CRDS):
+        if workload.key in SERVICE_KINDS or workload.key == BATCH_JOB or workload.key in TRAINING_CRDS:
             workload.obj = resolver.read(workload.api_version, workload.kind, workload.namespace, workload.name)
         workload.strategy, workload.why = strategy_for(workload.key, workload.obj, recreate_unmanaged)
     return sorted(workloads.values(), key=lambda w: (w.namespace or "", w.kind, w.name))
