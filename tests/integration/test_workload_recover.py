@@ -284,3 +284,48 @@ def test_a_forbidden_verb_is_one_sentence_and_nothing_is_stopped(api, namespace,
         "the RBAC role lacks verb 'patch' on resource 'jobs.batch'")
     assert {p["metadata"]["uid"] for p in running_pods(api, namespace)} == {p["metadata"]["uid"] for p in before}
     assert not api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["spec"].get("suspend")
+
+
+def test_owner_chains_job_to_jobset_and_job_to_cronjob(api, kubeconfig, namespace, make_nodes):
+    nodes = make_nodes(4)
+    jobset = api.request("POST", f"/apis/jobset.x-k8s.io/v1alpha2/namespaces/{namespace}/jobsets", body={
+        "apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "metadata": {"name": "js", "namespace": namespace},
+        "spec": {"failurePolicy": {"maxRestarts": 3},
+                 "replicatedJobs": [{"name": "workers", "replicas": 1, "template": {"spec": {}}}]}})
+    child = workloads.training_job("js-workers-0", namespace, ranks=2, node_selector=pool_of(nodes))[0]
+    child["metadata"]["ownerReferences"] = [{"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "name": "js",
+                                             "uid": jobset["metadata"]["uid"], "controller": True}]
+    child["spec"]["template"]["metadata"]["labels"]["jobset.sigs.k8s.io/jobset-name"] = "js"
+    cronjob = api.request("POST", f"/apis/batch/v1/namespaces/{namespace}/cronjobs", body={
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": namespace},
+        "spec": {"schedule": "0 3 * * *", "suspend": True, "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "main", "image": workloads.IMAGE}]}}}}}})
+    scheduled = workloads.training_job("nightly-1", namespace, ranks=1, node_selector=pool_of(nodes),
+                                       accelerators_per_rank=0)[0]
+    scheduled["spec"]["completionMode"] = "NonIndexed"
+    scheduled["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly",
+                                                 "uid": cronjob["metadata"]["uid"], "controller": True}]
+    workloads.apply(api, [child, scheduled])
+    before = _running(api, namespace, 3)
+    rank = next(p for p in before if p["metadata"]["labels"].get("jobset.sigs.k8s.io/jobset-name") == "js")
+    nightly = next(p for p in before if p["metadata"]["labels"]["app"] == "nightly-1")
+    faulty = sorted({rank["spec"]["nodeName"], nightly["spec"]["nodeName"]})
+    for name in faulty:
+        _isolate(api, name)
+    _evict(api, nightly)  # as a drain would; the Job controller replaces it elsewhere
+
+    result = run_module("workload_recover", {"kubeconfig": kubeconfig, "nodes": faulty, "wait_timeout": 120,
+                                             "evicted": [{"namespace": namespace, "name": nightly["metadata"]["name"],
+                                                          "owner": "Job/nightly-1"}]})
+
+    assert not result.get("failed"), result.get("msg")
+    js = _workload(result, "JobSet", "js")
+    assert js["strategy"] == "restart_pods" and js["status"] == "restart_requested"
+    assert len(js["stopped"]) == 2  # both ranks of the child Job, not only the one on the faulty node
+    assert js["budget"]["field"] == "failurePolicy.maxRestarts" and js["budget"]["limit"] == 3
+    annotations = api.get(f"/apis/jobset.x-k8s.io/v1alpha2/namespaces/{namespace}/jobsets/js")["metadata"]["annotations"]
+    assert annotations[v.RESTARTED_RUN] == result["run_id"]
+    job = _workload(result, "Job", "nightly-1")
+    assert job["parent"] == {"kind": "CronJob", "name": "nightly"}
+    assert job["strategy"] == "wait_ready" and job["status"] == "recovered"
+    assert job["landed"][0]["node"] not in faulty
