@@ -633,9 +633,11 @@ def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int =
     summary = _summary(run.tasks)
     budgets = run.blocking_budgets()
     elapsed = round(time.monotonic() - run.started, 3)
+    acted = any(t.removing or t.force_deleted for t in run.tasks)  # an eviction or deletion was accepted
     if drained and work:
-        node = patch_node(client, name, lambda n: _state_patch_for(n, v.STATE_DRAINED, run_id) or None,
-                          f"marking node {name} drained")[0]
+        node, marked = patch_node(client, name, lambda n: _state_patch_for(n, v.STATE_DRAINED, run_id) or None,
+                                  f"marking node {name} drained")
+        patched = patched or marked
         message = (f"node '{name}' drained in {elapsed:g}s: {summary[EVICTED]} evicted, {summary[DELETED]} deleted, "
                    f"{summary[SKIPPED]} skipped")
         record_event(client, node, v.EVENT_DRAINED, f"Drained by {v.COLLECTION} run {run_id}: {message}")
@@ -652,7 +654,7 @@ def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int =
     remaining = [t.key for t in run.tasks if t.outcome not in (EVICTED, DELETED)
                  and not (t.decision.action == WAIT and t.outcome == SKIPPED)]
     result["diff"]["after"] = _node_view(node, remaining)
-    result.update(changed=bool(work or patched), drained=drained,
+    result.update(changed=bool(acted or patched), drained=drained,
                   pods=[t.report(options, run.started) for t in run.tasks], summary=summary, blocking_pdbs=budgets,
                   elapsed_seconds=elapsed, state=recovery_state(node), message=message)
     return result

@@ -158,6 +158,8 @@ def test_budget_blocks_until_timeout_then_drain_succeeds_once_a_replica_is_ready
     assert sorted(p["metadata"]["name"] for p in on_node(api, namespace, victim, "app=guarded")) == held
     assert node(api, victim)["metadata"]["annotations"][v.STATE] == v.STATE_DRAINING
     assert v.EVENT_DRAIN_BLOCKED in event_reasons(api, victim)
+    still = drain(api, victim, timeout=2, run_id="r1")
+    assert still["drained"] is False and still["changed"] is False, "nothing moved, nothing changed"
 
     outcome: dict = {}
     worker = threading.Thread(target=lambda: outcome.update(drain(api, victim, timeout=120, run_id="r2")))
