@@ -29,12 +29,13 @@ _EVENT_BLOCK = re.compile(r"\[received event\] \*+\nRuleset: [^\n]*\nEvent:\n(.*
 class RulebookRun:
     """ansible-rulebook with the collection's rulebook, printing every event it receives."""
 
-    def __init__(self, workdir: Path, env: dict, label_selector: str, catalog: list | None = None):
+    def __init__(self, workdir: Path, env: dict, label_selector: str, catalog: list | None = None,
+                 variables: dict | None = None):
         self.workdir = workdir
         inventory = workdir / "inventory.yml"
         inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
             "ansible_connection": "local", "ansible_python_interpreter": str(VENV_BIN / "python")}}}}))
-        variables = {"label_selector": label_selector, "recover_playbook": str(RECORD_PLAYBOOK)}
+        variables = {"label_selector": label_selector, "recover_playbook": str(RECORD_PLAYBOOK), **(variables or {})}
         if catalog is not None:
             (workdir / "catalog.yml").write_text(yaml.safe_dump({"faults": catalog}))
             variables["catalog_file"] = str(workdir / "catalog.yml")
@@ -204,3 +205,15 @@ def test_a_fault_under_its_min_duration_counts_later_without_any_node_update(pri
         wait_for(lambda: started_nodes(record) == [[flapping]], 90, "the recover run")
     assert run.transitions(flapping) == [(flapping, "suspect"), (flapping, "faulty")]
     assert run.transitions(marker) == [(marker, "suspect")]
+
+
+def test_a_bad_source_option_stops_the_rulebook_with_one_sentence(kubeconfig, tmp_path):
+    missing = tmp_path / "no-such-catalog.yml"
+    record = tmp_path / "runs.jsonl"
+    run = RulebookRun(tmp_path, tool_env(kubeconfig, record), f"{localnodes.POOL_LABEL}=none",
+                      variables={"catalog_file": str(missing)})
+    with run:
+        wait_for(lambda: run.proc.poll() is not None, 120, "ansible-rulebook to give up")
+    assert run.proc.returncode != 0
+    assert f"node_faults: cannot read the fault catalog file '{missing}': No such file or directory" in run.text()
+    assert records(record) == []

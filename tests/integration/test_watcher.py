@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .event_driven import RECORD_PLAYBOOK, records, started_nodes, tool_env
-from .helpers import REPO, VENV_BIN, localnodes, pool_of, wait_for
+from .helpers import REPO, VENV_BIN, localnodes, pool_of, service_account_kubeconfig, wait_for
 
 TEN_MINUTES = dt.timedelta(minutes=10)
 
@@ -161,3 +161,27 @@ def test_sigterm_past_the_stop_timeout_interrupts_the_playbook(api, kubeconfig, 
     assert [r["phase"] for r in records(record)] == ["start"]
     assert not os.path.exists(f"/proc/{run['playbook_pid']}"), "the interrupted playbook is still running"
     assert "interrupting its playbook" in watcher.text()
+
+
+def test_rbac_without_list_on_nodes_is_one_sentence_and_list_watch_is_enough(api, kubeconfig, namespace, make_nodes,
+                                                                             tmp_path):
+    names = make_nodes(2)
+    record = tmp_path / "runs.jsonl"
+    only_get = service_account_kubeconfig(api, namespace, "get-only", [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}], tmp_path)
+    selector = f"{localnodes.POOL_LABEL}={pool_of(names)[localnodes.POOL_LABEL]}"
+    refused = subprocess.run([str(VENV_BIN / "python"), "-m", "tools.watcher", "--data-dir", str(tmp_path / "refused"),
+                              "--label-selector", selector, "--playbook", str(RECORD_PLAYBOOK)],
+                             cwd=REPO, env=tool_env(str(only_get), record), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    errors = [line for line in refused.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "the RBAC role lacks verb 'list' on resource 'nodes'" in errors[0]
+
+    list_watch = service_account_kubeconfig(api, namespace, "list-watch", [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}], tmp_path)
+    with WatcherProcess(tmp_path / "data", tool_env(str(list_watch), record), names) as watcher:
+        fault(api, names[0])
+        wait_for(lambda: watcher.alive() and ended_runs(record) == 1, 90, "the run")
+        assert "WARNING" not in watcher.text()
+        assert watcher.stop() == 0

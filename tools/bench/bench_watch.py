@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
@@ -26,6 +27,10 @@ from . import PYTHON, REPO, bench_cluster, log, table, write_section
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RECORD_PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "record_recover.yml"
 FLIP_TYPE = "NT_NPU_ECC_COUNT"  # min_duration 1m: flipped backdated, so it counts at once
+# kwok on two shared cores cannot renew 5,000 node leases in time, so nodes flap Ready/Unknown.
+# Those flaps stay events (counted in the steady state) but only observed, so that neither the
+# storm brake nor a queue of runs for them stands between a flip and its measured run.
+SOURCE_ARGS = {"catalog": [{"type": "Ready", "action": "observe"}]}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -47,7 +52,7 @@ def probe(kubeconfig: str, events_path: str, stats_path: str) -> None:
     )
 
     async def main() -> None:
-        source = NodeFaultSource({"kubeconfig": kubeconfig})
+        source = NodeFaultSource(dict(SOURCE_ARGS, kubeconfig=kubeconfig))
         queue: asyncio.Queue = asyncio.Queue()
         task = asyncio.create_task(source.run(queue))
 
@@ -61,8 +66,10 @@ def probe(kubeconfig: str, events_path: str, stats_path: str) -> None:
         with open(events_path, "a", encoding="utf-8") as out:
             while not task.done():
                 event = await queue.get()
+                about = set(event["fault_types"]) | set(event["cleared_faults"]) | {
+                    s["type"] for s in event["pending_faults"] + event["suspect_signals"]}
                 out.write(json.dumps({"t": time.time(), "node": event["node"], "transition": event["transition"],
-                                      "rv": event["resource_version"]}) + "\n")
+                                      "rv": event["resource_version"], "about": sorted(about)}) + "\n")
                 out.flush()
         reporter.cancel()
 
@@ -105,6 +112,22 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def _ready(api: Client) -> int:
+    return sum(1 for n in api.list_pages(nodes.NODES, resource="nodes")
+               for c in n["status"].get("conditions") or [] if c["type"] == "Ready" and c["status"] == "True")
+
+
+def _wait_mostly_ready(api: Client, size: int, timeout: float) -> int:
+    """Until (nearly) all nodes are Ready; polled slowly, since listing 5,000 nodes is itself load."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = _ready(api)
+        if ready >= 0.99 * size or time.monotonic() > deadline:
+            log(f"{ready} of {size} nodes Ready")
+            return ready
+        time.sleep(15)
+
+
 def _quantiles(values: list[float]) -> tuple[float, float, float]:
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
@@ -128,9 +151,11 @@ def run(quick: bool = False) -> None:
         pool = nodes.Pool("bench-watch", "npu", size)
         manifests = [nodes.node_manifest(pool, i) for i in range(size)]
         log(f"creating {size} nodes")
+        t0 = time.monotonic()
         nodes.create_nodes(manifests, api, workers=32)
         names = [m["metadata"]["name"] for m in manifests]
-        nodes.wait_ready(names, timeout=1200, api=api)
+        log(f"created in {time.monotonic() - t0:.0f} s; waiting for kwok to make them Ready")
+        ready = _wait_mostly_ready(api, size, timeout=600)
 
         events_path, stats_path = scratch_dir / "events.jsonl", scratch_dir / "stats.json"
         source = subprocess.Popen([str(PYTHON), "-m", "tools.bench.bench_watch", "probe", str(kubeconfig),
@@ -158,7 +183,11 @@ def run(quick: bool = False) -> None:
                    "kubectl": _cpu_seconds(kubectl.pid) - cpu_before["kubectl"]}
             updates = stats()["stats"]["updates"] - updates_before
             lines = len(kubectl_lines.lines) - lines_before
-            heartbeat_events = len(_events(events_path)) - events_before
+            window_events = _events(events_path)[events_before:]
+            heartbeat_events = len(window_events)
+            by_transition = Counter(e["transition"] for e in window_events)
+            about_ready = sum(1 for e in window_events if any(t.split(":")[0] == "Ready" for t in e["about"]))
+            ready_after = _ready(api)
             rss = {"source": _rss_mib(source.pid), "kubectl": _rss_mib(kubectl.pid)}
 
             log(f"latency: {flips} condition flips")
@@ -186,9 +215,12 @@ def run(quick: bool = False) -> None:
         log(f"latency to the playbook: {playbook_flips} flips through the watcher")
         record = scratch_dir / "record.jsonl"
         data = scratch_dir / "watcher"
+        (scratch_dir / "source.yml").write_text(json.dumps(SOURCE_ARGS))
         env = dict(os.environ, K8S_AUTH_KUBECONFIG=str(kubeconfig), RECOVER_RECORD=str(record))
         watcher = subprocess.Popen([str(PYTHON), "-m", "tools.watcher", "--data-dir", str(data), "--playbook",
-                                    str(RECORD_PLAYBOOK), "--stop-timeout", "60"], cwd=REPO, env=env,
+                                    str(RECORD_PLAYBOOK), "--stop-timeout", "60", "--source-args",
+                                    str(scratch_dir / "source.yml")],
+                                   cwd=REPO, env=env,
                                    stderr=subprocess.DEVNULL)
         to_dispatch, to_playbook, to_task = [], [], []
         try:
@@ -210,8 +242,9 @@ def run(quick: bool = False) -> None:
             watcher.wait(120)
 
     rate = updates / elapsed
-    body = (f"{size:,} kwok nodes, heartbeat every 20-50 s each; source and `kubectl get nodes --watch` watch the "
-            f"same cluster at the same time.\n\n")
+    body = (f"{size:,} kwok nodes ({ready:,} Ready at the start, {ready_after:,} after the steady-state window), "
+            "status heartbeat every 20-50 s each; the source and `kubectl get nodes --watch` watch the same cluster "
+            "at the same time.\n\n")
     body += f"### Flip of a node condition to ... ({flips} flips, {FLIP_TYPE} True)\n\n"
     rows = [["the event in the source's queue", *map(_ms, _quantiles(to_event))]]
     if to_kubectl:
@@ -230,8 +263,15 @@ def run(quick: bool = False) -> None:
         ["kubectl get nodes --watch", f"{cpu['kubectl'] / elapsed:.1%}",
          f"{cpu['kubectl'] / max(lines, 1) * 1000:.2f} cores", f"{lines:,} lines", f"{rss['kubectl']:.0f} MiB"],
     ]) + "\n\n"
-    body += (f"The source's first list of {size:,} nodes took {list_seconds:.1f} s. Heartbeats produced "
-             f"{heartbeat_events} events in the window (only classification changes pass). Latency is measured from "
+    events_note = (f"{heartbeat_events} events came in the window, each a real transition "
+                   f"({', '.join(f'{n} {kind}' for kind, n in by_transition.most_common())}; {about_ready} of them "
+                   "about Ready, from nodes whose kwok lease renewal fell behind)") if heartbeat_events else \
+        "no event came in the window"
+    body += ("kwok cannot renew 5,000 node leases in time on two shared cores, so nodes flap between Ready and "
+             "Unknown; for this benchmark the catalog makes Ready `observe`, so those flaps (still events) neither "
+             "trip the storm brake nor queue runs ahead of the measured ones.\n\n")
+    body += (f"The source's first list of {size:,} nodes took {list_seconds:.1f} s. Of {updates:,} node updates, "
+             f"{events_note}: heartbeats pass without one. Latency is measured from "
              "just before the status PATCH is sent to the event's arrival in the queue, matched by resourceVersion. "
              f"Goal: p99 under one second to the event.")
     write_section("watch", "Event-driven reaction (node_faults source, watcher)", body)
