@@ -20,6 +20,8 @@ from tools.localcluster import nodes as localnodes
 from .helpers import REPO, VENV_BIN, node
 
 FAST = {"reboot_healthy_delay": 3, "reboot_poll_interval": 2, "reboot_ready_timeout": 30}
+SAVED = ("{{ {'result': reboot_result, 'recovered': reboot_recovered, "
+         "'ticket': (repair_handoff_result | default({})).ticket_id | default(none)} | to_json }}")
 
 
 def run_role(tmp_path, kubeconfig, name, marker, **role_vars):
@@ -33,9 +35,7 @@ def run_role(tmp_path, kubeconfig, name, marker, **role_vars):
         "vars": {"node_recovery_report_dir": str(tmp_path / "reports"), "reboot_enabled": True, **role_vars},
         "tasks": [
             {"name": "reboot role", "ansible.builtin.include_role": {"name": "ai_infra.node_recovery.reboot"}},
-            {"name": "save facts", "ansible.builtin.copy": {
-                "dest": str(facts), "content": "{{ {'result': reboot_result, 'recovered': reboot_recovered, "
-                                               "'ticket': node_recovery_ticket | default(none)} | to_json }}"},
+            {"name": "save facts", "ansible.builtin.copy": {"dest": str(facts), "content": SAVED},
              "delegate_to": "localhost"},
         ],
     }]
