@@ -26,10 +26,10 @@ description:
   - Pods stuck Terminating on a NotReady or unreachable node (whose kubelet cannot confirm anything) are deleted with
     grace period 0 once O(force_delete_stuck_after) seconds have passed since their deletion time, so their
     controllers replace them; the result reports it.
-  - A drain that cannot finish is an outcome, not an error - the module returns RV(drained=false) with the per-pod
+  - "A drain that cannot finish is an outcome, not an error - the module returns RV(drained=false) with the per-pod
     report (refused pods, pods still held by a budget or still terminating at O(timeout)); use
     C(failed_when: not result.drained) to stop there. Only bad input and API failures (missing node, RBAC, connection)
-    fail the module.
+    fail the module."
 author:
   - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
