@@ -129,6 +129,8 @@ def _kwok_stages(heartbeat_seconds: int) -> list[dict]:
     initialize["spec"]["selector"]["matchExpressions"].append(
         {"key": f'.metadata.labels["{HOLD_READY_LABEL}"]', "operator": "DoesNotExist"})
     heartbeat = load("node/heartbeat-with-lease/node-heartbeat-with-lease.yaml")
+    heartbeat["spec"]["selector"]["matchExpressions"].append(
+        {"key": f'.metadata.labels["{HOLD_READY_LABEL}"]', "operator": "DoesNotExist"})
     heartbeat["spec"]["delay"] = {"durationMilliseconds": heartbeat_seconds * 1000,
                                   "jitterDurationMilliseconds": heartbeat_seconds * 1500}
     # kwok's heartbeat re-writes every standard condition; a kubelet owns Ready, but not
