@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 LOCALCLUSTER := $(PY) -m tools.localcluster
 
 .PHONY: venv binaries cluster-up cluster-down demo test unit integration lint sanity bench
+SANITY_ROOT := tests/output/sanity/ansible_collections/ai_infra/node_recovery
 
 $(STAMP): requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,13 +39,25 @@ unit: venv
 	$(PY) -m pytest -q tests/unit
 
 lint: venv
-	$(VENV)/bin/ruff check plugins tools tests
+	$(VENV)/bin/ruff check plugins extensions tools tests
 	$(VENV)/bin/yamllint -s .
+	$(VENV)/bin/ansible-lint --offline -q
+	$(VENV)/bin/antsibull-changelog lint
+
+# ansible-test needs the collection under ansible_collections/<namespace>/<name>: test a copy of the
+# tracked files there (the shipped content only; tools/ and tests/ are not part of the collection).
+sanity: venv
+	rm -rf tests/output/sanity
+	mkdir -p $(SANITY_ROOT)
+	git ls-files -z plugins extensions roles playbooks meta galaxy.yml README.md COPYING requirements.txt .gitignore \
+	  | xargs -0 cp --parents -t $(SANITY_ROOT)
+	cd $(SANITY_ROOT) && git init -q . && git add -A
+	cd $(SANITY_ROOT) && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ansible-test sanity --python 3.11 --venv --color no
 
 integration: venv binaries
 	$(PY) -m pytest -q tests/integration
 
-test: venv binaries lint
+test: venv binaries lint sanity
 	$(PY) -m pytest -q tests/unit tests/integration
 
 bench: venv binaries

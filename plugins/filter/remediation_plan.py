@@ -15,7 +15,7 @@ description:
     or in the whole set of nodes given; then nothing is to be acted on (a broken node-agent can mark every node faulty).
   - Suspect nodes, report-only actions, excluded nodes and nodes already handed to repair are left alone.
 author:
-  - ai_infra node_recovery maintainers
+  - ai_infra node_recovery maintainers (!UNKNOWN)
 positional: max_unhealthy
 options:
   _input:

@@ -11,7 +11,7 @@ description:
   - For the C(detect) playbook's report; each entry has the node's name, pool, fault types, action and the outcome a
     recover run would have (remediate, or why the node is left alone), and one detail line per fault.
 author:
-  - ai_infra node_recovery maintainers
+  - ai_infra node_recovery maintainers (!UNKNOWN)
 positional: plan
 options:
   _input:

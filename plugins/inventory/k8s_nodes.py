@@ -21,7 +21,7 @@ description:
     cluster within seconds.
   - The configuration file must be named C(k8s_nodes.yml) or end in C(.k8s_nodes.yml) (or C(.yaml)).
 author:
-  - ai_infra node_recovery maintainers
+  - ai_infra node_recovery maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.constructed
   - ansible.builtin.inventory_cache
@@ -73,19 +73,14 @@ compose:
 """
 
 from ansible.errors import AnsibleParserError
+from ansible.module_utils.compat.version import LooseVersion
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.release import __version__ as ansible_core_version
 from ansible.utils.unsafe_proxy import wrap_var
 
-try:  # ansible-core >= 2.19 never templates plugin-supplied strings unless tagged as trusted
-    from ansible._internal._datatag._tags import TrustedAsTemplate  # noqa: F401
-
-    def make_unsafe(value):
-        return value
-
-except ImportError:  # older cores template unless the value is wrapped as unsafe
-
-    def make_unsafe(value):
-        return wrap_var(value)
+# ansible-core >= 2.19 never templates strings a plugin supplies unless they are tagged as trusted;
+# older cores template them unless they are wrapped as unsafe.
+UNTRUSTED_BY_DEFAULT = LooseVersion(ansible_core_version) >= LooseVersion("2.19")
 
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
@@ -103,6 +98,11 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes impo
     options_from,
     slim_node,
 )
+
+
+def make_unsafe(value):
+    return value if UNTRUSTED_BY_DEFAULT else wrap_var(value)
+
 
 CONNECTION_KEYS = set(AUTH_ARG_SPEC) | {"name", "label_selector"}
 

@@ -280,7 +280,7 @@ def _decode_status(data: bytes | None) -> dict:
 
 def object_path(kind_path: str, name: str, namespace: str | None = None, subresource: str | None = None) -> str:
     """kind_path is like '/api/v1/nodes' or '/apis/batch/v1/jobs'; namespaced when namespace is given."""
-    prefix, _, plural = kind_path.rpartition("/")
+    prefix, _slash, plural = kind_path.rpartition("/")
     if namespace:
         path = f"{prefix}/namespaces/{quote(namespace)}/{plural}/{quote(name)}"
     else:

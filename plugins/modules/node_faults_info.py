@@ -17,7 +17,7 @@ description:
     (flap protection); until then it is listed in RV(nodes[].pending_faults) and the node is a suspect.
   - Read-only; the same judgement as the P(ai_infra.node_recovery.k8s_nodes#inventory) inventory plugin.
 author:
-  - ai_infra node_recovery maintainers
+  - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
   names:
     description:
@@ -38,6 +38,8 @@ extends_documentation_fragment:
   - ai_infra.node_recovery.classification
   - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
     support: full
   diff_mode:
@@ -72,7 +74,7 @@ nodes:
   elements: dict
   contains:
     name: {description: Node name., type: str, returned: always}
-    pool: {description: Value of the O(pool_label) label, or C(unpooled)., type: str, returned: always}
+    pool: {description: "Value of the O(pool_label) label, or C(unpooled).", type: str, returned: always}
     health: {description: "V(healthy), V(suspect) or V(faulty).", type: str, returned: always}
     action:
       description: Strongest action among the node's faults (V(observe), V(isolate), V(reboot_then_repair), V(repair)).
@@ -86,7 +88,7 @@ nodes:
       returned: always
     pending_faults: {description: Faults still under their minimum duration., type: list, elements: dict, returned: always}
     suspect_signals: {description: "C(Unknown) NT_* conditions.", type: list, elements: dict, returned: always}
-    accelerators: {description: Capacity, allocatable, expected and lost count per accelerator resource., type: list,
+    accelerators: {description: "Capacity, allocatable, expected and lost count per accelerator resource.", type: list,
                    elements: dict, returned: always}
     state: {description: "Recovery state from the collection's annotations (V(none), V(isolated), V(draining), ...).",
             type: str, returned: always}

@@ -17,7 +17,7 @@ description:
     same O(replacing) changes nothing. No spare left is not an error, the result says so.
   - Every change leaves an annotation and a Kubernetes Event on the spare.
 author:
-  - ai_infra node_recovery maintainers
+  - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
   state:
     description: Put O(name) in reserve, or bring a spare of O(pool) into service.
@@ -41,6 +41,8 @@ extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
   - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
     support: full
   diff_mode:

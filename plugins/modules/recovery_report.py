@@ -15,7 +15,7 @@ description:
   - Used by the C(report) role at the end of the C(detect), C(recover) and C(return_to_service) playbooks.
   - Values from the cluster are HTML-escaped in the HTML page.
 author:
-  - ai_infra node_recovery maintainers
+  - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
   report_dir:
     description: Directory to write the report into (created if missing).
@@ -46,6 +46,8 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
     support: full
     details: The report is written in check mode too (it says the run changed nothing); writing it is the point of a dry run.

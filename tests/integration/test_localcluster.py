@@ -136,16 +136,17 @@ def test_injected_faults_survive_heartbeats_and_clear_restores(api, make_nodes, 
 
 
 def test_injected_ready_false_holds_and_clear_brings_it_back(api, make_nodes, cluster):
-    (name,) = make_nodes(1)
-    localcluster_cli("inject", name, "--condition", "Ready", "--status", "False", "--since", "10m", check=True)
-    wait_for(lambda: condition_of(node(api, name), "Ready")["status"] == "False", 10, "Ready=False")
-    # It must hold past any heartbeat kwok had scheduled before the injection (period + jitter).
-    deadline = time.monotonic() + cluster["heartbeat_seconds"] * 1.6
+    # Every Ready node always has a kwok heartbeat scheduled: injecting on several makes the race certain.
+    names = make_nodes(4)
+    localcluster_cli("inject", *names, "--condition", "Ready", "--status", "False", "--since", "10m", check=True)
+    wait_for(lambda: all(condition_of(node(api, n), "Ready")["status"] == "False" for n in names), 10, "Ready=False")
+    deadline = time.monotonic() + cluster["heartbeat_seconds"] * 1.6  # past any heartbeat scheduled before
     while time.monotonic() < deadline:
-        assert condition_of(node(api, name), "Ready")["status"] == "False", "kwok flipped Ready back"
+        flipped = [n for n in names if condition_of(node(api, n), "Ready")["status"] != "False"]
+        assert not flipped, f"kwok flipped Ready back on {flipped}"
         time.sleep(1)
-    localcluster_cli("clear", name, check=True)
-    wait_for(lambda: condition_of(node(api, name), "Ready")["status"] == "True", 30, "Ready=True again")
+    localcluster_cli("clear", *names, check=True)
+    wait_for(lambda: all(condition_of(node(api, n), "Ready")["status"] == "True" for n in names), 30, "Ready again")
 
 
 def test_cli_bad_input_is_one_sentence_and_non_zero(tmp_path, cluster):

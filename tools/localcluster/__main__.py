@@ -3,7 +3,7 @@
     python -m tools.localcluster up [--no-populate] [--heartbeat-seconds N]
     python -m tools.localcluster down | status | build | restart COMPONENT
     python -m tools.localcluster populate [--pool NAME:KIND:SIZE ...] [--prefix P]
-    python -m tools.localcluster inject NODE --condition TYPE --status True|False|Unknown [--reason R]
+    python -m tools.localcluster inject NODE [NODE ...] --condition TYPE --status True|False|Unknown [--reason R]
                                         [--message M] [--since 10m]
     python -m tools.localcluster inject NODE --allocatable N [--resource RES]
     python -m tools.localcluster clear NODE [NODE ...]
@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     pop.add_argument("--pool", type=_pool, action="append", help="NAME:npu|gpu:SIZE, repeatable")
     pop.add_argument("--prefix", default="", help="node name prefix")
     inj = sub.add_parser("inject", help="play node-agent (a condition) or device-plugin (allocatable)")
-    inj.add_argument("node")
+    inj.add_argument("nodes", nargs="+", metavar="NODE")
     what = inj.add_mutually_exclusive_group(required=True)
     what.add_argument("--condition", help="condition type, e.g. NT_NPU_CARD_LOSE or Ready")
     what.add_argument("--allocatable", type=int, help="usable accelerator count")
@@ -95,12 +95,14 @@ def run(args: argparse.Namespace) -> int:
         if args.condition:
             if args.status is None:
                 raise cluster.ClusterError("--condition needs --status True, False or Unknown")
-            cond = nodes.set_condition(args.node, args.condition, args.status, args.reason, args.message,
+            cond = nodes.set_condition(args.nodes, args.condition, args.status, args.reason, args.message,
                                        nodes.parse_duration(args.since))
-            print(f"{args.node}: {cond['type']}={cond['status']} since {cond['lastTransitionTime']} ({cond['reason']})")
+            for name in args.nodes:
+                print(f"{name}: {cond['type']}={cond['status']} since {cond['lastTransitionTime']} ({cond['reason']})")
         else:
-            result = nodes.set_allocatable(args.node, args.allocatable, args.resource)
-            print(f"{args.node}: allocatable {result['resource']}={result['allocatable']} (capacity {result['capacity']})")
+            for name in args.nodes:
+                result = nodes.set_allocatable(name, args.allocatable, args.resource)
+                print(f"{name}: allocatable {result['resource']}={result['allocatable']} (capacity {result['capacity']})")
     elif args.command == "clear":
         for name in args.nodes:
             changed = nodes.clear(name)

@@ -116,6 +116,12 @@ _READY_HEARTBEAT = """conditions:
   type: Ready"""
 
 
+def _shutdown_delay() -> dict:
+    """A pod may ask to take time to shut down, with kwok's own annotation (none: it stops at once)."""
+    return {"durationMilliseconds": 0, "durationFrom": {
+        "expressionFrom": '.metadata.annotations["pod-delete.stage.kwok.x-k8s.io/delay"]'}}
+
+
 def _kwok_stages(heartbeat_seconds: int) -> list[dict]:
     """kwok's own stage files, with a faster node heartbeat, Job pods that only complete
     when they ask to (an annotation) so training jobs keep running, and deletion that
@@ -148,6 +154,7 @@ def _kwok_stages(heartbeat_seconds: int) -> list[dict]:
                  "selector": {"matchExpressions": [
                      {"key": ".metadata.deletionTimestamp", "operator": "Exists"},
                      {"key": ".status.phase", "operator": "NotIn", "values": ["Succeeded", "Failed"]}]},
+                 "delay": _shutdown_delay(),
                  "next": {"statusTemplate": _POD_TERMINATE_TEMPLATE}},
     }
     # kwok keeps a scheduled heartbeat even when a node stops matching it; a stage that matches held
@@ -159,7 +166,7 @@ def _kwok_stages(heartbeat_seconds: int) -> list[dict]:
                      "delay": {"durationMilliseconds": 30 * 24 * 3600 * 1000},
                      "next": {"statusTemplate": "{}"}}}
     delete = load("pod/general/pod-delete.yaml")  # only once no finalizer holds the pod
-    delete["spec"]["delay"] = {"durationMilliseconds": 0}
+    delete["spec"]["delay"] = _shutdown_delay()
     return [initialize, heartbeat, hold, load("pod/fast/pod-ready.yaml"), complete, terminate, delete]
 
 

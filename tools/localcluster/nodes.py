@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -152,34 +153,49 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=int(match.group(1)) * unit)
 
 
-def set_condition(name: str, ctype: str, status: str, reason: str | None = None, message: str | None = None,
-                  ago: dt.timedelta = dt.timedelta(0), api: Client | None = None) -> dict:
-    """Write one NodeCondition like node-agent does (status subresource, merged by type)."""
+def set_condition(names: str | list[str], ctype: str, status: str, reason: str | None = None,
+                  message: str | None = None, ago: dt.timedelta = dt.timedelta(0), api: Client | None = None) -> dict:
+    """Write one NodeCondition on each node like node-agent does (status subresource, merged by type)."""
     if status not in STATUSES:
         raise ClusterError(f"condition status must be one of {', '.join(STATUSES)}, not '{status}'")
+    names = [names] if isinstance(names, str) else list(names)
     api = api or client()
-    _get_node(api, name)
+    nodes = [_get_node(api, name) for name in names]
+    if ctype == "Ready":
+        _hold_ready(api, nodes, status)
     since = rfc3339(dt.datetime.now(dt.timezone.utc) - ago)
     condition = {"type": ctype, "status": status, "lastTransitionTime": since, "lastHeartbeatTime": since,
                  "reason": reason or ("os_task_name:" + ctype[3:].lower().replace("_", "-") if ctype.startswith("NT_")
                                       else f"Injected{status}"),
                  "message": message or ("ok" if status == ("True" if ctype == "Ready" else "False")
                                         else f"{ctype} injected {status}")}
-    if ctype == "Ready":
-        _hold_ready(api, name, status)
-    api.patch(f"{NODES}/{name}/status", {"status": {"conditions": [condition]}}, patch_type="strategic",
-              what=f"injecting {ctype}={status} on node {name}")
+    for name in names:
+        api.patch(f"{NODES}/{name}/status", {"status": {"conditions": [condition]}}, patch_type="strategic",
+                  what=f"injecting {ctype}={status} on node {name}")
     return condition
 
 
-def _hold_ready(api: Client, name: str, status: str) -> None:
-    """Ready=False: keep kwok's lease but stop it re-initialising Ready; Unknown: the kubelet is gone."""
-    labels = {HOLD_READY_LABEL: None, KWOK_MANAGED_LABEL: "true"}
-    if status == "False":
-        labels[HOLD_READY_LABEL] = "true"
-    elif status == "Unknown":
-        labels[KWOK_MANAGED_LABEL] = None
-    api.patch(f"{NODES}/{name}", {"metadata": {"labels": labels}}, what=f"changing kwok management of node {name}")
+def _hold_ready(api: Client, nodes: list[dict], status: str) -> None:
+    """Stop kwok from writing Ready on these nodes: False keeps kwok's lease (the kubelet is alive
+    but NotReady), Unknown stops kwok entirely (the kubelet is gone).
+
+    kwok does not cancel a heartbeat it already scheduled when a node stops matching it, so
+    wait until any such heartbeat has fired before writing Ready."""
+    labels = {HOLD_READY_LABEL: "true", KWOK_MANAGED_LABEL: "true"}
+    if status == "Unknown":
+        labels.update({HOLD_READY_LABEL: None, KWOK_MANAGED_LABEL: None})
+    elif status == "True":
+        labels[HOLD_READY_LABEL] = None
+    newly_held = False
+    for node in nodes:
+        current = node["metadata"].get("labels") or {}
+        if all(current.get(k) == val for k, val in labels.items()):
+            continue
+        newly_held = True
+        api.patch(f"{NODES}/{node['metadata']['name']}", {"metadata": {"labels": labels}},
+                  what=f"changing kwok management of node {node['metadata']['name']}")
+    if newly_held and status != "True":
+        time.sleep(require_up()["heartbeat_seconds"] * 1.5 + 1)
 
 
 def set_allocatable(name: str, count: int | None, resource: str | None = None, api: Client | None = None) -> dict:
@@ -223,15 +239,13 @@ def clear(name: str, api: Client | None = None) -> list[str]:
     if patch["status"]:
         api.patch(f"{NODES}/{name}/status", patch, patch_type="strategic", what=f"clearing faults on node {name}")
     if labels.get(HOLD_READY_LABEL) or labels.get(KWOK_MANAGED_LABEL) != "true":
-        _hold_ready(api, name, "True")
+        _hold_ready(api, [node], "True")
         changed.append("Ready")
     return changed
 
 
 def wait_ready(names: list[str], timeout: float = 120, api: Client | None = None,
                label_selector: str | None = None) -> None:
-    import time
-
     api = api or client()
     wanted = set(names)
     deadline = time.monotonic() + timeout
