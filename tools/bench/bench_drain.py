@@ -23,6 +23,8 @@ from . import PYTHON, REPO, bench_cluster, log, run_measured, table, write_secti
 SLOT_LABEL = "bench.ai-infra.io/slot"
 DEPLOYMENTS = ("web", "api", "cache", "worker", "batch")  # cache keeps scratch data in an emptyDir
 PODS = "/api/v1/pods"
+SHUTDOWN_ANNOTATION = "pod-delete.stage.kwok.x-k8s.io/delay"  # the local cluster's kwok honours it
+SLOW_SHUTDOWN = "1s"
 LABELS = {
     "node_drain": "`node_drain` module process",
     "kubectl": "`kubectl drain --ignore-daemonsets --delete-emptydir-data`",
@@ -31,8 +33,8 @@ LABELS = {
 }
 
 
-def _load(api: Client, slot: str, per_node: int) -> str:
-    """A namespace of Deployments whose pods all sit on the node of this slot."""
+def _load(api: Client, slot: str, per_node: int, shutdown: str | None) -> str:
+    """A namespace of Deployments whose pods all sit on the node of this slot (and take `shutdown` to stop)."""
     namespace = f"bench-{slot}"
     api.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
     _wait(lambda: _exists(api, f"/api/v1/namespaces/{namespace}/serviceaccounts/default"), 60, "ServiceAccount")
@@ -45,6 +47,9 @@ def _load(api: Client, slot: str, per_node: int) -> str:
         else:
             manifests += workloads.inference_service(name, namespace, replicas=replicas, node_selector=selector,
                                                      accelerators=0)[:1]
+    if shutdown:
+        for manifest in manifests:
+            manifest["spec"]["template"]["metadata"]["annotations"] = {SHUTDOWN_ANNOTATION: shutdown}
     workloads.apply(api, manifests)
     return namespace
 
@@ -121,15 +126,21 @@ def one_at_a_time(kubeconfig: str, node: str) -> None:
             time.sleep(0.25)  # the same poll interval node_drain uses
 
 
+def _median(results: list, attribute: str = "seconds") -> float:
+    return statistics.median(getattr(r, attribute) for r in results)
+
+
 def run(quick: bool = False) -> None:
     per_node = 20 if quick else 100
     rounds = 1 if quick else 3
     # node_drain and kubectl alternate, round after round, so drift in the machine's load hits both alike.
-    runs = [m for r in range(rounds) for m in (("node_drain", "kubectl") if r % 2 == 0 else ("kubectl", "node_drain"))]
-    runs += ["playbook", "one_at_a_time"]
-    slots = [f"{method.replace('_', '-')}-{i}" for i, method in enumerate(runs)]
+    runs = [("instant", m) for r in range(rounds)
+            for m in (("node_drain", "kubectl") if r % 2 == 0 else ("kubectl", "node_drain"))]
+    runs += [("instant", "playbook"), ("instant", "one_at_a_time")]
+    runs += [("slow", m) for m in ("node_drain", "kubectl", "one_at_a_time")]
+    slots = [f"{scenario}-{method.replace('_', '-')}-{i}" for i, (scenario, method) in enumerate(runs)]
     env = dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=str(PYTHON), ANSIBLE_LOCALHOST_WARNING="false")
-    measured: dict[str, list] = {method: [] for method in LABELS}
+    measured: dict[tuple[str, str], list] = {}
     inside: list[float] = []
     loads: list[float] = []
     with bench_cluster("drain", heartbeat_seconds=300, lease_seconds=600) as (kubeconfig, _env), \
@@ -143,11 +154,12 @@ def run(quick: bool = False) -> None:
             manifest["metadata"]["labels"][SLOT_LABEL] = slot
         nodes.create_nodes(manifests, api)
         nodes.wait_ready(loaded + spare, api=api)
-        namespaces = [_load(api, slot, per_node) for slot in slots]
+        namespaces = [_load(api, slot, per_node, SLOW_SHUTDOWN if scenario == "slow" else None)
+                      for slot, (scenario, _) in zip(slots, runs)]
         for namespace, node in zip(namespaces, loaded):
             _wait(lambda ns=namespace, n=node: _running(api, ns, n) == per_node + 1, 600, f"{per_node} pods on {node}")
         log(f"{len(runs)} nodes loaded with {per_node} pods each (+1 DaemonSet pod)")
-        for i, method in enumerate(runs):
+        for i, (scenario, method) in enumerate(runs):
             # Replacements land on this slot's spare node, like on the rest of a pool.
             api.patch(f"/api/v1/nodes/{spare[i]}", {"metadata": {"labels": {SLOT_LABEL: slots[i]}}})
             cmd, out = _command(method, kubeconfig, loaded[i], Path(tmp))
@@ -161,37 +173,45 @@ def run(quick: bool = False) -> None:
                 report = json.loads(out.read_text() if out else result.stdout)
                 if report["summary"]["evicted"] != per_node:
                     raise RuntimeError(f"node_drain evicted {report['summary']} instead of {per_node} pods")
-                inside.append(report["elapsed_seconds"])
-            measured[method].append(result)
+                if scenario == "instant" and method == "node_drain":
+                    inside.append(report["elapsed_seconds"])
+            measured.setdefault((scenario, method), []).append(result)
             loads.append(os.getloadavg()[0])
-            log(f"{method}: {result.seconds:.2f} s (load {loads[-1]:.1f})")
+            log(f"{scenario} {method}: {result.seconds:.2f} s (load {loads[-1]:.1f})")
             _wait(lambda ns=namespaces[i]: _running(api, ns) >= per_node + 2, 600, "replacements Running")
 
-    def median(method: str, attribute: str = "seconds") -> float:
-        return statistics.median(getattr(r, attribute) for r in measured[method])
+    def row(scenario: str, method: str) -> list:
+        results = measured[(scenario, method)]
+        return [LABELS[method], len(results), f"{_median(results):.2f} s", f"{_median(results, 'cpu_seconds'):.2f} s",
+                f"{max(r.peak_rss_mib for r in results):.0f} MiB"]
 
-    rows = [[LABELS[m], len(measured[m]), f"{median(m):.2f} s", f"{median(m, 'cpu_seconds'):.2f} s",
-             f"{max(r.peak_rss_mib for r in measured[m]):.0f} MiB"] for m in LABELS]
-    ratios = [
-        ["kubectl drain / node_drain", f"**{median('kubectl') / median('node_drain'):.2f}x**"],
-        ["one-at-a-time / node_drain", f"**{median('one_at_a_time') / median('node_drain'):.2f}x**"],
-        ["kubectl drain / node_drain through ansible-playbook", f"{median('kubectl') / median('playbook'):.2f}x"],
-    ]
+    def ratio(scenario: str, method: str, against: str = "node_drain") -> str:
+        return f"{_median(measured[(scenario, method)]) / _median(measured[(scenario, against)]):.2f}x"
+
+    headers = ["method", "runs", "wall (median)", "CPU (median)", "peak RSS"]
     body = (f"One node per run, each carrying {per_node} pods of {len(DEPLOYMENTS)} Deployments (one with emptyDir) "
             "and a DaemonSet pod, no PodDisruptionBudget blocking; replacements go to a spare node. Wall time of each "
-            "process until every pod that had to leave is gone. `node_drain` and `kubectl drain` alternate over "
-            f"{rounds} round(s) (medians); `node_drain` ran with its defaults (32 requests in flight, a watch on the "
-            f"node's pods); its own reported drain time was {statistics.median(inside):.2f} s (median). "
-            "The module process is what Ansible runs for the task; `ansible-playbook` adds its start-up, paid "
-            "once per play rather than per node.\n\n"
-            + table(["method", "runs", "wall (median)", "CPU (median)", "peak RSS"], rows) + "\n\n"
-            + table(["ratio", ""], ratios)
-            + "\n\nkwok removes a deleted pod as soon as it gets to it, so these figures measure the drain's own "
-            "overhead (API round trips, concurrency, waiting) on a machine shared with the control plane (load "
-            f"average {min(loads):.1f}-{max(loads):.1f} during the runs); when the CPU is that scarce, how fast the "
-            "control plane and kwok remove pods bounds every concurrent drain, which narrows the gap to the "
-            "one-at-a-time loop. On a real cluster the pods' grace periods dominate.\n\n"
-            "Goal: no slower than kubectl drain, several times faster than one-at-a-time eviction.\n")
+            "process until every pod that had to leave is gone. `node_drain` ran with its defaults (32 requests in "
+            "flight, a watch on the node's pods). The module process is what Ansible runs for the task; "
+            "`ansible-playbook` adds its start-up, paid once per play rather than per node. Load average "
+            f"{min(loads):.1f}-{max(loads):.1f} during the runs (the machine is shared with the control plane).\n\n"
+            f"### Pods that stop at once\n\n`node_drain` and `kubectl drain` alternate over {rounds} round(s) "
+            f"(medians); the module's own reported drain time was {statistics.median(inside):.2f} s (median).\n\n"
+            + table(headers, [row("instant", m) for m in LABELS]) + "\n\n"
+            + table(["ratio", ""], [
+                ["kubectl drain / node_drain", f"**{ratio('instant', 'kubectl')}**"],
+                ["one-at-a-time / node_drain", f"**{ratio('instant', 'one_at_a_time')}**"],
+                ["kubectl drain / node_drain through ansible-playbook", ratio("instant", "kubectl", "playbook")]])
+            + "\n\nkwok removes a deleted pod as soon as it gets to it, so this measures the drain's own overhead; "
+            "on 2 busy cores how fast the control plane and kwok remove pods bounds every concurrent drain, which "
+            "narrows the gap to the one-at-a-time loop.\n\n"
+            f"### Pods that take {SLOW_SHUTDOWN} to stop\n\nThe same load, each pod annotated "
+            f"`{SHUTDOWN_ANNOTATION}: {SLOW_SHUTDOWN}` so kwok keeps it Terminating that long, as a real container "
+            "takes time to stop (a training job writing its checkpoint takes far longer). One run each.\n\n"
+            + table(headers, [row("slow", m) for m in ("node_drain", "kubectl", "one_at_a_time")]) + "\n\n"
+            + table(["ratio", ""], [["kubectl drain / node_drain", f"**{ratio('slow', 'kubectl')}**"],
+                                    ["one-at-a-time / node_drain", f"**{ratio('slow', 'one_at_a_time')}**"]])
+            + "\n\nGoal: no slower than kubectl drain, several times faster than one-at-a-time eviction.\n")
     write_section("drain", "Drain a loaded node (node_drain)", body)
 
 
