@@ -58,8 +58,9 @@ def probe(kubeconfig: str, events_path: str, stats_path: str) -> None:
 
         async def report() -> None:
             while True:
-                Path(stats_path).write_text(json.dumps({"stats": source.stats,
-                                                        "watching": source.resource_version is not None}))
+                Path(stats_path + ".tmp").write_text(json.dumps({"stats": source.stats,
+                                                                 "watching": source.resource_version is not None}))
+                os.replace(stats_path + ".tmp", stats_path)  # never half a file for the reader
                 await asyncio.sleep(0.5)
 
         reporter = asyncio.create_task(report())
@@ -101,7 +102,11 @@ def _flip(api: Client, name: str) -> tuple[float, str]:
 
 
 def _events(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """JSON lines written by another process; a line still being written is left for the next read."""
+    if not path.exists():
+        return []
+    complete = path.read_text().rpartition("\n")[0]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
@@ -155,7 +160,7 @@ def run(quick: bool = False) -> None:
         nodes.create_nodes(manifests, api, workers=32)
         names = [m["metadata"]["name"] for m in manifests]
         log(f"created in {time.monotonic() - t0:.0f} s; waiting for kwok to make them Ready")
-        ready = _wait_mostly_ready(api, size, timeout=600)
+        ready = _wait_mostly_ready(api, size, timeout=300)
 
         events_path, stats_path = scratch_dir / "events.jsonl", scratch_dir / "stats.json"
         source = subprocess.Popen([str(PYTHON), "-m", "tools.bench.bench_watch", "probe", str(kubeconfig),
