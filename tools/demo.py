@@ -52,34 +52,18 @@ def fresh_pool(api: Client, size: int = 12) -> list[str]:
         if err.status != 404:
             raise
 
-    def namespace_gone() -> bool:
-        try:
-            api.get(f"/api/v1/namespaces/{NAMESPACE}")
-            return False
-        except KubernetesError as err:
-            return err.status == 404
-
-    wait(namespace_gone, 120, "the previous demo namespace to go away")
-    if _exists(api, LEASE):  # an interrupted earlier demo may still hold the remediation lock
+    wait(lambda: api.get_or_none(f"/api/v1/namespaces/{NAMESPACE}") is None, 120,
+         "the previous demo namespace to go away")
+    if api.get_or_none(LEASE):  # an interrupted earlier demo may still hold the remediation lock
         api.request("DELETE", LEASE)
     spec = nodes.Pool(POOL, "npu", size)
     names = [m["metadata"]["name"] for m in (nodes.node_manifest(spec, i) for i in range(size))]
     nodes.create_nodes([nodes.node_manifest(spec, i) for i in range(size)], api)
     nodes.wait_ready(names, api=api, label_selector=f"{nodes.POOL_LABEL}={POOL}")
     api.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NAMESPACE}})
-    wait(lambda: _exists(api, f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"), 60,
+    wait(lambda: api.get_or_none(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"), 60,
          "the demo namespace's ServiceAccount")
     return names
-
-
-def _exists(api: Client, path: str) -> bool:
-    try:
-        api.get(path)
-        return True
-    except KubernetesError as err:
-        if err.status == 404:
-            return False
-        raise
 
 
 def running(api: Client, selector: str) -> list[dict]:

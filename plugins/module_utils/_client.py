@@ -223,6 +223,15 @@ class Client:
     def get(self, path: str, **kwargs: Any) -> dict:
         return self.request("GET", path, **kwargs)
 
+    def get_or_none(self, path: str, **kwargs: Any) -> dict | None:
+        """The object, or None when it does not exist (404)."""
+        try:
+            return self.get(path, **kwargs)
+        except KubernetesError as err:
+            if err.status == 404:
+                return None
+            raise
+
     def patch(self, path: str, body: Any, patch_type: str = "merge", **kwargs: Any) -> dict:
         content_type = {
             "merge": "application/merge-patch+json",

@@ -451,12 +451,7 @@ class Workload:
 
 
 def _get_or_none(client: Client, path: str, what: str, resource: str) -> dict | None:
-    try:
-        return client.get(path, what=what, verb="get", resource=resource)
-    except KubernetesError as err:
-        if err.status == 404:
-            return None
-        raise
+    return client.get_or_none(path, what=what, verb="get", resource=resource)
 
 
 def pods_on_nodes(client: Client, nodes: list[str]) -> list[dict]:

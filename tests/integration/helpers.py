@@ -21,13 +21,7 @@ def unique(prefix: str) -> str:
 
 
 def exists(api: Client, path: str) -> bool:
-    try:
-        api.get(path)
-        return True
-    except KubernetesError as err:
-        if err.status == 404:
-            return False
-        raise
+    return api.get_or_none(path) is not None
 
 
 class NodeFactory:
