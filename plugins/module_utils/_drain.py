@@ -29,9 +29,9 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate im
     is_ready,
     merge_patch,
     patch_node,
-    read_node,
     require_access,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_node
 
 PODS = "/api/v1/pods"
 PDBS = "/apis/policy/v1/poddisruptionbudgets"

@@ -21,6 +21,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _voc
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import record_event, rfc3339, state_patch
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import recovery_state
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_node
 
 NODES = "/api/v1/nodes"
 EFFECTS = ("NoSchedule", "NoExecute")
@@ -44,15 +45,6 @@ def taint_value(reason: str) -> str:
     """A fault type as a valid label value (taint values follow label value syntax, 63 characters)."""
     value = _LABEL_VALUE_BAD.sub("-", reason or "")[:63].strip("-_.")
     return value or UNSPECIFIED_REASON
-
-
-def read_node(client: Client, name: str) -> dict:
-    try:
-        return client.get(object_path(NODES, name), what=f"reading node {name}", verb="get", resource="nodes")
-    except KubernetesError as err:
-        if err.status == 404:
-            raise KubernetesError(f"node '{name}' does not exist", status=404) from None
-        raise
 
 
 def annotations_of(node: dict) -> dict:

@@ -90,13 +90,8 @@ def _lease_body(namespace: str, name: str, holder: str, duration: int, now: dt.d
 
 
 def _read(client: Client, namespace: str, name: str) -> dict | None:
-    try:
-        return client.get(object_path(LEASES, name, namespace), what=f"reading Lease {namespace}/{name}", verb="get",
-                          resource=RESOURCE)
-    except KubernetesError as err:
-        if err.status == 404:
-            return None
-        raise
+    return client.get_or_none(object_path(LEASES, name, namespace), what=f"reading Lease {namespace}/{name}",
+                              verb="get", resource=RESOURCE)
 
 
 def _write(client: Client, namespace: str, name: str, body: dict, create: bool) -> dict | None:

@@ -53,19 +53,18 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def read_node(client: Client, name: str) -> dict:
+    """One node's raw JSON; a missing node is one sentence."""
+    node = client.get_or_none(f"{NODES}/{name}", what=f"reading node {name}", verb="get", resource="nodes")
+    if node is None:
+        raise KubernetesError(f"node '{name}' does not exist", status=404)
+    return node
+
+
 def read_nodes(client: Client, names: Iterable[str] | None = None, label_selector: str | None = None) -> list[dict]:
     """Raw Node JSON: the named nodes (a missing one is an error), or a paged list."""
     if names:
-        nodes = []
-        for name in names:
-            try:
-                nodes.append(client.get(f"{NODES}/{name}", what=f"reading node {name}", verb="get",
-                                        resource="nodes"))
-            except KubernetesError as err:
-                if err.status == 404:
-                    raise KubernetesError(f"node '{name}' does not exist", status=404) from None
-                raise
-        return nodes
+        return [read_node(client, name) for name in names]
     return client.list(NODES, label_selector=label_selector, what="listing nodes", resource="nodes")
 
 

@@ -41,10 +41,10 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate im
     combine,
     merge_patch,
     our_taints,
-    read_node,
     release,
     view,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_node
 
 DEFAULT_WINDOW = 24 * 3600
 DEFAULT_ESCALATE_AFTER = 2
