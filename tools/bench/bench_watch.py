@@ -47,9 +47,13 @@ def _rss_mib(pid: int) -> float:
 
 def probe(kubeconfig: str, events_path: str, stats_path: str) -> None:
     """Run the event source alone (as ansible-rulebook would) and log each event's arrival time."""
+    import logging
+
     from ansible_collections.ai_infra.node_recovery.extensions.eda.plugins.event_source.node_faults import (
         NodeFaultSource,
     )
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     async def main() -> None:
         source = NodeFaultSource(dict(SOURCE_ARGS, kubeconfig=kubeconfig))
@@ -163,8 +167,9 @@ def run(quick: bool = False) -> None:
         ready = _wait_mostly_ready(api, size, timeout=300)
 
         events_path, stats_path = scratch_dir / "events.jsonl", scratch_dir / "stats.json"
+        source_log = scratch_dir / "source.log"
         source = subprocess.Popen([str(PYTHON), "-m", "tools.bench.bench_watch", "probe", str(kubeconfig),
-                                   str(events_path), str(stats_path)], cwd=REPO, stderr=subprocess.DEVNULL)
+                                   str(events_path), str(stats_path)], cwd=REPO, stderr=source_log.open("w"))
         kubectl = subprocess.Popen([str(build.binary_paths()["kubectl"]), "--kubeconfig", str(kubeconfig), "get",
                                     "nodes", "--watch"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         kubectl_lines = LineClock(kubectl.stdout)
@@ -210,6 +215,9 @@ def run(quick: bool = False) -> None:
                             None)
                 if seen is not None:
                     to_kubectl.append(seen - t)
+            final_stats = stats()["stats"]
+            warnings = [line.split(" WARNING ", 1)[1] for line in source_log.read_text().splitlines()
+                        if " WARNING " in line]
         finally:
             for proc in (source, kubectl):
                 proc.terminate()
@@ -275,7 +283,9 @@ def run(quick: bool = False) -> None:
     body += ("kwok cannot renew 5,000 node leases in time on two shared cores, so nodes flap between Ready and "
              "Unknown; for this benchmark the catalog makes Ready `observe`, so those flaps (still events) neither "
              "trip the storm brake nor queue runs ahead of the measured ones.\n\n")
-    body += (f"The source's first list of {size:,} nodes took {list_seconds:.1f} s. Of {updates:,} node updates, "
+    body += (f"The source listed {final_stats['lists']} time(s) and opened {final_stats['watches']} watch(es)"
+             + (f"; it logged: {'; '.join(sorted(set(warnings)))[:500]}. " if warnings else ". "))
+    body += (f"Its first list of {size:,} nodes took {list_seconds:.1f} s. Of {updates:,} node updates, "
              f"{events_note}: heartbeats pass without one. Latency is measured from "
              "just before the status PATCH is sent to the event's arrival in the queue, matched by resourceVersion. "
              f"Goal: p99 under one second to the event.")

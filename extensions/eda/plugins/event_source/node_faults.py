@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -67,6 +68,9 @@ SCHEMA_PATH = Path(__file__).with_name("node_faults.schema.json")
 # Keys ansible-rulebook itself adds to a source's arguments.
 RULEBOOK_KEYS = ("eda_feedback_queue",)
 RECHECK_MARGIN = 0.05  # seconds past the moment a pending fault counts
+# Events handed to the loop but not yet in the queue before the watch waits (back-pressure). The
+# watch never waits for each event: a watch that reads slowly is closed by the apiserver.
+MAX_IN_FLIGHT = 1000
 MAX_BACKOFF = 30.0
 
 log = logging.getLogger("ai_infra.node_recovery.node_faults")
@@ -120,6 +124,7 @@ class NodeFaultSource:
         self._pending: dict[str, dict] = {}  # name -> slim node JSON while a fault is under its min_duration
         self._timers: list[tuple[float, str]] = []
         self._stop = threading.Event()
+        self._in_flight: deque[Future] = deque()
         self._sink: Callable[[dict], Future] | None = None
         self.resource_version: str | None = None
         self.stats = {"updates": 0, "events": 0, "lists": 0, "watches": 0, "rechecks": 0}
@@ -171,18 +176,16 @@ class NodeFaultSource:
     def _list(self, initial: bool) -> str | None:
         """Observe every node; forget nodes gone meanwhile. Returns the list's resourceVersion."""
         seen = set()
-        futures = []
         emit = not initial or self.args["initial_events"]
         for node in self.client.list_pages(NODES, label_selector=self.label_selector, what="listing nodes",
                                            resource="nodes"):
             seen.add(node["metadata"]["name"])
-            futures.append(self._observe(node, initial=initial, emit=emit))
+            self._handed_over(self._observe(node, initial=initial, emit=emit))
         with self._lock:
             for name in set(self._nodes) - seen:
                 self._forget_locked(name)
         self.stats["lists"] += 1
         self.resource_version = self.client.last_resource_version
-        self._wait(futures)
         return self.resource_version
 
     def _watch_loop(self) -> None:
@@ -232,12 +235,11 @@ class NodeFaultSource:
                 with self._lock:
                     self._forget_locked(obj["metadata"]["name"])
                 continue
-            self._wait([self._observe(obj)])
+            self._handed_over(self._observe(obj))
         return version
 
     def _timer_loop(self) -> None:
         while not self._stop.is_set():
-            futures = []
             with self._timer_wakeup:
                 now = time.monotonic()
                 if not self._timers or self._timers[0][0] > now:
@@ -248,8 +250,7 @@ class NodeFaultSource:
                     node = self._pending.get(name)
                     if node is not None:
                         self.stats["rechecks"] += 1
-                        futures.append(self._update_locked(node, initial=False))
-            self._wait(futures)
+                        self._handed_over(self._update_locked(node, initial=False))
 
     def _observe(self, node: dict, initial: bool = False, emit: bool = True) -> Future | None:
         with self._lock:
@@ -285,12 +286,20 @@ class NodeFaultSource:
         self._nodes.pop(name, None)
         self._pending.pop(name, None)
 
-    def _wait(self, futures: list[Future | None]) -> None:
-        """Back-pressure: a full queue slows the watch down instead of growing without bound."""
-        for future in futures:
-            while future is not None and not self._stop.is_set():
+    def _handed_over(self, future: Future | None) -> None:
+        """Back-pressure without a round trip per event: wait only while too many events are in flight
+        (a full queue, a stalled consumer), so the queue cannot grow without bound."""
+        if future is None:
+            return
+        self._in_flight.append(future)
+        while self._in_flight and (self._in_flight[0].done() or len(self._in_flight) > MAX_IN_FLIGHT):
+            try:
+                oldest = self._in_flight.popleft()
+            except IndexError:  # the other thread took it
+                break
+            while not self._stop.is_set():
                 try:
-                    future.result(timeout=1.0)
+                    oldest.result(timeout=1.0)
                     break
                 except FutureTimeout:
                     continue
