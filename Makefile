@@ -52,13 +52,18 @@ sanity: venv
 	git ls-files -z plugins extensions roles playbooks meta galaxy.yml README.md COPYING requirements.txt .gitignore \
 	  | xargs -0 cp --parents -t $(SANITY_ROOT)
 	cd $(SANITY_ROOT) && git init -q . && git add -A
+	$(PY) tools/ansible_test_pip.py install
 	cd $(SANITY_ROOT) && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ansible-test sanity --python 3.11 --venv --color no
 
+# The integration suite shares one cluster (each test makes its own nodes and namespace), so test
+# files run in parallel; the cluster is stopped afterwards unless it was already up.
+INTEGRATION_WORKERS ?= 3
 integration: venv binaries
-	$(PY) -m pytest -q tests/integration
+	@if $(LOCALCLUSTER) status >/dev/null 2>&1; then keep=1; else keep=0; $(LOCALCLUSTER) up || exit 1; fi; \
+	  KEEP_LOCALCLUSTER=1 $(PY) -m pytest -q -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration; rc=$$?; \
+	  if [ $$keep = 0 ]; then $(LOCALCLUSTER) down; fi; exit $$rc
 
-test: venv binaries lint sanity
-	$(PY) -m pytest -q tests/unit tests/integration
+test: venv binaries lint sanity unit integration
 
 bench: venv binaries
 	$(PY) -m tools.bench

@@ -305,6 +305,7 @@ def test_a_run_killed_during_a_drain_is_completed_by_the_next(api, small_pool, n
     assert state_of(api, victim) == "draining"
     api.patch(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/svc", {"spec": {"minAvailable": 1}})
     time.sleep(16)  # the killed run's lock expires
+    runbook.vars["node_recovery_lock_seconds"] = 900
     run = runbook.run("recover")
     assert run.returncode == 0, run.stdout[-4000:]
     assert state_of(api, victim) == "repair-pending"
@@ -320,12 +321,13 @@ def _rbac_documents(prefix: str, drop: tuple[str, str] | None = None) -> tuple[l
         for rule in cluster_rules:
             if resource in rule["resources"]:
                 rule["verbs"] = [x for x in rule["verbs"] if x != verb]
+        cluster_rules = [rule for rule in cluster_rules if rule["verbs"]]
     return cluster_rules, lease_rules
 
 
-def _as_service_account(api, namespace, tmp_path, name, drop=None) -> dict:
+def _as_service_account(api, namespace, directory, name, drop=None) -> dict:
     cluster_rules, lease_rules = _rbac_documents(name, drop)
-    kubeconfig = service_account_kubeconfig(api, namespace, name, cluster_rules, tmp_path)
+    kubeconfig = service_account_kubeconfig(api, namespace, name, cluster_rules, directory)
     role = f"{namespace}-{name}-lock"
     api.request("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
                 body={"metadata": {"name": role}, "rules": lease_rules})
@@ -339,9 +341,10 @@ def _as_service_account(api, namespace, tmp_path, name, drop=None) -> dict:
             "_token": token}
 
 
-def test_runs_as_a_service_account_bound_only_to_the_shipped_role(api, small_pool, namespace, tmp_path):
+def test_runs_as_a_service_account_bound_only_to_the_shipped_role(api, small_pool, namespace, tmp_path_factory):
     names, runbook = small_pool(10, faulty=1, replicas=2, min_available=1)
-    creds = _as_service_account(api, namespace, tmp_path, "recoverer")
+    # The credentials live apart from the run's directory, which must not contain the token afterwards.
+    creds = _as_service_account(api, namespace, tmp_path_factory.mktemp("credentials"), "recoverer")
     token = creds.pop("_token")
     env = dict(runbook.env(**creds))
     env.pop("K8S_AUTH_KUBECONFIG")
@@ -356,9 +359,10 @@ def test_runs_as_a_service_account_bound_only_to_the_shipped_role(api, small_poo
             assert token not in path.read_text(errors="replace"), path
 
 
-def test_a_role_missing_a_verb_fails_naming_it(api, small_pool, namespace, tmp_path):
+def test_a_role_missing_a_verb_fails_naming_it(api, small_pool, namespace, tmp_path_factory):
     names, runbook = small_pool(10, faulty=1, replicas=2, min_available=1)
-    creds = _as_service_account(api, namespace, tmp_path, "no-evict", drop=("pods/eviction", "create"))
+    creds = _as_service_account(api, namespace, tmp_path_factory.mktemp("credentials"), "no-evict",
+                                drop=("pods/eviction", "create"))
     creds.pop("_token")
     env = dict(runbook.env(**creds))
     env.pop("K8S_AUTH_KUBECONFIG")
