@@ -30,7 +30,7 @@ BEYOND_ISOLATED = (v.STATE_DRAINING, v.STATE_DRAINED, v.STATE_REPAIR_PENDING, v.
 # States that only describe our isolation, cleared when it is released.
 ISOLATION_STATES = (v.STATE_ISOLATED, v.STATE_DRAINING, v.STATE_DRAINED)
 ISOLATION_ANNOTATIONS = (v.ISOLATED_BY, v.ISOLATED_AT, v.ISOLATION_REASON, v.CORDONED_BY_US)
-CONFLICT_ATTEMPTS = 10
+CONFLICT_ATTEMPTS = 30  # ~25 s of jittered retries: enough for a node that changes every few ms
 UNSPECIFIED_REASON = "unspecified"
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 
