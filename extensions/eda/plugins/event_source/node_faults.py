@@ -122,7 +122,8 @@ class NodeFaultSource:
         self._timer_wakeup = threading.Condition(self._lock)
         self._nodes: dict[str, tuple[dict, dict]] = {}  # name -> (classification, snapshot)
         self._pending: dict[str, dict] = {}  # name -> slim node JSON while a fault is under its min_duration
-        self._timers: list[tuple[float, str]] = []
+        self._timers: list[tuple[float, str]] = []  # heap of (when, node); stale entries are skipped
+        self._due: dict[str, float] = {}  # node -> when its pending fault is next judged
         self._stop = threading.Event()
         self._in_flight: deque[Future] = deque()
         self._sink: Callable[[dict], Future] | None = None
@@ -239,18 +240,22 @@ class NodeFaultSource:
         return version
 
     def _timer_loop(self) -> None:
+        # One node per lock hold: when thousands of pending faults come due at once, the watch
+        # thread still gets the lock between them instead of waiting for the whole batch.
         while not self._stop.is_set():
+            future = None
             with self._timer_wakeup:
                 now = time.monotonic()
                 if not self._timers or self._timers[0][0] > now:
                     self._timer_wakeup.wait(self._timers[0][0] - now if self._timers else None)
                     continue
-                while self._timers and self._timers[0][0] <= now:
-                    _, name = heapq.heappop(self._timers)
-                    node = self._pending.get(name)
-                    if node is not None:
-                        self.stats["rechecks"] += 1
-                        self._handed_over(self._update_locked(node, initial=False))
+                when, name = heapq.heappop(self._timers)
+                node = self._pending.get(name)
+                if node is not None and self._due.get(name) == when:
+                    del self._due[name]
+                    self.stats["rechecks"] += 1
+                    future = self._update_locked(node, initial=False)
+            self._handed_over(future)
 
     def _observe(self, node: dict, initial: bool = False, emit: bool = True) -> Future | None:
         with self._lock:
@@ -269,12 +274,16 @@ class NodeFaultSource:
         wait = next_recheck(classification)
         if wait is None:
             self._pending.pop(name, None)
+            self._due.pop(name, None)
         else:
             slim = slim_node(node)
             slim["metadata"]["resourceVersion"] = node["metadata"].get("resourceVersion")
             self._pending[name] = slim
-            heapq.heappush(self._timers, (time.monotonic() + wait + RECHECK_MARGIN, name))
-            self._timer_wakeup.notify()
+            when = time.monotonic() + wait + RECHECK_MARGIN
+            if name not in self._due or when < self._due[name] - 1.0:  # heartbeats must not pile up timers
+                self._due[name] = when
+                heapq.heappush(self._timers, (when, name))
+                self._timer_wakeup.notify()
         if event is None or not emit or event["transition"] not in self.kinds or self._sink is None:
             return None
         event["resource_version"] = node["metadata"].get("resourceVersion")
@@ -285,6 +294,7 @@ class NodeFaultSource:
     def _forget_locked(self, name: str) -> None:
         self._nodes.pop(name, None)
         self._pending.pop(name, None)
+        self._due.pop(name, None)
 
     def _handed_over(self, future: Future | None) -> None:
         """Back-pressure without a round trip per event: wait only while too many events are in flight
