@@ -17,7 +17,6 @@ import os
 import tempfile
 import time
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import (
@@ -45,6 +44,11 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate im
     view,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_node
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import (
+    WebhookError,
+    post_json,
+    public_endpoint,
+)
 
 DEFAULT_WINDOW = 24 * 3600
 DEFAULT_ESCALATE_AFTER = 2
@@ -371,40 +375,15 @@ def deliver_directory(directory: str, ticket: dict, markdown: str) -> list[str]:
     return paths
 
 
-def public_endpoint(url: str) -> str:
-    """scheme://host[:port] of a URL: never the path, query or credentials, which may hold a secret."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-
-
 def deliver_webhook(url: str, ticket: dict, markdown: str, headers: dict | None, timeout: int, retries: int,
                     validate_certs: bool, sleep: Callable[[float], None] = time.sleep) -> dict:
-    """POST the ticket as JSON; retried on 5xx, 429 and connection errors with backoff; other 4xx fail at once."""
-    from urllib.error import HTTPError, URLError
-
-    from ansible.module_utils.urls import open_url
-
-    body = json.dumps({"ticket": ticket, "text": ticket["summary"], "markdown": markdown}).encode()
-    send_headers = {"Content-Type": "application/json", "User-Agent": v.COLLECTION}
-    send_headers.update({str(k): str(val) for k, val in (headers or {}).items()})
-    endpoint = public_endpoint(url)
-    attempts = 0
-    last = ""
-    while attempts <= retries:
-        attempts += 1
-        try:
-            response = open_url(url, data=body, headers=send_headers, method="POST", timeout=timeout,
-                                validate_certs=validate_certs, follow_redirects="safe")
-            return {"endpoint": endpoint, "status": response.getcode(), "attempts": attempts}
-        except HTTPError as err:
-            last = f"HTTP {err.code} {err.reason}"
-            if err.code < 500 and err.code != 429:
-                raise RepairError(f"the webhook at {endpoint} refused the repair ticket: {last}") from None
-        except (URLError, OSError) as err:
-            last = str(getattr(err, "reason", None) or err)
-        if attempts <= retries:
-            sleep(min(2 ** (attempts - 1), 10))
-    raise RepairError(f"the webhook at {endpoint} did not take the repair ticket after {attempts} attempt(s): {last}")
+    """POST the ticket as JSON (chat webhooks display its `text`)."""
+    try:
+        return post_json(url, {"ticket": ticket, "text": ticket["summary"], "markdown": markdown},
+                         what="the repair ticket", headers=headers, timeout=timeout, retries=retries,
+                         validate_certs=validate_certs, sleep=sleep)
+    except WebhookError as err:
+        raise RepairError(str(err)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------------

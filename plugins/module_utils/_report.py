@@ -135,6 +135,23 @@ def build(playbook: str, run_id: str, nodes: list[dict], plan: dict | None, star
     }
 
 
+def summary_message(report: dict[str, Any], paths: dict[str, str] | None = None) -> dict[str, Any]:
+    """The short run summary for a notification webhook."""
+    head = f"node recovery {report['playbook']} {report['run_id']}: "
+    if report["storm"]:
+        scopes = ", ".join(f"{s['scope']} {s['faulty']}/{s['total']}" for s in report["storm_scopes"])
+        text = head + f"STORM, nothing isolated ({scopes})"
+    else:
+        text = head + report["summary_line"]
+    failed = [n["name"] for n in report["nodes"] if n.get("failed")]
+    if failed:
+        text += f" Failed: {', '.join(failed)}."
+    return {"text": text, "summary": report["summary_line"], "run_id": report["run_id"],
+            "playbook": report["playbook"], "storm": report["storm"], "check_mode": report["check_mode"],
+            "nodes": [{"name": n["name"], "outcome": n["outcome"], "faults": n["faults"]} for n in report["nodes"]],
+            "report": (paths or {}).get("html")}
+
+
 def render(report: dict[str, Any]) -> dict[str, str]:
     import jinja2
 

@@ -43,6 +43,20 @@ options:
   started:
     description: When the run started (RFC 3339).
     type: str
+  notify_url:
+    description:
+      - Webhook that gets a short summary of the run as JSON (C({text, summary, run_id, playbook, storm, nodes})); C(text)
+        is what chat webhooks display. Retried on 5xx, 429 and connection errors; any other 4xx fails.
+      - Treated as a secret (it often embeds a token); messages name only its scheme, host and port.
+      - Not sent in check mode.
+    type: str
+  notify_headers:
+    description: Extra HTTP headers for O(notify_url), for example an C(Authorization) header. Never logged.
+    type: dict
+  notify_validate_certs:
+    description: Whether the TLS certificate of O(notify_url) is verified.
+    type: bool
+    default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -82,11 +96,16 @@ markdown:
   description: The Markdown report (to print at the end of a run).
   returned: always
   type: str
+notified:
+  description: Where the summary was sent (endpoint without secrets, HTTP status, attempts), or null.
+  returned: always
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import build, write
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import build, summary_message, write
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import WebhookError, post_json
 
 
 def main() -> None:
@@ -98,6 +117,9 @@ def main() -> None:
             nodes={"type": "list", "elements": "dict", "default": []},
             plan={"type": "dict"},
             started={"type": "str"},
+            notify_url={"type": "str", "no_log": True},
+            notify_headers={"type": "dict", "no_log": True},
+            notify_validate_certs={"type": "bool", "default": True},
         ),
         supports_check_mode=True,
     )
@@ -108,7 +130,14 @@ def main() -> None:
         paths = write(report, params["report_dir"])
     except OSError as err:
         module.fail_json(msg=f"cannot write the report into '{params['report_dir']}': {err.strerror}")
-    module.exit_json(changed=False, paths=paths, summary=report["summary_line"],
+    notified = None
+    if params["notify_url"] and not module.check_mode:
+        try:
+            notified = post_json(params["notify_url"], summary_message(report, paths), what="the run summary",
+                                 headers=params["notify_headers"], validate_certs=params["notify_validate_certs"])
+        except WebhookError as err:
+            module.fail_json(msg=str(err), paths=paths)
+    module.exit_json(changed=False, paths=paths, summary=report["summary_line"], notified=notified,
                      markdown=open(paths["md"], encoding="utf-8").read())
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import build, render, with_durations, write
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import (
+    build,
+    render,
+    summary_message,
+    with_durations,
+    write,
+)
 
 
 def test_steps_without_duration_take_the_time_since_the_previous_step():
@@ -42,3 +48,14 @@ def test_storm_is_said_first(tmp_path):
     md = open(paths["md"]).read()
     assert "**Storm detected: nothing was isolated.**" in md and "npu-a: 4 faulty of 10 (allowed 2)" in md
     assert (tmp_path / "latest-recover.html").resolve() == tmp_path / "recover-run-2.html"
+
+
+def test_summary_message_for_a_webhook():
+    report = build("recover", "run-3", [node(failed=True, outcome="failed: boom")], {"act": [], "skip": []}, None, False)
+    message = summary_message(report, {"html": "/r/recover-run-3.html"})
+    assert message["text"] == "node recovery recover run-3: 1 node(s) handled: 1 failed: boom. Failed: npu-a-0003."
+    assert message["nodes"] == [{"name": "npu-a-0003", "outcome": "failed: boom", "faults": ["NT_NPU_ECC_COUNT"]}]
+    storm = build("recover", "run-4", [], {"storm": True, "act": [], "skip": [],
+                                          "storm_scopes": [{"scope": "npu-a", "faulty": 4, "total": 10, "allowed": 2}]},
+                  None, False)
+    assert summary_message(storm)["text"] == "node recovery recover run-4: STORM, nothing isolated (npu-a 4/10)"
