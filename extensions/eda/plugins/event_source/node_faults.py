@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import importlib.util
 import json
 import logging
 import os
@@ -35,9 +36,16 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Callable
 
-try:
-    import ansible_collections.ai_infra.node_recovery.plugins.module_utils  # noqa: F401
-except ImportError:  # ansible-rulebook runs sources by path; put an installed collection's root on sys.path
+
+def _collection_importable() -> bool:
+    try:
+        return importlib.util.find_spec("ansible_collections.ai_infra") is not None
+    except ModuleNotFoundError:  # not even an ansible_collections package on sys.path
+        return False
+
+
+# ansible-rulebook runs sources by path: put an installed collection's root on sys.path when needed.
+if not _collection_importable():
     _here = Path(os.path.abspath(__file__))
     if _here.parents[6].name == "ansible_collections":
         sys.path.insert(0, str(_here.parents[7]))
@@ -134,7 +142,7 @@ class NodeFaultSource:
     def classified(self) -> list[dict]:
         """The latest classification of every node seen (for plan() and the storm brake)."""
         with self._lock:
-            return [classification for classification, _ in self._nodes.values()]
+            return [classification for classification, _unused in self._nodes.values()]
 
     # -- the event loop side ---------------------------------------------------------------------
     async def run(self, queue: Any) -> None:
