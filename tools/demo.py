@@ -138,6 +138,8 @@ def main() -> int:
     if rc != 0:
         print(f"demo: the recover playbook failed (exit {rc})", file=sys.stderr)
         return rc
+    say("The report")
+    print((WORK / "reports" / "latest-recover.md").read_text())
     show_pool(api)
     wait(lambda: len(running(api, "app=pretrain")) == 4, 120, "the training job to run again")
     print(f"\n  training ranks now on: {', '.join(sorted(p['spec']['nodeName'] for p in running(api, 'app=pretrain')))}")
