@@ -81,10 +81,12 @@ def test_a_persons_cordon_stays_after_the_return(api, kubeconfig, make_nodes):
     isolate(api, name, ["NT_NPU_DEVICE"], "20261129T120000Z-person")
     _set(api, name, "NT_NPU_DEVICE", "False", 600)
 
-    result = run_module("node_return", {"kubeconfig": kubeconfig, "name": name, "healthy_delay": 5})
+    # No healthy delay: the fresh node's Ready turned True only seconds ago, which a delay would count.
+    result = run_module("node_return", {"kubeconfig": kubeconfig, "name": name, "healthy_delay": 0})
 
     assert not result.get("failed"), result.get("msg")
-    assert result["returned"] is True and result["cordon_owner"] == v.CORDON_PERSON
+    assert result["returned"] is True, result["reasons"]
+    assert result["cordon_owner"] == v.CORDON_PERSON
     assert "the cordon a person set stays" in result["message"]
     after = node(api, name)
     assert after["spec"]["unschedulable"] is True

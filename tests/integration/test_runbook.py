@@ -208,6 +208,7 @@ def test_return_to_service_returns_exactly_the_nodes_we_isolated(api, fleet, fle
         localnodes.clear(name, api=api)
     wait_for(lambda: all(next(c for c in node(api, n)["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
                          for n in faults), 60, "faulty nodes Ready again")
+    cleared_at = time.monotonic()
     handed = [n for n in faults if state_of(api, n) == "repair-pending"]
     repaired = fleet_runbook.run("repaired", extra={"repaired_nodes": handed, "repaired_by": "dc-ops"})
     assert repaired.returncode == 0, repaired.stdout[-3000:]
@@ -218,6 +219,7 @@ def test_return_to_service_returns_exactly_the_nodes_we_isolated(api, fleet, fle
     early = json.loads((fleet["tmp"] / "reports" / "latest-return_to_service.json").read_text())
     assert all(n["outcome"].startswith("kept out:") for n in early["nodes"])
     fleet_runbook.vars["return_to_service_healthy_delay"] = 10
+    time.sleep(max(0.0, 11 - (time.monotonic() - cleared_at)))  # healthy for the whole delay
     run = fleet_runbook.run("return_to_service")
     assert run.returncode == 0, run.stdout[-4000:]
     for name in faults:
