@@ -23,11 +23,23 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _ready_count(api: Client) -> tuple[int, int]:
-    items = api.list("/api/v1/nodes", resource="nodes")
+def _ready_count(api: Client, label_selector: str | None = None) -> tuple[int, int]:
+    items = api.list("/api/v1/nodes", resource="nodes", label_selector=label_selector)
     ready = sum(1 for n in items for c in n["status"].get("conditions") or []
                 if c["type"] == "Ready" and c["status"] == "True")
     return ready, len(items)
+
+
+def _wait_ready(api: Client, pool: str, count: int, timeout: float) -> tuple[float | None, int]:
+    """Seconds until all `count` nodes of the pool are Ready (None if not within timeout), and how many were."""
+    started = time.monotonic()
+    ready = 0
+    while time.monotonic() - started < timeout:
+        ready, _ = _ready_count(api, f"{nodes.POOL_LABEL}={pool}")
+        if ready >= count:
+            return time.monotonic() - started, ready
+        time.sleep(2)
+    return None, ready
 
 
 def run(quick: bool = False) -> None:
@@ -54,12 +66,13 @@ def run(quick: bool = False) -> None:
             t0 = time.monotonic()
             nodes.create_nodes(manifests, api, workers=32)
             create_seconds = time.monotonic() - t0
-            nodes.wait_ready([m["metadata"]["name"] for m in manifests], timeout=900, api=api,
-                             label_selector=f"{nodes.POOL_LABEL}={pool.name}")
-            ready_seconds = time.monotonic() - t0
+            # kwok may never get every node Ready on 2 busy cores: say how far it got instead of failing.
+            ready_seconds, ready = _wait_ready(api, pool.name, pool.size, timeout=300)
             total = size
             created_rows.append([f"{pool.size:,} (to {size:,})", f"{create_seconds:.1f} s",
-                                 f"{pool.size / create_seconds:.0f}/s", f"{ready_seconds:.1f} s"])
+                                 f"{pool.size / create_seconds:.0f}/s",
+                                 f"{create_seconds + ready_seconds:.1f} s" if ready_seconds is not None
+                                 else f"not within 300 s ({ready:,} Ready)"])
 
         window = 60 if quick else 180
         pids = {name: proc["pid"] for name, proc in state["processes"].items()}
