@@ -102,4 +102,8 @@ def run(quick: bool = False) -> None:
     body += f"Lowest Ready count seen: {lowest_ready:,} of {total:,}.\n\n"
     body += table(["process", "CPU (cores)"], [[name, f"{value:.2f}"] for name, value in cpu.items()])
     body += f"\n\nAll processes together: {sum(cpu.values()):.2f} of {os.cpu_count()} cores.\n"
+    if lowest_ready < total:
+        body += (f"\nWith kubelet-like leases kwok cannot keep {total:,} nodes Ready on this machine (the control "
+                 "plane and kwok share its cores), so the benchmarks that need thousands of Ready nodes start their "
+                 "cluster with longer heartbeats and leases.\n")
     write_section("cluster", "Local cluster", body)
