@@ -165,7 +165,7 @@ def run(quick: bool = False) -> None:
             + f"\n\nEach faulty node beyond the first {counts[1]} added "
               f"{(run_seconds[counts[-1]] - run_seconds[counts[1]]) / (counts[-1] - counts[1]):.1f} s to the run: "
               "Ansible runs each node through the roles' tasks, each module a process of its own on the same two "
-              "cores, and nodes beyond `max_parallel` wait for a batch.\n"
+              "cores, and nodes beyond `max_parallel` wait for a batch."
             + "\n\n### The same 10 faulty nodes in a larger cluster\n\n"
             + table(["cluster nodes", "faulty nodes", "recover run over the k8s_nodes inventory",
                      "recover run for the named nodes (`recover_nodes`, no node inventory)"], growth)
