@@ -24,9 +24,10 @@ def our_taints(node_obj: dict) -> list[tuple]:
 
 
 def owned(node_obj: dict) -> tuple:
-    """What isolation may touch (the resourceVersion also moves with kwok's status heartbeats)."""
-    return (node_obj["spec"].get("unschedulable"), node_obj["spec"].get("taints"), ours(node_obj),
-            node_obj["metadata"].get("labels"))
+    """What isolation may touch. Not the resourceVersion (it moves with kwok's heartbeats), nor the
+    node.kubernetes.io/ taints, which the node lifecycle controller adds and removes on its own."""
+    taints = [t for t in node_obj["spec"].get("taints") or [] if not t["key"].startswith("node.kubernetes.io/")]
+    return (node_obj["spec"].get("unschedulable"), taints, ours(node_obj), node_obj["metadata"].get("labels"))
 
 
 def reasons_of_events(api, name: str) -> list[str]:
