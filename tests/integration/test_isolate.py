@@ -25,9 +25,12 @@ def our_taints(node_obj: dict) -> list[tuple]:
 
 def owned(node_obj: dict) -> tuple:
     """What isolation may touch. Not the resourceVersion (it moves with kwok's heartbeats), nor the
-    node.kubernetes.io/ taints, which the node lifecycle controller adds and removes on its own."""
+    node.kubernetes.io/ taints and beta.kubernetes.io/ labels, which the node lifecycle controller
+    adds and removes on its own time after a node registers."""
     taints = [t for t in node_obj["spec"].get("taints") or [] if not t["key"].startswith("node.kubernetes.io/")]
-    return (node_obj["spec"].get("unschedulable"), taints, ours(node_obj), node_obj["metadata"].get("labels"))
+    labels = {k: val for k, val in (node_obj["metadata"].get("labels") or {}).items()
+              if not k.startswith("beta.kubernetes.io/")}
+    return node_obj["spec"].get("unschedulable"), taints, ours(node_obj), labels
 
 
 def reasons_of_events(api, name: str) -> list[str]:
