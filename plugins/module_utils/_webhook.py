@@ -27,6 +27,20 @@ def public_endpoint(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
 
 
+def url_problem(option: str, url: str | None) -> str | None:
+    """One sentence if the URL cannot be a webhook, else None; never echoes the URL (it may hold a secret)."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unbalanced [ in the host
+        usable = False
+    if not usable:
+        return f"{option} must be an http:// or https:// URL"
+    return None
+
+
 def post_json(url: str, payload: Any, *, what: str, headers: dict | None = None, timeout: int = 10, retries: int = 3,
               validate_certs: bool = True, sleep: Callable[[float], None] = time.sleep) -> dict:
     """POST payload as JSON; other 4xx fail at once. Returns the endpoint, status and attempts."""

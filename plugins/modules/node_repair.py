@@ -271,6 +271,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._repair imp
     request_repair,
     run_id_for,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import url_problem
 
 
 def check_params(params: dict) -> str | None:
@@ -279,10 +280,7 @@ def check_params(params: dict) -> str | None:
                           ("webhook_retries", 0), ("events_limit", 0)):
         if params[name] < minimum:
             return f"{name} must be at least {minimum}, not {params[name]}"
-    url = params["webhook_url"]
-    if url is not None and not url.lower().startswith(("http://", "https://")):
-        return "webhook_url must be an http:// or https:// URL"
-    return None
+    return url_problem("webhook_url", params["webhook_url"])
 
 
 def main() -> None:

@@ -105,7 +105,7 @@ notified:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import build, summary_message, write
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import WebhookError, post_json
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import WebhookError, post_json, url_problem
 
 
 def main() -> None:
@@ -124,6 +124,9 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
+    problem = url_problem("notify_url", params["notify_url"])
+    if problem:
+        module.fail_json(msg=problem)
     report = build(params["playbook"], params["run_id"], params["nodes"], params["plan"], params["started"],
                    module.check_mode)
     try:

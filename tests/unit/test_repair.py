@@ -13,6 +13,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _rep
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import default_catalog
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import Options, classify_node
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import url_problem
 
 from .nodes import NOW, ago, condition, node
 
@@ -203,6 +204,16 @@ def test_public_endpoint_never_shows_the_secret_parts():
     assert r.public_endpoint("https://user:pw@hooks.example.com:8443/services/T0/B0/XXXX?token=1") == \
         "https://hooks.example.com:8443"
     assert r.public_endpoint("http://127.0.0.1/x") == "http://127.0.0.1"
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://hooks.example.com/x", "https://", "https://[::1/x", "hooks/x?t=1"])
+def test_a_url_that_cannot_be_a_webhook_is_one_sentence_without_the_url(url):
+    assert url_problem("notify_url", url) == "notify_url must be an http:// or https:// URL"
+
+
+@pytest.mark.parametrize("url", [None, "https://hooks.example.com/services/T0?token=1", "HTTP://127.0.0.1:8080"])
+def test_a_webhook_url_with_a_host_passes(url):
+    assert url_problem("webhook_url", url) is None
 
 
 def test_directory_delivery_writes_json_and_markdown(tmp_path):
