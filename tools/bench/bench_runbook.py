@@ -48,10 +48,13 @@ def _victims(api: Client, count: int, used: set[str]) -> list[str]:
             by_pool.setdefault(node.rsplit("-", 1)[0], []).append(node)
     picked: list[str] = []
     while len(picked) < count:
+        before = len(picked)
         for pool in sorted(by_pool):
             candidates = [n for n in sorted(set(by_pool[pool])) if n not in picked]
             if candidates and len(picked) < count:
                 picked.append(candidates[0])
+        if len(picked) == before:
+            raise RuntimeError(f"only {len(picked)} unused nodes carry work, {count} faulty ones were asked for")
     return picked
 
 
