@@ -40,12 +40,28 @@ options:
     description: Only these node names are acted on (the storm is still judged on every node given).
     type: list
     elements: str
+  pools:
+    description:
+      - Per-pool counts of all nodes, as RV(ai_infra.node_recovery.node_faults_info#module:pools) returns them. When
+        set, the storm brake judges these counts and the input needs only the unhealthy nodes
+        (O(ai_infra.node_recovery.node_faults_info#module:include_healthy=false)), so a plan costs in proportion to the
+        faulty nodes, not to the size of the cluster.
+    type: dict
 """
 
 EXAMPLES = r"""
 - name: Plan from the inventory's classification
   ansible.builtin.set_fact:
     plan: "{{ groups['all'] | map('extract', hostvars, 'node_recovery') | ai_infra.node_recovery.remediation_plan('10%') }}"
+
+- name: Classify only the unhealthy nodes, and judge the storm on the counts of all of them
+  ai_infra.node_recovery.node_faults_info:
+    include_healthy: false
+  register: classified
+
+- name: Plan from them
+  ansible.builtin.set_fact:
+    plan: "{{ classified.nodes | ai_infra.node_recovery.remediation_plan('20%', pools=classified.pools) }}"
 """
 
 RETURN = r"""
@@ -72,7 +88,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan impor
 )
 
 
-def remediation_plan(nodes, max_unhealthy="20%", min_unhealthy_allowed=1, actions=None, targets=None):
+def remediation_plan(nodes, max_unhealthy="20%", min_unhealthy_allowed=1, actions=None, targets=None, pools=None):
     if not isinstance(nodes, (list, tuple)):
         raise AnsibleFilterError("remediation_plan expects a list of classified nodes")
     missing = [i for i, n in enumerate(nodes) if not isinstance(n, dict) or "health" not in n]
@@ -82,7 +98,7 @@ def remediation_plan(nodes, max_unhealthy="20%", min_unhealthy_allowed=1, action
     policy = Policy(max_unhealthy=max_unhealthy, min_unhealthy_allowed=int(min_unhealthy_allowed),
                     actions=tuple(actions or REMEDIABLE_ACTIONS))
     try:
-        return plan(nodes, policy, targets)
+        return plan(nodes, policy, targets, pools)
     except PolicyError as err:
         raise AnsibleFilterError(f"remediation_plan: {err}") from None
 

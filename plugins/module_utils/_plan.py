@@ -64,6 +64,16 @@ def storm_scopes(summary: dict[str, dict], policy: Policy) -> list[dict]:
     return storms
 
 
+def _checked_pools(pools: Any) -> dict[str, dict]:
+    if not isinstance(pools, dict) or CLUSTER_SCOPE not in pools:
+        raise PolicyError(f"pools must be the per-pool counts node_faults_info returns (with '{CLUSTER_SCOPE}')")
+    for scope, counts in pools.items():
+        if not isinstance(counts, dict) or not isinstance(counts.get("total"), int) \
+                or not isinstance(counts.get("actionable"), int):
+            raise PolicyError(f"pools entry '{scope}' lacks the total and actionable counts")
+    return pools
+
+
 def _skip_reason(node: dict, policy: Policy) -> str | None:
     if node["health"] == SUSPECT:
         return "suspect: " + ", ".join(
@@ -85,13 +95,16 @@ def _urgency(node: dict) -> tuple:
     return (-worst, -_ACTION_RANK.get(node["action"], 0), node["name"])
 
 
-def plan(classified: Iterable[dict], policy: Policy, targets: Iterable[str] | None = None) -> dict:
+def plan(classified: Iterable[dict], policy: Policy, targets: Iterable[str] | None = None,
+         pools: dict[str, dict] | None = None) -> dict:
     """Which nodes to remediate (most severe first), which to leave and why, and the storm verdict.
 
-    The storm is judged on every node given (the whole pool picture); `targets`, when set,
-    narrows only the nodes acted on (an Ansible --limit or an event for one node)."""
+    The storm is judged on every node given (the whole pool picture), or on `pools` (the counts
+    summarize() made of all nodes) when only the unhealthy nodes are given: then a run handles
+    data in proportion to the faulty nodes, not to the cluster. `targets`, when set, narrows only
+    the nodes acted on (an Ansible --limit or an event for one node)."""
     nodes = list(classified)
-    summary = summarize(nodes)
+    summary = summarize(nodes) if pools is None else _checked_pools(pools)
     storms = storm_scopes(summary, policy)
     wanted = set(targets) if targets is not None else None
     act, skip = [], []

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import default_catalog
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import Options, classify_node
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import Options, classify_node, summarize
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan import (
     Policy,
     PolicyError,
@@ -98,3 +98,33 @@ def test_targets_narrow_actions_not_the_storm_judgement():
     assert [a["name"] for a in result["act"]] == ["npu-a-01"]
     storm = plan(pool(10, faulty={0, 1, 2}), Policy(max_unhealthy=2), targets=["npu-a-01"])
     assert storm["storm"] and storm["act"] == []
+
+
+@pytest.mark.parametrize("faulty, storm", [({3}, False), ({0, 1, 2, 3}, True)])
+def test_unhealthy_nodes_with_the_pool_counts_plan_as_all_nodes_do(faulty, storm):
+    nodes = pool(10, faulty=faulty) + pool(20, faulty={5}, pool_name="gpu-a")
+    whole = plan(nodes, Policy())
+    unhealthy = [n for n in nodes if n["health"] != "healthy"]
+    assert plan(unhealthy, Policy(), pools=summarize(nodes)) == whole
+    assert whole["storm"] is storm
+    # Without the counts, the unhealthy nodes alone look like a storm in every pool.
+    assert plan(unhealthy, Policy())["storm"]
+
+
+@pytest.mark.parametrize("pools, named", [([], "per-pool counts"), ({"npu-a": {"total": 3, "actionable": 0}}, "_cluster"),
+                                          ({"_cluster": {"total": 3}}, "'_cluster' lacks")])
+def test_malformed_pool_counts_are_named(pools, named):
+    with pytest.raises(PolicyError, match=named):
+        plan(pool(3, faulty={1}), Policy(), pools=pools)
+
+
+def test_filter_takes_the_pool_counts_and_names_bad_ones():
+    from ansible.errors import AnsibleFilterError
+
+    from ansible_collections.ai_infra.node_recovery.plugins.filter.remediation_plan import remediation_plan
+
+    nodes = pool(10, faulty={3})
+    unhealthy = [n for n in nodes if n["health"] != "healthy"]
+    assert [a["name"] for a in remediation_plan(unhealthy, pools=summarize(nodes))["act"]] == ["npu-a-03"]
+    with pytest.raises(AnsibleFilterError, match="remediation_plan: pools must be"):
+        remediation_plan(unhealthy, pools="many")
