@@ -39,11 +39,9 @@ class NodeFactory:
         names = [m["metadata"]["name"] for m in manifests]
         self.created += names
         if ready:
-            selector = f"{localnodes.POOL_LABEL}={pool_name}"
-            localnodes.wait_ready(names, api=self.api, label_selector=selector)
-            # The node lifecycle controller changes new nodes on its own time: let it finish before a test compares.
-            wait_for(lambda: all(settled(n) for n in self.api.list("/api/v1/nodes", label_selector=selector)),
-                     timeout=60, what=f"the node lifecycle controller to settle the nodes of pool {pool_name}")
+            # Settled too: the node lifecycle controller must not change a node while a test compares it.
+            localnodes.wait_ready(names, api=self.api, label_selector=f"{localnodes.POOL_LABEL}={pool_name}",
+                                  settle=True)
         return names
 
     def cleanup(self) -> None:
@@ -53,14 +51,6 @@ class NodeFactory:
             except KubernetesError as err:
                 if err.status != 404:
                     raise
-
-
-def settled(node_obj: dict) -> bool:
-    """Whether the node lifecycle controller has done its first pass over a Ready node: beta labels
-    added, its not-ready taint gone."""
-    labels = node_obj["metadata"].get("labels") or {}
-    taints = node_obj["spec"].get("taints") or []
-    return "beta.kubernetes.io/arch" in labels and not any(t["key"].startswith("node.kubernetes.io/") for t in taints)
 
 
 def pool_of(nodes: list[str]) -> dict:

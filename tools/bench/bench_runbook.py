@@ -22,6 +22,7 @@ POOLS = 10
 STEPS = ("isolated", "drained", "workloads_recovered", "handed_off")
 MODULE_TIMED = ("drained", "workloads_recovered")  # steps whose module reports its own duration
 NAMESPACE = "bench"
+QUIET_SECONDS = 30
 
 
 def _grow(api: Client, total: int, existing: int) -> None:
@@ -31,7 +32,8 @@ def _grow(api: Client, total: int, existing: int) -> None:
         spec = nodes.Pool(f"pool{p}", "npu", per_pool)
         manifests += [nodes.node_manifest(spec, existing // POOLS + i) for i in range(per_pool)]
     nodes.create_nodes(manifests, api, workers=32)
-    nodes.wait_ready([m["metadata"]["name"] for m in manifests], timeout=900, api=api)
+    nodes.wait_ready([m["metadata"]["name"] for m in manifests], timeout=900, api=api, settle=True)
+    time.sleep(QUIET_SECONDS)  # the controllers' and kwok's last work on the new nodes is not the run's
 
 
 def _running(api: Client) -> list[dict]:
@@ -158,9 +160,15 @@ def run(quick: bool = False) -> None:
             return seconds, report, time.monotonic() - injected
 
         def growth_row(size: int) -> tuple[float, float, float]:
-            with_inventory, _report, _mttr = scenario(counts[1], f"{size}-{counts[1]}")
+            # The faster of two runs each, alternating, so a burst of cluster work does not count against one.
+            runs: dict[str, list[float]] = {"inventory": [], "named": []}
+            for attempt in range(2):
+                for how in runs:
+                    seconds, _report, _mttr = scenario(counts[1], f"{size}-{counts[1]}-{how}-{attempt}",
+                                                       named=how == "named")
+                    runs[how].append(seconds)
+            with_inventory, named = min(runs["inventory"]), min(runs["named"])
             loading = _load_inventory(kubeconfig, work / f"load-{size}")
-            named, _report, _mttr = scenario(counts[1], f"{size}-{counts[1]}-named", named=True)
             growth.append([f"{size:,}", f"{counts[1]}", f"{with_inventory:.1f} s", f"{loading:.1f} s",
                            f"{with_inventory - loading:.1f} s", f"{named:.1f} s"])
             return with_inventory, loading, named
@@ -171,7 +179,7 @@ def run(quick: bool = False) -> None:
             steps = _steps(report)
             run_seconds[count] = seconds
             rows.append([f"{count}", f"{mttr:.0f} s", f"{seconds:.0f} s"] + [_cell(*steps[s]) for s in STEPS])
-        log(f"{counts[1]} faulty of {sizes[0]}, twice: inventory and named nodes")
+        log(f"{counts[1]} faulty of {sizes[0]}, over the inventory and for named nodes, twice each")
         small = growth_row(sizes[0])
         log(f"growing the cluster to {sizes[1]}")
         _grow(api, sizes[1], sizes[0])
@@ -205,6 +213,7 @@ def run(quick: bool = False) -> None:
               f"before the first task). So {sizes[1] - sizes[0]:,} more nodes cost the run over the inventory "
               f"{(large[0] - small[0]):.1f} s and the named run {(large[2] - small[2]):.1f} s, against "
               f"{per_faulty:.1f} s for each further faulty node. The cluster runs with slow kwok heartbeats "
-              "(600 s) so that these figures are the run's own and not the CPU the simulated nodes take on the "
-              "same two cores.\n")
+              "(600 s), each figure is the faster of two runs, and the larger cluster is measured once its new nodes "
+              f"are settled and {QUIET_SECONDS} s have passed, so that these figures are the run's own and not the "
+              "CPU the simulated nodes take on the same two cores.\n")
     write_section("runbook", "Mean time to recovery (recover playbook)", body)

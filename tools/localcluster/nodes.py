@@ -244,18 +244,29 @@ def clear(name: str, api: Client | None = None) -> list[str]:
     return changed
 
 
+def settled(node: dict) -> bool:
+    """Whether the node lifecycle controller has done its first pass over a Ready node: beta labels
+    added, its not-ready taint gone (it changes new nodes on its own time)."""
+    labels = node["metadata"].get("labels") or {}
+    taints = node["spec"].get("taints") or []
+    return "beta.kubernetes.io/arch" in labels and not any(t["key"].startswith("node.kubernetes.io/") for t in taints)
+
+
 def wait_ready(names: list[str], timeout: float = 120, api: Client | None = None,
-               label_selector: str | None = None) -> None:
+               label_selector: str | None = None, settle: bool = False) -> None:
+    """Until every named node is Ready (and, with settle, settled by the node lifecycle controller)."""
     api = api or client()
     wanted = set(names)
     deadline = time.monotonic() + timeout
     while True:
         ready = {n["metadata"]["name"] for n in api.list(NODES, resource="nodes", label_selector=label_selector)
                  if n["metadata"]["name"] in wanted and any(
-                     c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])}
+                     c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])
+                 and (not settle or settled(n))}
         if ready >= wanted:
             return
         if time.monotonic() > deadline:
             missing = sorted(wanted - ready)
-            raise ClusterError(f"{len(missing)} nodes not Ready after {timeout:.0f}s, e.g. {', '.join(missing[:5])}")
+            raise ClusterError(f"{len(missing)} nodes not Ready{' and settled' if settle else ''} after "
+                               f"{timeout:.0f}s, e.g. {', '.join(missing[:5])}")
         time.sleep(0.5)
