@@ -212,7 +212,10 @@ def run(quick: bool = False) -> None:
               f"{per_node_ms[1]:.2f} ms of which is Ansible reading the inventory (every host and its variables, "
               f"before the first task). So {sizes[1] - sizes[0]:,} more nodes cost the run over the inventory "
               f"{(large[0] - small[0]):.1f} s and the named run {(large[2] - small[2]):.1f} s, against "
-              f"{per_faulty:.1f} s for each further faulty node. The cluster runs with slow kwok heartbeats "
+              f"{per_faulty:.1f} s for each further faulty node. Beyond reading it, the inventory costs the run "
+              "through Ansible's process model: every task forks the controller, which holds every host of the "
+              "inventory, so each of the some 35 tasks per faulty node gets slower as the inventory grows. "
+              "The cluster runs with slow kwok heartbeats "
               "(600 s), each figure is the faster of two runs, and the larger cluster is measured once its new nodes "
               f"are settled and {QUIET_SECONDS} s have passed, so that these figures are the run's own and not the "
               "CPU the simulated nodes take on the same two cores.\n")
