@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ import yaml
 
 from .helpers import (
     VENV_BIN,
+    condition_of,
     localnodes,
+    node,
     run_module,
     service_account_kubeconfig,
     wait_for,
@@ -42,12 +45,28 @@ def golden_pool(api, make_nodes):
     wait_for(lambda: not api.list("/api/v1/nodes", label_selector=f"{localnodes.POOL_LABEL}={GOLDEN_POOL}"), 30,
              "old golden nodes gone")
     names = make_nodes(4, pool=GOLDEN_POOL)
-    localnodes.set_condition(names[1], "NT_NPU_CARD_LOSE", "True", "os_task_name:npu-card-lose", "card 3 lost",
-                             ago=localnodes.parse_duration("10m"), api=api)
-    localnodes.set_allocatable(names[2], 6, api=api)
-    localnodes.set_condition(names[3], "NT_NPU_NET", "Unknown", "os_task_name:npu-net", "check timed out",
-                             ago=localnodes.parse_duration("10m"), api=api)
-    return names
+
+    def inject() -> None:
+        localnodes.set_condition(names[1], "NT_NPU_CARD_LOSE", "True", "os_task_name:npu-card-lose", "card 3 lost",
+                                 ago=localnodes.parse_duration("10m"), api=api)
+        localnodes.set_allocatable(names[2], 6, api=api)
+        localnodes.set_condition(names[3], "NT_NPU_NET", "Unknown", "os_task_name:npu-net", "check timed out",
+                                 ago=localnodes.parse_duration("10m"), api=api)
+
+    def injected() -> bool:
+        card = condition_of(node(api, names[1]), "NT_NPU_CARD_LOSE") or {}
+        net = condition_of(node(api, names[3]), "NT_NPU_NET") or {}
+        return (card.get("status"), net.get("status"),
+                node(api, names[2])["status"]["allocatable"].get(localnodes.NPU_RESOURCE)) == ("True", "Unknown", "6")
+
+    # kwok may still write the status of a node it has just initialized from its own (older) copy,
+    # undoing an injection: inject until the injections hold for a few seconds.
+    for _attempt in range(5):
+        inject()
+        time.sleep(3)
+        if injected():
+            return names
+    raise AssertionError("the golden pool's injected faults did not hold")
 
 
 def plain(value):
