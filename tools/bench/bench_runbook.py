@@ -60,21 +60,31 @@ def _victims(api: Client, count: int, used: set[str]) -> list[str]:
     return picked
 
 
+def _inventory(kubeconfig: Path, workdir: Path) -> Path:
+    """A k8s_nodes inventory source of the whole cluster."""
+    inventory = workdir / "bench.k8s_nodes.yml"
+    inventory.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes", "kubeconfig": str(kubeconfig)}))
+    return inventory
+
+
+def _ansible_env(kubeconfig: Path) -> dict[str, str]:
+    return {"K8S_AUTH_KUBECONFIG": str(kubeconfig), "ANSIBLE_LOCALHOST_WARNING": "false",
+            "PATH": str(REPO / ".venv" / "bin") + ":/usr/bin:/bin", "HOME": str(Path.home())}
+
+
 def _recover(kubeconfig: Path, workdir: Path, label: str, parallel: int,
              named: list[str] | None = None) -> tuple[float, dict]:
     """One recover run: over the k8s_nodes inventory, or (named) for the given nodes with no node inventory,
     as the event-driven faces run it."""
     workdir.mkdir(parents=True, exist_ok=True)
-    inventory = workdir / "bench.k8s_nodes.yml"
-    inventory.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes", "kubeconfig": str(kubeconfig)}))
+    inventory = _inventory(kubeconfig, workdir)
     extra = {**({"recover_nodes": named} if named else {}),
              "node_recovery_report_dir": str(workdir / "reports"), "node_recovery_max_parallel": parallel,
              "repair_handoff_ticket_dir": str(workdir / "tickets"), "recover_workloads_wait_timeout": 300,
              "node_recovery_lock_name": f"bench-{label}",
              # No flap protection here: the run's own reaction time is measured, not the policy's wait.
              "node_recovery_classification": {"catalog": [{"type": "NT_NPU_ECC_COUNT", "min_duration": 0}]}}
-    env = {"K8S_AUTH_KUBECONFIG": str(kubeconfig), "ANSIBLE_LOCALHOST_WARNING": "false",
-           "PATH": str(REPO / ".venv" / "bin") + ":/usr/bin:/bin", "HOME": str(Path.home())}
+    env = _ansible_env(kubeconfig)
     started = time.monotonic()
     source = [] if named else ["-i", str(inventory)]
     proc = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), *source, "ai_infra.node_recovery.recover",
@@ -89,12 +99,10 @@ def _load_inventory(kubeconfig: Path, workdir: Path) -> float:
     """What reading the k8s_nodes inventory costs a run: ansible-playbook with it and a play of no
     tasks (median of 3)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    inventory = workdir / "load.k8s_nodes.yml"
-    inventory.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes", "kubeconfig": str(kubeconfig)}))
+    inventory = _inventory(kubeconfig, workdir)
     playbook = workdir / "nothing.yml"
     playbook.write_text(yaml.safe_dump([{"name": "Nothing", "hosts": "localhost", "gather_facts": False, "tasks": []}]))
-    env = {"ANSIBLE_LOCALHOST_WARNING": "false", "PATH": str(REPO / ".venv" / "bin") + ":/usr/bin:/bin",
-           "HOME": str(Path.home())}
+    env = _ansible_env(kubeconfig)
     times = []
     for _ in range(3):
         started = time.monotonic()
