@@ -13,6 +13,9 @@ description:
   - "Groups: V(faulty), V(healthy), V(suspect), V(cordoned), V(excluded), C(fault_<type>) (for example
     C(fault_nt_npu_card_lose), C(fault_allocatable_card_loss)), C(action_<action>), C(category_<category>),
     C(pool_<pool>), C(state_<state>) and C(cluster_<name>)."
+  - "Group variable of each C(cluster_<name>) group: C(node_recovery_pools), per pool (and C(_cluster) for all nodes)
+    the total, healthy, suspect, faulty and actionable counts and the faulty fraction, counted over every node read
+    (also when O(include_healthy=false) leaves healthy nodes out)."
   - "Host variables: C(ansible_host) (the node's InternalIP, so a reboot play can reach it), C(node_recovery)
     (the classification: faults, pending faults, suspect signals, accelerators, state, cordon owner, ...),
     C(node_recovery_cluster), C(k8s_labels) and C(k8s_annotations). Every value read from the cluster is marked
@@ -36,6 +39,16 @@ options:
   label_selector:
     description: Only nodes matching this label selector.
     type: str
+  include_healthy:
+    description:
+      - Whether healthy nodes become hosts. When false, only the nodes that need attention do (faulty, suspect, or
+        isolated by this collection and waiting to return to service); the others are still counted in
+        C(node_recovery_pools).
+      - Use false for the inventory of recover and return_to_service jobs, so that their runs cost in proportion to
+        these nodes and not to the size of the cluster (Ansible forks its controller, which holds every host, for
+        each task).
+    type: bool
+    default: true
   connections:
     description:
       - Several clusters in one inventory. Each item takes the connection options of this plugin (O(kubeconfig),
@@ -70,6 +83,11 @@ keyed_groups:
     prefix: accelerator
 compose:
   lost_cards: node_recovery.accelerators | map(attribute='lost') | sum
+
+---
+# attention.k8s_nodes.yml: for recover and return_to_service jobs, only the nodes that need attention
+plugin: ai_infra.node_recovery.k8s_nodes
+include_healthy: false
 """
 
 from ansible.errors import AnsibleParserError
@@ -84,7 +102,14 @@ UNTRUSTED_BY_DEFAULT = LooseVersion(ansible_core_version) >= LooseVersion("2.19"
 
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import FAULTY, HEALTHY, SUSPECT, sanitize
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
+    FAULTY,
+    HEALTHY,
+    SUSPECT,
+    needs_attention,
+    sanitize,
+    summarize,
+)
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
     AUTH_ARG_SPEC,
     HAS_KUBERNETES,
@@ -176,7 +201,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _populate(self, cluster: str, nodes: list[dict], classified: list[dict], prefix: bool) -> None:
         strict = self.get_option("strict")
+        include_healthy = self.get_option("include_healthy")
         cluster_group = self._group(f"cluster_{sanitize(cluster)}")
+        self.inventory.set_variable(cluster_group, "node_recovery_pools", make_unsafe(summarize(classified)))
         status_groups = {h: self._group(h) for h in (HEALTHY, SUSPECT, FAULTY)}
         cordoned = self._group("cordoned")
         excluded = self._group("excluded")
@@ -188,6 +215,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             return known_groups[name]
 
         for raw, facts in zip(nodes, classified):
+            if not include_healthy and not needs_attention(facts):
+                continue
             host = f"{cluster}_{facts['name']}" if prefix else facts["name"]
             self.inventory.add_host(host, group=cluster_group)
             self.inventory.add_child(status_groups[facts["health"]], host)

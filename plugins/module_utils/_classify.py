@@ -207,6 +207,11 @@ def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.dateti
     }
 
 
+def needs_attention(classified: dict) -> bool:
+    """Unhealthy, or isolated by us (return_to_service still has to find it once its faults cleared)."""
+    return classified["health"] != HEALTHY or classified["isolated_by_us"]
+
+
 def summarize(classified: Iterable[dict]) -> dict[str, dict]:
     """Per-pool counts (and '_cluster' for all nodes): what the storm brake judges."""
     pools: dict[str, dict] = {}

@@ -30,7 +30,9 @@ options:
     type: str
   include_healthy:
     description:
-      - Whether RV(nodes) lists healthy nodes too. The pool summary always counts every node.
+      - Whether RV(nodes) lists healthy nodes too. When false, a healthy node is listed only if this collection
+        isolated it (its faults cleared, so it waits for return to service).
+      - The pool summary always counts every node.
     type: bool
     default: true
 extends_documentation_fragment:
@@ -68,7 +70,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 nodes:
-  description: Every node read (or only unhealthy ones, see O(include_healthy)), classified.
+  description: Every node read (or only those that need attention, see O(include_healthy)), classified.
   returned: always
   type: list
   elements: dict
@@ -128,6 +130,7 @@ pools:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import needs_attention
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
     AUTH_ARG_SPEC,
     HAS_KUBERNETES,
@@ -167,7 +170,7 @@ def main() -> None:
         module.fail_json(msg=str(err))
     classified = classify_all(nodes, catalog, options_from(params))
     result = report(classified)
-    result["nodes"] = classified if params["include_healthy"] else [n for n in classified if n["health"] != "healthy"]
+    result["nodes"] = classified if params["include_healthy"] else [n for n in classified if needs_attention(n)]
     module.exit_json(changed=False, **result)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+
 from .helpers import (
     VENV_BIN,
     condition_of,
@@ -145,6 +147,31 @@ def test_inventory_groups_and_variables(tmp_path, kubeconfig, golden_pool):
     assert (fault["resource"], fault["expected"], fault["allocatable"], fault["lost"]) == (
         "huawei.com/ascend-1980", 8, 6, 2)
     assert hostvars[card_lose]["k8s_labels"][localnodes.POOL_LABEL] == GOLDEN_POOL
+
+
+def test_inventory_of_the_nodes_that_need_attention(tmp_path, api, kubeconfig, golden_pool):
+    """include_healthy: false keeps healthy nodes out of the hosts but in the pool counts;
+    a healthy node we isolated stays a host, so return_to_service can still find it."""
+    healthy, card_lose, alloc, unknown = golden_pool
+    config = {"kubeconfig": kubeconfig, "label_selector": f"{localnodes.POOL_LABEL}={GOLDEN_POOL}",
+              "include_healthy": False}
+
+    def listed() -> dict:
+        result = inventory(tmp_path, config, "--list")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    data = listed()
+    assert set(data["_meta"]["hostvars"]) == {card_lose, alloc, unknown}
+    assert set(data["pool_golden"]["hosts"]) == {card_lose, alloc, unknown}
+    # a group variable of cluster_default, which --list shows on each host
+    assert plain(data["_meta"]["hostvars"][card_lose]["node_recovery_pools"])[GOLDEN_POOL] == {
+        "total": 4, "healthy": 1, "suspect": 1, "faulty": 2, "actionable": 2, "faulty_fraction": 0.5}
+
+    api.patch(f"/api/v1/nodes/{healthy}", {"metadata": {"annotations": {v.ISOLATED_BY: v.COLLECTION}}})
+    data = listed()
+    assert set(data["_meta"]["hostvars"]) == {healthy, card_lose, alloc, unknown}
+    assert set(data["healthy"]["hosts"]) == {healthy}
 
 
 def test_cluster_values_are_never_templated(tmp_path, api, kubeconfig, make_nodes):

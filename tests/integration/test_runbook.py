@@ -38,13 +38,14 @@ RBAC = REPO / "files" / "rbac" / "node-recovery.yaml"
 class Runbook:
     """ansible-playbook against a set of pools, with the k8s_nodes inventory narrowed to them."""
 
-    def __init__(self, tmp: Path, kubeconfig: str, pools: list[str], lock_name: str):
+    def __init__(self, tmp: Path, kubeconfig: str, pools: list[str], lock_name: str, include_healthy: bool = True):
         self.tmp = tmp
         self.kubeconfig = kubeconfig
         self.selector = f"{localnodes.POOL_LABEL} in ({','.join(pools)})"
         self.inventory = tmp / "fleet.k8s_nodes.yml"
         self.inventory.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes",
-                                                  "kubeconfig": kubeconfig, "label_selector": self.selector}))
+                                                  "kubeconfig": kubeconfig, "label_selector": self.selector,
+                                                  "include_healthy": include_healthy}))
         self.vars = {
             "node_recovery_label_selector": self.selector,
             "node_recovery_report_dir": str(tmp / "reports"),
@@ -149,7 +150,9 @@ def fleet(api, kubeconfig, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fleet_runbook(fleet, kubeconfig):
-    return Runbook(fleet["tmp"], kubeconfig, fleet["pools"], lock_name=unique("lock"))
+    # The inventory an AWX recover/return job uses: only the nodes that need attention as hosts
+    # (the small-pool tests below run over every node).
+    return Runbook(fleet["tmp"], kubeconfig, fleet["pools"], lock_name=unique("lock"), include_healthy=False)
 
 
 def test_recover_acts_on_exactly_the_faulty_nodes(api, fleet, fleet_runbook):

@@ -9,6 +9,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog im
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
     Options,
     classify_node,
+    needs_attention,
     sanitize,
     summarize,
 )
@@ -175,6 +176,15 @@ def test_summary_per_pool_and_cluster():
                                 "faulty_fraction": 0.25}
     assert summary["gpu-a"]["suspect"] == 1
     assert summary["_cluster"]["total"] == 5
+
+
+def test_needs_attention_keeps_unhealthy_and_our_isolated_nodes():
+    ours = {v.ISOLATED_BY: v.COLLECTION, v.STATE: "in-repair"}
+    assert not needs_attention(classify(node()))
+    assert not needs_attention(classify(node(unschedulable=True)))  # a person's cordon is not ours to return
+    assert needs_attention(classify(node(allocatable=7)))
+    assert needs_attention(classify(node(conditions=[condition("NT_NPU_NET", "Unknown")])))
+    assert needs_attention(classify(node(annotations=ours, unschedulable=True)))
 
 
 @pytest.mark.parametrize("name, group", [("NT_NPU_CARD_LOSE", "nt_npu_card_lose"), ("GPUDeviceLost", "gpu_device_lost"),

@@ -60,10 +60,17 @@ def _victims(api: Client, count: int, used: set[str]) -> list[str]:
     return picked
 
 
-def _inventory(kubeconfig: Path, workdir: Path) -> Path:
-    """A k8s_nodes inventory source of the whole cluster."""
+# How a recover run finds its nodes: a k8s_nodes inventory of every node, one of only the nodes that
+# need attention (as AWX recover jobs use it), or the faulty nodes named with no node inventory
+# (as the event source and the watcher run it).
+HOW = ("inventory", "attention", "named")
+
+
+def _inventory(kubeconfig: Path, workdir: Path, how: str = "inventory") -> Path:
+    """A k8s_nodes inventory source of the whole cluster (how='attention': its nodes that need attention)."""
     inventory = workdir / "bench.k8s_nodes.yml"
-    inventory.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes", "kubeconfig": str(kubeconfig)}))
+    inventory.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes", "kubeconfig": str(kubeconfig),
+                                         "include_healthy": how != "attention"}))
     return inventory
 
 
@@ -72,13 +79,13 @@ def _ansible_env(kubeconfig: Path) -> dict[str, str]:
             "PATH": str(REPO / ".venv" / "bin") + ":/usr/bin:/bin", "HOME": str(Path.home())}
 
 
-def _recover(kubeconfig: Path, workdir: Path, label: str, parallel: int,
-             named: list[str] | None = None) -> tuple[float, dict]:
-    """One recover run: over the k8s_nodes inventory, or (named) for the given nodes with no node inventory,
-    as the event-driven faces run it."""
+def _recover(kubeconfig: Path, workdir: Path, label: str, parallel: int, victims: list[str],
+             how: str = "inventory") -> tuple[float, dict]:
+    """One recover run for the victims, found as HOW says."""
     workdir.mkdir(parents=True, exist_ok=True)
-    inventory = _inventory(kubeconfig, workdir)
-    extra = {**({"recover_nodes": named} if named else {}),
+    named = how == "named"
+    inventory = _inventory(kubeconfig, workdir, how)
+    extra = {**({"recover_nodes": victims} if named else {}),
              "node_recovery_report_dir": str(workdir / "reports"), "node_recovery_max_parallel": parallel,
              "repair_handoff_ticket_dir": str(workdir / "tickets"), "recover_workloads_wait_timeout": 300,
              "node_recovery_lock_name": f"bench-{label}",
@@ -95,11 +102,11 @@ def _recover(kubeconfig: Path, workdir: Path, label: str, parallel: int,
     return seconds, json.loads((workdir / "reports" / "latest-recover.json").read_text())
 
 
-def _load_inventory(kubeconfig: Path, workdir: Path) -> float:
+def _load_inventory(kubeconfig: Path, workdir: Path, how: str) -> float:
     """What reading the k8s_nodes inventory costs a run: ansible-playbook with it and a play of no
     tasks (median of 3)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    inventory = _inventory(kubeconfig, workdir)
+    inventory = _inventory(kubeconfig, workdir, how)
     playbook = workdir / "nothing.yml"
     playbook.write_text(yaml.safe_dump([{"name": "Nothing", "hosts": "localhost", "gather_facts": False, "tasks": []}]))
     env = _ansible_env(kubeconfig)
@@ -159,27 +166,28 @@ def run(quick: bool = False) -> None:
             time.sleep(2)
         used: set[str] = set()
 
-        def scenario(count: int, label: str, named: bool = False) -> tuple[float, dict, float]:
+        def scenario(count: int, label: str, how: str = "inventory") -> tuple[float, dict, float]:
             victims = _victims(api, count, used)
             used.update(victims)
             injected = time.monotonic()
             nodes.set_condition(victims, "NT_NPU_ECC_COUNT", "True", api=api)
-            seconds, report = _recover(kubeconfig, work / label, label, parallel=10, named=victims if named else None)
+            seconds, report = _recover(kubeconfig, work / label, label, parallel=10, victims=victims, how=how)
             return seconds, report, time.monotonic() - injected
 
-        def growth_row(size: int) -> tuple[float, float, float]:
+        def growth_row(size: int) -> dict[str, float]:
             # The faster of two runs each, alternating, so a burst of cluster work does not count against one.
-            runs: dict[str, list[float]] = {"inventory": [], "named": []}
+            runs: dict[str, list[float]] = {how: [] for how in HOW}
             for attempt in range(2):
-                for how in runs:
-                    seconds, _report, _mttr = scenario(counts[1], f"{size}-{counts[1]}-{how}-{attempt}",
-                                                       named=how == "named")
+                for how in HOW:
+                    seconds, _report, _mttr = scenario(counts[1], f"{size}-{counts[1]}-{how}-{attempt}", how)
                     runs[how].append(seconds)
-            with_inventory, named = min(runs["inventory"]), min(runs["named"])
-            loading = _load_inventory(kubeconfig, work / f"load-{size}")
-            growth.append([f"{size:,}", f"{counts[1]}", f"{with_inventory:.1f} s", f"{loading:.1f} s",
-                           f"{with_inventory - loading:.1f} s", f"{named:.1f} s"])
-            return with_inventory, loading, named
+            figures = {how: min(seconds) for how, seconds in runs.items()}
+            for how in HOW[:2]:
+                figures[f"loading {how}"] = _load_inventory(kubeconfig, work / f"load-{size}-{how}", how)
+            growth.append([f"{size:,}", f"{counts[1]}"] + [
+                f"{figures[how]:.1f} s" + (f" ({figures[f'loading {how}']:.1f} s)" if how != "named" else "")
+                for how in HOW])
+            return figures
 
         for count in counts:
             log(f"{count} faulty of {sizes[0]}")
@@ -187,12 +195,12 @@ def run(quick: bool = False) -> None:
             steps = _steps(report)
             run_seconds[count] = seconds
             rows.append([f"{count}", f"{mttr:.0f} s", f"{seconds:.0f} s"] + [_cell(*steps[s]) for s in STEPS])
-        log(f"{counts[1]} faulty of {sizes[0]}, over the inventory and for named nodes, twice each")
+        log(f"{counts[1]} faulty of {sizes[0]}, found in each of the ways {', '.join(HOW)}, twice each")
         small = growth_row(sizes[0])
         log(f"growing the cluster to {sizes[1]}")
         _grow(api, sizes[1], sizes[0])
         large = growth_row(sizes[1])
-        per_node_ms = [(big - little) / (sizes[1] - sizes[0]) * 1000 for little, big in zip(small, large)]
+        per_node_ms = {key: (large[key] - small[key]) / (sizes[1] - sizes[0]) * 1000 for key in small}
         per_faulty = (run_seconds[counts[-1]] - run_seconds[counts[1]]) / (counts[-1] - counts[1])
     body = (f"{sizes[0]:,} kwok nodes in {POOLS} pools, an inference Deployment per pool (half the nodes carry a "
             "replica); each faulty node gets `NT_NPU_ECC_COUNT=True` (action repair; its minimum duration set to 0 so "
@@ -209,20 +217,26 @@ def run(quick: bool = False) -> None:
               "Ansible runs each node through the roles' tasks, each module a process of its own on the same two "
               "cores, and nodes beyond `max_parallel` wait for a batch."
             + "\n\n### The same 10 faulty nodes in a larger cluster\n\n"
-            + table(["cluster nodes", "faulty nodes", "recover run over the k8s_nodes inventory",
-                     "of which reading the inventory", "the run beyond reading the inventory",
-                     "recover run for the named nodes (`recover_nodes`, no node inventory)"], growth)
+            + table(["cluster nodes", "faulty nodes",
+                     "recover run over a k8s_nodes inventory of every node (of which reading the inventory)",
+                     "over a k8s_nodes inventory of the nodes that need attention (`include_healthy: false`; "
+                     "of which reading it)",
+                     "for the named nodes (`recover_nodes`, no node inventory)"], growth)
             + "\n\nThe plan reads every node (the storm brake judges whole pools) inside one module, which hands "
               "Ansible only the unhealthy nodes and the per-pool counts; the planning play runs on the nodes asked "
               "for, not on every host of the inventory; every later step touches only the faulty nodes. "
-              f"Each node of the larger cluster added {per_node_ms[2]:.2f} ms to the run for named nodes (as the "
-              f"event source and the watcher run it) and {per_node_ms[0]:.2f} ms to the run over the inventory, "
-              f"{per_node_ms[1]:.2f} ms of which is Ansible reading the inventory (every host and its variables, "
-              f"before the first task). So {sizes[1] - sizes[0]:,} more nodes cost the run over the inventory "
-              f"{(large[0] - small[0]):.1f} s and the named run {(large[2] - small[2]):.1f} s, against "
-              f"{per_faulty:.1f} s for each further faulty node. Beyond reading it, the inventory costs the run "
-              "through Ansible's process model: every task forks the controller, which holds every host of the "
-              "inventory, so each of the some 35 tasks per faulty node gets slower as the inventory grows. "
+              f"Each node of the larger cluster added {per_node_ms['named']:.2f} ms to the run for named nodes (as "
+              f"the event source and the watcher run it), {per_node_ms['attention']:.2f} ms to the run over the "
+              f"inventory of the nodes that need attention (as the AWX recover job runs it), and "
+              f"{per_node_ms['inventory']:.2f} ms to the run over an inventory of every node, "
+              f"{per_node_ms['loading inventory']:.2f} ms of which is Ansible reading that inventory (every host and "
+              f"its variables, before the first task). So {sizes[1] - sizes[0]:,} more nodes cost these runs "
+              f"{large['named'] - small['named']:.1f} s, {large['attention'] - small['attention']:.1f} s and "
+              f"{large['inventory'] - small['inventory']:.1f} s, against {per_faulty:.1f} s for each further faulty "
+              "node. Beyond reading it, an inventory of every node costs the run through Ansible's process model: "
+              "every task forks the controller, which holds every host of the inventory, so each of the some 35 "
+              "tasks per faulty node gets slower as the inventory grows; hence `include_healthy: false` for "
+              "recover and return_to_service jobs. "
               "The cluster runs with slow kwok heartbeats "
               "(600 s), each figure is the faster of two runs, and the larger cluster is measured once its new nodes "
               f"are settled and {QUIET_SECONDS} s have passed, so that these figures are the run's own and not the "
