@@ -49,9 +49,10 @@ def _victims(api: Client, count: int, used: set[str]) -> list[str]:
         if node not in used:
             by_pool.setdefault(node.rsplit("-", 1)[0], []).append(node)
     picked: list[str] = []
+    faulty_in = {pool: sum(1 for n in used if n.rsplit("-", 1)[0] == pool) for pool in by_pool}
     while len(picked) < count:
         before = len(picked)
-        for pool in sorted(by_pool):
+        for pool in sorted(by_pool, key=lambda p: (faulty_in[p], p)):  # the pools with the fewest faulty nodes first
             candidates = [n for n in sorted(set(by_pool[pool])) if n not in picked]
             if candidates and len(picked) < count:
                 picked.append(candidates[0])
@@ -200,9 +201,15 @@ def run(quick: bool = False) -> None:
         log(f"growing the cluster to {sizes[1]}")
         _grow(api, sizes[1], sizes[0])
         large = growth_row(sizes[1])
-        per_node_ms = {key: (large[key] - small[key]) / (sizes[1] - sizes[0]) * 1000 for key in small}
-        per_faulty = (run_seconds[counts[-1]] - run_seconds[counts[1]]) / (counts[-1] - counts[1])
-    body = (f"{sizes[0]:,} kwok nodes in {POOLS} pools, an inference Deployment per pool (half the nodes carry a "
+        per_faulty = (run_seconds[counts[-1]] - run_seconds[counts[-2]]) / (counts[-1] - counts[-2])
+    write_section("runbook", "Mean time to recovery (recover playbook)",
+                  _section(sizes, counts, rows, growth, small, large, per_faulty))
+
+
+def _section(sizes: tuple[int, int], counts: tuple[int, ...], rows: list[list[str]], growth: list[list[str]],
+             small: dict[str, float], large: dict[str, float], per_faulty: float) -> str:
+    per_node_ms = {key: (large[key] - small[key]) / (sizes[1] - sizes[0]) * 1000 for key in small}
+    return (f"{sizes[0]:,} kwok nodes in {POOLS} pools, an inference Deployment per pool (half the nodes carry a "
             "replica); each faulty node gets `NT_NPU_ECC_COUNT=True` (action repair; its minimum duration set to 0 so "
             "the figures are the run's own reaction, not the flap-protection wait). "
             "The recover playbook runs with `max_parallel` 10. MTTR: from the "
@@ -213,10 +220,10 @@ def run(quick: bool = False) -> None:
             "modules reported for their own work.\n\n"
             + table(["faulty nodes", "MTTR", "recover run", "isolate", "drain", "workloads running again",
                      "hand-off"], rows)
-            + f"\n\nEach faulty node beyond the first {counts[1]} added {per_faulty:.1f} s to the run: "
+            + f"\n\nEach faulty node beyond the first {counts[-2]} added {per_faulty:.1f} s to the run: "
               "Ansible runs each node through the roles' tasks, each module a process of its own on the same two "
               "cores, and nodes beyond `max_parallel` wait for a batch."
-            + "\n\n### The same 10 faulty nodes in a larger cluster\n\n"
+            + f"\n\n### The same {counts[1]} faulty nodes in a larger cluster\n\n"
             + table(["cluster nodes", "faulty nodes",
                      "recover run over a k8s_nodes inventory of every node (of which reading the inventory)",
                      "over a k8s_nodes inventory of the nodes that need attention (`include_healthy: false`; "
@@ -241,4 +248,3 @@ def run(quick: bool = False) -> None:
               "(600 s), each figure is the faster of two runs, and the larger cluster is measured once its new nodes "
               f"are settled and {QUIET_SECONDS} s have passed, so that these figures are the run's own and not the "
               "CPU the simulated nodes take on the same two cores.\n")
-    write_section("runbook", "Mean time to recovery (recover playbook)", body)
