@@ -221,11 +221,14 @@ def run(quick: bool = False) -> None:
         per_faulty = {figures: (by_count[counts[-1]] - by_count[counts[-2]]) / (counts[-1] - counts[-2])
                       for figures, by_count in (("wall", run_seconds), ("cpu", run_cpu))}
     write_section("runbook", "Mean time to recovery (recover playbook)",
-                  _section(sizes, counts, rows, growth, small, large, per_faulty))
+                  _section(sizes, counts, rows, growth, small, large, per_faulty, repeat_cpu=run_cpu[counts[1]]))
 
 
 def _section(sizes: tuple[int, int], counts: tuple[int, ...], rows: list[list[str]], growth: list[list[str]],
-             small: dict[str, float], large: dict[str, float], per_faulty: dict[str, float]) -> str:
+             small: dict[str, float], large: dict[str, float], per_faulty: dict[str, float],
+             repeat_cpu: float) -> str:
+    """The section's text; repeat_cpu is the CPU time of the MTTR table's run that repeats the first growth
+    row's configuration (same faulty count, same size, inventory of every node): how far identical runs differ."""
     per_node_ms = {key: (large[key] - small[key]) / (sizes[1] - sizes[0]) * 1000 for key in small}
     return (f"{sizes[0]:,} kwok nodes in {POOLS} pools, an inference Deployment per pool (half the nodes carry a "
             "replica); each faulty node gets `NT_NPU_ECC_COUNT=True` (action repair; its minimum duration set to 0 so "
@@ -250,15 +253,20 @@ def _section(sizes: tuple[int, int], counts: tuple[int, ...], rows: list[list[st
               "for, not on every host of the inventory; every later step touches only the faulty nodes. "
               "The CPU time is the run's own cost: wall time on two cores shared with the simulated cluster also "
               "moves with the work the control plane and kwok do for the cluster's nodes. "
-              f"Each node of the larger cluster added {per_node_ms['cpu named']:.2f} ms of CPU to the run for named "
-              f"nodes (as the event source and the watcher run it), {per_node_ms['cpu attention']:.2f} ms to the run "
-              "over the inventory of the nodes that need attention (as the AWX recover job runs it), and "
-              f"{per_node_ms['cpu inventory']:.2f} ms to the run over an inventory of every node, "
-              f"{per_node_ms['reading inventory']:.2f} ms of which is Ansible reading that inventory (every host and "
-              f"its variables, before the first task). So {sizes[1] - sizes[0]:,} more nodes cost these runs "
-              f"{large['cpu named'] - small['cpu named']:.1f} s, {large['cpu attention'] - small['cpu attention']:.1f} s "
-              f"and {large['cpu inventory'] - small['cpu inventory']:.1f} s of CPU, against "
-              f"{per_faulty['cpu']:.1f} s for each further faulty node. Beyond reading it, an inventory of every node "
+              f"Each node of the larger cluster changed the CPU time of the run for named nodes (as the event "
+              f"source and the watcher run it) by {per_node_ms['cpu named']:+.2f} ms, of the run over the inventory "
+              f"of the nodes that need attention (as the AWX recover job runs it) by "
+              f"{per_node_ms['cpu attention']:+.2f} ms, and of the run over an inventory of every node by "
+              f"{per_node_ms['cpu inventory']:+.2f} ms, {per_node_ms['reading inventory']:+.2f} ms of which is "
+              "Ansible reading that inventory (every host and its variables, before the first task). "
+              f"So {sizes[1] - sizes[0]:,} more nodes changed these runs by "
+              f"{large['cpu named'] - small['cpu named']:+.1f} s, "
+              f"{large['cpu attention'] - small['cpu attention']:+.1f} s and "
+              f"{large['cpu inventory'] - small['cpu inventory']:+.1f} s of CPU, against "
+              f"{per_faulty['cpu']:.1f} s for each further faulty node; two identical runs differ by several seconds "
+              f"too (the MTTR table's run of {counts[1]} faulty nodes repeats the first row: {repeat_cpu:.0f} s "
+              f"against {small['cpu inventory']:.1f} s), partly because the modules that wait (drain, workloads) poll for as "
+              "long as the cluster takes. Beyond reading it, an inventory of every node "
               "costs the run through Ansible's process model: every task forks the controller, which holds every host "
               "of the inventory, so each of the some 35 tasks per faulty node gets slower as the inventory grows; "
               "hence `include_healthy: false` for recover and return_to_service jobs. "
