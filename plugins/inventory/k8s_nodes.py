@@ -23,6 +23,8 @@ description:
   - Nodes are listed in pages and parsed as plain JSON (no client model objects), which keeps a 10,000-node
     cluster within seconds.
   - The configuration file must be named C(k8s_nodes.yml) or end in C(.k8s_nodes.yml) (or C(.yaml)).
+  - An unknown option or a boolean option with a value other than true or false fails with one sentence naming
+    it, before anything is read from the cluster.
 author:
   - ai_infra node_recovery maintainers (!UNKNOWN)
 extends_documentation_fragment:
@@ -90,8 +92,10 @@ plugin: ai_infra.node_recovery.k8s_nodes
 include_healthy: false
 """
 
+from ansible import constants as C
 from ansible.errors import AnsibleParserError
 from ansible.module_utils.compat.version import LooseVersion
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.release import __version__ as ansible_core_version
 from ansible.utils.unsafe_proxy import wrap_var
@@ -141,7 +145,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
-        self._read_config_data(path)
+        self._check_config(path, self._read_config_data(path))
         if not HAS_KUBERNETES:
             raise AnsibleParserError("the k8s_nodes inventory needs the 'kubernetes' Python library")
         params = {name: self.get_option(name) for name in list(AUTH_ARG_SPEC) + list(CLASSIFY_ARG_SPEC)}
@@ -166,6 +170,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         prefix = len(clusters) > 1
         for cluster in clusters:
             self._populate(cluster["name"], cluster["nodes"], classify_all(cluster["nodes"], catalog, options), prefix)
+
+    def _check_config(self, path: str, config: dict) -> None:
+        """Ansible ignores unknown keys and reads any word as a boolean: a typo would silently change the hosts."""
+        definitions = C.config.get_configuration_definitions("inventory", self._load_name)
+        known = set(definitions) | {alias for d in definitions.values() for alias in d.get("aliases") or ()}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise AnsibleParserError(f"{path}: unknown option '{unknown[0]}' (known: {', '.join(sorted(definitions))})")
+        for name, definition in definitions.items():
+            if definition.get("type") in ("bool", "boolean") and name in config:
+                try:
+                    boolean(config[name], strict=True)
+                except TypeError:
+                    raise AnsibleParserError(f"{path}: option '{name}' must be true or false, "
+                                             f"not '{config[name]}'") from None
 
     def _connections(self, params: dict) -> list[dict]:
         connections = self.get_option("connections")

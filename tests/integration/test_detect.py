@@ -174,6 +174,19 @@ def test_inventory_of_the_nodes_that_need_attention(tmp_path, api, kubeconfig, g
     assert set(data["healthy"]["hosts"]) == {healthy}
 
 
+@pytest.mark.parametrize("config, sentence", [
+    ({"include_healty": False}, "unknown option 'include_healty' (known: "),
+    ({"include_healthy": "maybe"}, "option 'include_healthy' must be true or false, not 'maybe'"),
+    ({"connections": [{"name": "a", "colour": "red"}]}, "connections item 1 has unknown option 'colour'"),
+])
+def test_inventory_bad_config_is_one_sentence_and_no_hosts(tmp_path, kubeconfig, config, sentence):
+    result = inventory(tmp_path, {"kubeconfig": kubeconfig, **config}, "--list",
+                       env={"ANSIBLE_INVENTORY_UNPARSED_FAILED": "true"})
+    assert result.returncode != 0
+    assert sentence in result.stderr and "Traceback" not in result.stderr
+    assert not result.stdout.strip()
+
+
 def test_cluster_values_are_never_templated(tmp_path, api, kubeconfig, make_nodes):
     """Label values cannot hold '{{' (Kubernetes rejects them), so the payload goes where the
     cluster allows free text: an annotation and a condition message."""

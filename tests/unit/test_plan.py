@@ -6,7 +6,12 @@ import pytest
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import default_catalog
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import Options, classify_node, summarize
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
+    Options,
+    classify_node,
+    needs_attention,
+    summarize,
+)
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan import (
     Policy,
     PolicyError,
@@ -103,12 +108,15 @@ def test_targets_narrow_actions_not_the_storm_judgement():
 @pytest.mark.parametrize("faulty, storm", [({3}, False), ({0, 1, 2, 3}, True)])
 def test_unhealthy_nodes_with_the_pool_counts_plan_as_all_nodes_do(faulty, storm):
     nodes = pool(10, faulty=faulty) + pool(20, faulty={5}, pool_name="gpu-a")
+    # What node_faults_info returns with include_healthy: false, a node we isolated among them.
+    nodes[7] = classified(nodes[7]["name"], "npu-a", annotations={v.ISOLATED_BY: v.COLLECTION})
     whole = plan(nodes, Policy())
-    unhealthy = [n for n in nodes if n["health"] != "healthy"]
-    assert plan(unhealthy, Policy(), pools=summarize(nodes)) == whole
+    attention = [n for n in nodes if needs_attention(n)]
+    assert nodes[7] in attention
+    assert plan(attention, Policy(), pools=summarize(nodes)) == whole
     assert whole["storm"] is storm
     # Without the counts, the unhealthy nodes alone look like a storm in every pool.
-    assert plan(unhealthy, Policy())["storm"]
+    assert plan([n for n in nodes if n["health"] != "healthy"], Policy())["storm"]
 
 
 @pytest.mark.parametrize("pools, named", [([], "per-pool counts"), ({"npu-a": {"total": 3, "actionable": 0}}, "_cluster"),

@@ -101,14 +101,13 @@ def _recover(kubeconfig: Path, workdir: Path, label: str, parallel: int, victims
     """One recover run for the victims, found as HOW says: wall time, CPU time, report."""
     workdir.mkdir(parents=True, exist_ok=True)
     named = how == "named"
-    inventory = _inventory(kubeconfig, workdir, how)
     extra = {**({"recover_nodes": victims} if named else {}),
              "node_recovery_report_dir": str(workdir / "reports"), "node_recovery_max_parallel": parallel,
              "repair_handoff_ticket_dir": str(workdir / "tickets"), "recover_workloads_wait_timeout": 300,
              "node_recovery_lock_name": f"bench-{label}",
              # No flap protection here: the run's own reaction time is measured, not the policy's wait.
              "node_recovery_classification": {"catalog": [{"type": "NT_NPU_ECC_COUNT", "min_duration": 0}]}}
-    source = [] if named else ["-i", str(inventory)]
+    source = [] if named else ["-i", str(_inventory(kubeconfig, workdir, how))]
     proc, wall, cpu = _timed([str(REPO / ".venv/bin/ansible-playbook"), *source, "ai_infra.node_recovery.recover",
                               "-e", json.dumps(extra)], env=_ansible_env(kubeconfig), cwd=workdir)
     if proc.returncode != 0:
