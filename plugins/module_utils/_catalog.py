@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._vocabulary import (
     ACTIONS,
     CARD_LOSS_TYPE,
@@ -108,7 +109,7 @@ CONDITION_STATUSES = ("True", "False", "Unknown")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
-class CatalogError(ValueError):
+class CatalogError(NodeRecoveryError, ValueError):
     """The catalog is malformed; str() names the entry and the field."""
 
 

@@ -13,9 +13,13 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
+
+from ansible.module_utils.parsing.convert_bool import boolean
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 
 try:
     import urllib3
@@ -53,40 +57,42 @@ TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 PAGE_SIZE = 500
 
 
-class KubernetesError(Exception):
-    """An API call failed; str() is one sentence for the operator."""
+class KubernetesError(NodeRecoveryError):
+    """An API call failed; str() is one sentence for the operator, status and reason go into results."""
 
     def __init__(self, message: str, status: int | None = None, reason: str | None = None,
                  details: dict | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, status=status, reason=reason)
         self.status = status
         self.reason = reason
         self.details = details or {}
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on", "y")
-
-
-def resolve_auth(params: dict[str, Any] | None) -> dict[str, Any]:
-    """Explicit options win, then K8S_AUTH_* variables; None means not given."""
+def resolve_auth(params: dict[str, Any] | None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Explicit options win, then K8S_AUTH_* variables; None means not given. A verify flag that is
+    not a boolean is an error, never 'off'."""
     params = params or {}
+    environ = os.environ if environ is None else environ
     resolved = {}
     for name, env in AUTH_ENV.items():
         value = params.get(name)
-        if value is None and os.environ.get(env) not in (None, ""):
-            value = os.environ[env]
+        if value is None and environ.get(env) not in (None, ""):
+            value = environ[env]
         resolved[name] = value
     if resolved["validate_certs"] is not None:
-        resolved["validate_certs"] = _as_bool(resolved["validate_certs"])
+        try:
+            resolved["validate_certs"] = boolean(resolved["validate_certs"], strict=True)
+        except TypeError:
+            given = "validate_certs" if params.get("validate_certs") is not None else AUTH_ENV["validate_certs"]
+            raise KubernetesError(f"{given} must be true or false, not '{resolved['validate_certs']}'") from None
     return resolved
 
 
-def build_configuration(params: dict[str, Any] | None) -> k8s_client.Configuration:
+def build_configuration(params: dict[str, Any] | None,
+                        environ: Mapping[str, str] | None = None) -> k8s_client.Configuration:
     """kubeconfig/host options, then in-cluster config, then ~/.kube/config (or $KUBECONFIG)."""
-    auth = resolve_auth(params)
+    environ = os.environ if environ is None else environ
+    auth = resolve_auth(params, environ)
     configuration = k8s_client.Configuration()
     kubeconfig = auth["kubeconfig"]
     try:
@@ -107,7 +113,7 @@ def build_configuration(params: dict[str, Any] | None) -> k8s_client.Configurati
             try:
                 k8s_config.load_incluster_config(client_configuration=configuration)
             except ConfigException:
-                default = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
+                default = os.path.expanduser(environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
                 if not os.path.isfile(default):
                     raise KubernetesError(
                         "no Kubernetes connection is configured: set kubeconfig (or K8S_AUTH_KUBECONFIG), "
@@ -145,10 +151,10 @@ class Client:
     """Raw JSON access to one cluster. Thread-safe: urllib3's pool is."""
 
     def __init__(self, params: dict[str, Any] | None = None, retries: int = 4, backoff: float = 0.5,
-                 pool_size: int = 32, timeout: float = 60.0) -> None:
+                 pool_size: int = 32, timeout: float = 60.0, environ: Mapping[str, str] | None = None) -> None:
         if not HAS_KUBERNETES:
             raise KubernetesError(f"the 'kubernetes' Python library is required: {KUBERNETES_IMPORT_ERROR}")
-        self.configuration = build_configuration(params)
+        self.configuration = build_configuration(params, environ)
         self.configuration.connection_pool_maxsize = pool_size
         self.host = self.configuration.host.rstrip("/")
         self._pool = k8s_rest.RESTClientObject(self.configuration).pool_manager

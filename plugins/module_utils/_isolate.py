@@ -21,6 +21,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _voc
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import record_event, rfc3339, state_patch
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import recovery_state
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_node
 
 NODES = "/api/v1/nodes"
@@ -37,7 +38,7 @@ _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 PatchBuilder = Callable[[dict], Optional[dict]]
 
 
-class NodeRefused(Exception):
+class NodeRefused(NodeRecoveryError):
     """The node may not be acted on (excluded, for instance); str() is one sentence."""
 
 

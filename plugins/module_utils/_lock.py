@@ -16,6 +16,7 @@ from typing import Any
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import parse_time
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 
 LEASES = "/apis/coordination.k8s.io/v1/leases"
 RESOURCE = "leases.coordination.k8s.io"
@@ -25,11 +26,11 @@ DEFAULT_DURATION = 3600
 RACE_ATTEMPTS = 5
 
 
-class LockHeld(Exception):
-    """Someone else holds the lock; str() is one sentence naming them and the expiry."""
+class LockHeld(NodeRecoveryError):
+    """Someone else holds the lock; str() is one sentence naming them."""
 
     def __init__(self, message: str, lease: dict) -> None:
-        super().__init__(message)
+        super().__init__(message, lock=lease)
         self.lease = lease
 
 

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import Catalog, load_catalog
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
     Options,
     classify_node,
+    needs_attention,
     summarize,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError
+
+if TYPE_CHECKING:
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
 NODES = "/api/v1/nodes"
 
@@ -85,6 +89,17 @@ def report(classified: list[dict]) -> dict[str, Any]:
         "suspect_nodes": [n["name"] for n in classified if n["health"] == "suspect"],
         "pools": summarize(classified),
     }
+
+
+def faults_info(call: Call) -> dict[str, Any]:
+    """node_faults_info: read and classify; the pool counts always cover every node read."""
+    params = call.params
+    catalog = catalog_from(params)
+    classified = classify_all(read_nodes(call.client, params["names"], params["label_selector"]), catalog,
+                              options_from(params))
+    result = report(classified)
+    result["nodes"] = classified if params["include_healthy"] else [n for n in classified if needs_attention(n)]
+    return result
 
 
 def slim_node(node: dict) -> dict:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import FAULTY, SUSPECT, summarize
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 
 CLUSTER_SCOPE = "_cluster"
 REMEDIABLE_ACTIONS = ("isolate", "reboot_then_repair", "repair")
@@ -25,7 +26,7 @@ _SEVERITY_RANK = {s: r for r, s in enumerate(v.SEVERITIES)}
 _ACTION_RANK = {a: r for r, a in enumerate(v.ACTIONS)}
 
 
-class PolicyError(ValueError):
+class PolicyError(NodeRecoveryError, ValueError):
     """A policy value is malformed; str() names it."""
 
 

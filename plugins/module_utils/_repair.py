@@ -34,6 +34,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify i
     recovery_state,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import (
     _outcome,
     annotations_of,
@@ -59,7 +60,7 @@ OPEN_REPAIR_STATES = (v.STATE_REPAIR_PENDING, v.STATE_IN_REPAIR)
 ACTION_EVENTS = {"reboot": v.EVENT_REBOOT}
 
 
-class RepairError(ValueError):
+class RepairError(NodeRecoveryError, ValueError):
     """The request cannot be carried out as asked (wrong state, delivery refused); str() is one sentence."""
 
 

@@ -15,9 +15,10 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 
 
-class WebhookError(ValueError):
+class WebhookError(NodeRecoveryError, ValueError):
     """The webhook refused or never took the payload; str() is one sentence without secrets."""
 
 

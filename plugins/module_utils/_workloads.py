@@ -26,6 +26,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
     rfc3339,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import require_access
 
 # Kinds, keyed by (API group, kind) so that any served version of a group matches.
@@ -71,7 +72,7 @@ STOP_MARGIN = 30  # seconds beyond the longest grace period before a pod that ha
 AT_RISK_REMAINING = 1  # a job with this many retries left (or fewer) after our restart is called out
 
 
-class WorkloadError(ValueError):
+class WorkloadError(NodeRecoveryError, ValueError):
     """Bad input (a malformed evicted pod record); str() is one sentence."""
 
 

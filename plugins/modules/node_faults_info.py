@@ -38,16 +38,14 @@ options:
 extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
   - ai_infra.node_recovery.classification
+  - ai_infra.node_recovery.step
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
-  platform:
-    platforms: posix
-  check_mode:
-    support: full
   diff_mode:
     support: none
 notes:
-  - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
+  - "RBAC: C(get) and C(list) on C(nodes)."
 """
 
 EXAMPLES = r"""
@@ -127,51 +125,22 @@ pools:
   sample: {npu-a: {total: 16, healthy: 15, suspect: 0, faulty: 1, actionable: 1, faulty_fraction: 0.0625}}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC, faults_info
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import needs_attention
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
-    AUTH_ARG_SPEC,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
-    Client,
-    KubernetesError,
-)
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
-    CLASSIFY_ARG_SPEC,
-    catalog_from,
-    classify_all,
-    options_from,
-    read_nodes,
-    report,
+SPEC = ModuleSpec(
+    argument_spec=dict(
+        names={"type": "list", "elements": "str"},
+        label_selector={"type": "str"},
+        include_healthy={"type": "bool", "default": True},
+        **CLASSIFY_ARG_SPEC,
+    ),
+    run=faults_info,
 )
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            names={"type": "list", "elements": "str"},
-            label_selector={"type": "str"},
-            include_healthy={"type": "bool", "default": True},
-            **AUTH_ARG_SPEC,
-            **CLASSIFY_ARG_SPEC,
-        ),
-        supports_check_mode=True,
-    )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
-    params = module.params
-    try:
-        catalog = catalog_from(params)
-        client = Client(params)
-        nodes = read_nodes(client, params["names"], params["label_selector"])
-    except (CatalogError, KubernetesError) as err:
-        module.fail_json(msg=str(err))
-    classified = classify_all(nodes, catalog, options_from(params))
-    result = report(classified)
-    result["nodes"] = classified if params["include_healthy"] else [n for n in classified if needs_attention(n)]
-    module.exit_json(changed=False, **result)
+    run_module(SPEC)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+# Copyright: contributors to ai_infra.node_recovery
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to the ai_infra.node_recovery collection: not a public API.
+
+The action plugin behind every module of the collection. Where the task runs on the
+controller (delegate_to localhost, as the runbook runs every step), the module's spec
+runs inside this Ansible worker: the controller imported the collection and the
+`kubernetes` package once, and each worker is a fork of it, so a step costs
+milliseconds instead of a Python process that imports everything again (about a second
+on two cores). Anywhere else (another host, become, async) the module runs as a process,
+as any module does. The results are the same either way (module_utils._runner).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.errors import UnsupportedError
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import HAS_KUBERNETES
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, execute, secret_values
+
+display = Display()
+PARENT_CHECK_SECONDS = 0.5
+
+
+def stop_with_controller() -> None:
+    """A worker whose controller died (SIGKILL, OOM) stops at once instead of acting on without it:
+    a run is over when its controller is, and the remediation lock is no longer kept for it."""
+    controller = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == controller:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stop-with-controller", daemon=True).start()
+
+
+class InProcessAction(ActionBase):
+    spec: ModuleSpec
+    _supports_check_mode = True
+    _supports_async = True
+
+    def _on_controller(self) -> bool:
+        return (self._connection.transport == "local" and not self._play_context.become
+                and not self._task.async_val and (HAS_KUBERNETES or not self.spec.connects))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        if not self._on_controller():
+            result.update(self._execute_module(module_name=self._task.resolved_action, module_args=self._task.args,
+                                               task_vars=task_vars, wrap_async=self._task.async_val))
+            return result
+        validated = ArgumentSpecValidator(self.spec.full_argument_spec(), **self.spec.checks()).validate(
+            self._task.args)
+        for alias in validated._warnings:
+            display.warning(f"Both option {alias['option']} and its alias {alias['alias']} are set.")
+        if validated.error_messages:
+            error = validated.errors.errors[0]  # the first, as AnsibleModule reports it
+            message = error.msg
+            if isinstance(error, UnsupportedError):
+                message = f"Unsupported parameters for ({self._task.resolved_action}) module: {message}"
+            result.update(failed=True, changed=False, msg=message)
+            return result
+        params = validated.validated_parameters
+        task_environment: dict = {}
+        self._compute_environment_string(task_environment)
+        stop_with_controller()
+        outcome, warnings = execute(self.spec, params, check_mode=bool(self._task.check_mode),
+                                    diff=bool(self._task.diff), environ={**os.environ, **task_environment})
+        for warning in warnings:
+            display.warning(warning)
+        hidden = validated._no_log_values | secret_values(params)
+        if hidden:  # walking a large result costs; most calls have no secret to hide
+            outcome, params = remove_values(outcome, hidden), remove_values(params, hidden)
+        result.update(outcome)
+        result["invocation"] = {"module_args": params}
+        return result
