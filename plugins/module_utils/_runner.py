@@ -62,6 +62,8 @@ class Call:
     check_mode: bool = False
     diff: bool = False
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    # The ansible-playbook process of the run, when the module runs inside its worker; None in a module process.
+    controller_pid: int | None = None
     warnings: list[str] = field(default_factory=list)
     _client: Client | None = None
 
@@ -108,7 +110,7 @@ def secret_values(params: Mapping[str, Any]) -> set[str]:
 
 
 def execute(spec: ModuleSpec, params: dict[str, Any], *, check_mode: bool = False, diff: bool = False,
-            environ: Mapping[str, str] | None = None) -> tuple[dict, list[str]]:
+            environ: Mapping[str, str] | None = None, controller_pid: int | None = None) -> tuple[dict, list[str]]:
     """Run the module's work on validated parameters: (result, warnings). Expected failures are a
     result with failed and one sentence in msg, never an exception."""
     problem = range_problem(spec.ranges, params)
@@ -118,7 +120,7 @@ def execute(spec: ModuleSpec, params: dict[str, Any], *, check_mode: bool = Fals
         return {"failed": True, "changed": False, "exception": str(KUBERNETES_IMPORT_ERROR),
                 "msg": "the 'kubernetes' Python library is required on the host that runs this task "
                        f"(pip install kubernetes): {KUBERNETES_IMPORT_ERROR}"}, []
-    call = Call(params, check_mode, diff, environ if environ is not None else os.environ)
+    call = Call(params, check_mode, diff, environ if environ is not None else os.environ, controller_pid)
     try:
         result = spec.run(call)
     except NodeRecoveryError as err:

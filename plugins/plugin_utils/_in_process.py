@@ -74,7 +74,8 @@ class InProcessAction(ActionBase):
         self._compute_environment_string(task_environment)
         stop_with_controller()
         outcome, warnings = execute(self.spec, params, check_mode=bool(self._task.check_mode),
-                                    diff=bool(self._task.diff), environ={**os.environ, **task_environment})
+                                    diff=bool(self._task.diff), environ={**os.environ, **task_environment},
+                                    controller_pid=os.getppid())
         for warning in warnings:
             display.warning(warning)
         hidden = validated._no_log_values | secret_values(params)
