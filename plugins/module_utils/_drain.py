@@ -2,15 +2,14 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private to the ai_infra.node_recovery collection: not a public API.
 
-The drain: which pods may leave a node and how (pure rules, table-tested), then an
-eviction engine that evicts several pods at once, retries PodDisruptionBudget refusals
-with backoff until the timeout, waits until the pods are gone and reports each one.
+The drain engine: evicts several pods at once by the rules of _drain_rules.py, retries
+PodDisruptionBudget refusals with backoff until the timeout, waits until the pods are
+gone and reports each one; drains a batch of nodes at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,25 +20,42 @@ from typing import Any
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import record_event, state_patch
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import parse_time, recovery_state
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import (
-    check_not_excluded,
-    combine,
-    cordon_patch,
-    is_ready,
-    merge_patch,
-    patch_node,
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
+    Client,
+    KubernetesError,
+    object_path,
     require_access,
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_node
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._drain_rules import (
+    DELETE,
+    EVICT,
+    REFUSE,
+    SKIP,
+    WAIT,
+    PodDecision,
+    PodRules,
+    budgets_of,
+    decide,
+    pdb_named_in,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import check_not_excluded, cordon_patch
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
+    combine,
+    merge_patch,
+    node_is_ready,
+    patch_node,
+    read_node,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._pods import (
+    PODS,
+    controller_ref,
+    delete_pod,
+    pod_key,
+)
 
-PODS = "/api/v1/pods"
 PDBS = "/apis/policy/v1/poddisruptionbudgets"
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 DEFAULT_GRACE = 30  # what the API server gives a pod without terminationGracePeriodSeconds
 
-# What the plan does with a pod.
-EVICT, DELETE, SKIP, REFUSE, WAIT = "evict", "delete", "skip", "refuse", "wait"
 # What happened to it.
 EVICTED, DELETED, SKIPPED, REFUSED, BLOCKED, FAILED = "evicted", "deleted", "skipped", "refused", "blocked", "failed"
 OUTCOMES = (EVICTED, DELETED, SKIPPED, REFUSED, BLOCKED, FAILED)
@@ -50,115 +66,8 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0  # PDB refusals: kubectl waits 5 s flat; s
 NODE_RECHECK_SECONDS = 5.0
 STUCK_CHECK_SECONDS = 1.0
 WATCH_WINDOW_SECONDS = 10  # the watcher re-watches this often, so it ends soon after the drain
-_PDB_IN_MESSAGE = re.compile(r"disruption budget (\S+) needs")
 _RETRY_EVICTION = frozenset({502, 503, 504})  # 429 is ours to retry; 500 is not transient for evictions
 
-
-# ---------------------------------------------------------------- pure rules
-
-@dataclass(frozen=True)
-class PodRules:
-    """What the operator allows (the kubectl drain flags, and ours)."""
-
-    force: bool = False  # unmanaged pods are deleted; protected pods are evicted
-    delete_emptydir_data: bool = False
-    exclude_namespaces: frozenset = frozenset()
-
-
-@dataclass(frozen=True)
-class PodDecision:
-    action: str  # EVICT, DELETE, SKIP, REFUSE or WAIT
-    reason: str
-    will_return: bool = True  # a controller recreates it elsewhere
-
-
-def controller_of(pod: dict) -> dict | None:
-    return next((o for o in (pod.get("metadata") or {}).get("ownerReferences") or [] if o.get("controller")), None)
-
-
-def decide(pod: dict, rules: PodRules, selected: bool = True) -> PodDecision:
-    """The drain rules for one pod (kubectl drain's filters plus protection annotations). Pure."""
-    meta = pod.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    spec = pod.get("spec") or {}
-    owner = controller_of(pod)
-    if meta.get("deletionTimestamp"):
-        return PodDecision(WAIT, "already terminating")
-    if meta.get("namespace") in rules.exclude_namespaces:
-        return PodDecision(SKIP, f"namespace '{meta.get('namespace')}' is excluded")
-    if not selected:
-        return PodDecision(SKIP, "not matched by pod_selector")
-    if MIRROR_ANNOTATION in annotations:
-        return PodDecision(SKIP, "mirror pod of a static pod (the kubelet owns it)")
-    if owner and owner.get("kind") == "DaemonSet":
-        return PodDecision(SKIP, f"DaemonSet pod (DaemonSet {owner.get('name')} keeps it on every node)")
-    phase = (pod.get("status") or {}).get("phase")
-    if phase in ("Succeeded", "Failed"):
-        return PodDecision(DELETE, f"completed (phase {phase})", will_return=False)
-    refusals: list[str] = []
-    notes: list[str] = []
-
-    def judge(allowed: bool, problem: str, if_allowed: str, how_to_allow: str) -> None:
-        if allowed:
-            notes.append(problem + if_allowed)
-        else:
-            refusals.append(problem + how_to_allow)
-
-    if annotations.get(v.PROTECTED_POD) == "true":
-        judge(rules.force, f"annotated {v.PROTECTED_POD}=true", " (forced)", "; set force to evict it anyway")
-    elif str(annotations.get(v.SAFE_TO_EVICT, "")).lower() == "false":
-        judge(rules.force, f"annotated {v.SAFE_TO_EVICT}=false", " (forced)", "; set force to evict it anyway")
-    if not owner:
-        judge(rules.force, "not managed by a controller", "; deleted, it will not come back by itself",
-              "; set force to delete it (it will not come back by itself)")
-    if any("emptyDir" in (volume or {}) for volume in spec.get("volumes") or []):
-        judge(rules.delete_emptydir_data, "uses emptyDir data", "; the data is lost",
-              "; set delete_emptydir_data to evict it and lose the data")
-    if refusals:
-        return PodDecision(REFUSE, "; ".join(refusals), will_return=bool(owner))
-    if not owner:
-        return PodDecision(DELETE, "; ".join(notes), will_return=False)
-    return PodDecision(EVICT, "; ".join(notes) or f"managed by {owner.get('kind')} {owner.get('name')}")
-
-
-def selector_matches(selector: dict | None, labels: dict) -> bool:
-    """A metav1.LabelSelector against labels; a null selector matches nothing, an empty one everything."""
-    if selector is None:
-        return False
-    if any(labels.get(k) != val for k, val in (selector.get("matchLabels") or {}).items()):
-        return False
-    for expression in selector.get("matchExpressions") or []:
-        key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-    return True
-
-
-def budgets_of(pod: dict, pdbs: list[dict]) -> list[dict]:
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    return [p for p in pdbs if p["metadata"].get("namespace") == meta.get("namespace")
-            and selector_matches((p.get("spec") or {}).get("selector"), labels)]
-
-
-def pdb_named_in(err: KubernetesError) -> str | None:
-    """The budget an eviction 429 names (its causes say 'The disruption budget X needs ...')."""
-    texts = [c.get("message") or "" for c in (err.details or {}).get("causes") or []] + [str(err)]
-    return next((m.group(1) for m in map(_PDB_IN_MESSAGE.search, texts) if m), None)
-
-
-def pod_key(pod: dict) -> str:
-    return f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
-
-
-# ---------------------------------------------------------------- engine
 
 @dataclass
 class DrainOptions:
@@ -211,7 +120,7 @@ class PodTask:
         return DEFAULT_GRACE if own is None else int(own)
 
     def report(self, options: DrainOptions, started: float) -> dict:
-        owner = controller_of(self.pod)
+        owner = controller_ref(self.pod)
         return {
             "namespace": self.pod["metadata"].get("namespace"),
             "name": self.pod["metadata"]["name"],
@@ -432,20 +341,16 @@ class _Drain:
         if now - self.node_checked_at >= NODE_RECHECK_SECONDS:
             self.node = read_node(self.client, self.name)
             self.node_checked_at = now
-        return not is_ready(self.node)
+        return not node_is_ready(self.node)
 
     def _force_delete(self, task: PodTask) -> bool:
         """Grace 0: the kubelet is gone and will never confirm; True once the pod object is gone."""
         meta = task.pod["metadata"]
         try:
-            self.client.request("DELETE", object_path("/api/v1/pods", meta["name"], meta["namespace"]),
-                                body={"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                                      "preconditions": {"uid": meta["uid"]}},
-                                what=f"force-deleting pod {task.key}", verb="delete", resource="pods")
+            delete_pod(self.client, meta["namespace"], meta["name"], meta["uid"], 0, f"force-deleting pod {task.key}")
         except KubernetesError as err:
-            if err.status not in (404, 409):
-                task.outcome, task.reason = FAILED, str(err)
-                return False
+            task.outcome, task.reason = FAILED, str(err)
+            return False
         task.force_deleted = True
         return True
 
@@ -613,7 +518,7 @@ def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int =
         return result
 
     checks = [("patch", "nodes", "", None), ("create", "events", "", "default")]
-    may_force_delete = options.delete_after_timeout or (options.force_delete_stuck_after and not is_ready(before))
+    may_force_delete = options.delete_after_timeout or (options.force_delete_stuck_after and not node_is_ready(before))
     for task in work:
         namespace = task.pod["metadata"]["namespace"]
         checks.append(("create", "pods/eviction", "", namespace) if task.decision.action == EVICT

@@ -9,34 +9,28 @@ our annotation belongs to a person and is never lifted here.
 
 from __future__ import annotations
 
-import copy
-import random
 import re
-import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import record_event, rfc3339, state_patch
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import recovery_state
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, require_access
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_node
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
+    annotations_of,
+    combine,
+    read_node,
+    write_node,
+)
 
-NODES = "/api/v1/nodes"
 EFFECTS = ("NoSchedule", "NoExecute")
 # States past isolation: isolating again must not move such a node backwards.
 BEYOND_ISOLATED = (v.STATE_DRAINING, v.STATE_DRAINED, v.STATE_REPAIR_PENDING, v.STATE_IN_REPAIR, v.STATE_REPAIRED)
 # States that only describe our isolation, cleared when it is released.
 ISOLATION_STATES = (v.STATE_ISOLATED, v.STATE_DRAINING, v.STATE_DRAINED)
 ISOLATION_ANNOTATIONS = (v.ISOLATED_BY, v.ISOLATED_AT, v.ISOLATION_REASON, v.CORDONED_BY_US)
-CONFLICT_ATTEMPTS = 30  # ~25 s of jittered retries: enough for a node that changes every few ms
 UNSPECIFIED_REASON = "unspecified"
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
-
-PatchBuilder = Callable[[dict], Optional[dict]]
-
 
 class NodeRefused(NodeRecoveryError):
     """The node may not be acted on (excluded, for instance); str() is one sentence."""
@@ -46,10 +40,6 @@ def taint_value(reason: str) -> str:
     """A fault type as a valid label value (taint values follow label value syntax, 63 characters)."""
     value = _LABEL_VALUE_BAD.sub("-", reason or "")[:63].strip("-_.")
     return value or UNSPECIFIED_REASON
-
-
-def annotations_of(node: dict) -> dict:
-    return (node.get("metadata") or {}).get("annotations") or {}
 
 
 def our_taints(node: dict) -> list[dict]:
@@ -68,102 +58,11 @@ def view(node: dict) -> dict:
     }
 
 
-def is_ready(node: dict) -> bool:
-    """False when the kubelet cannot confirm anything: Ready not True, or the unreachable taint."""
-    if any(t.get("key") == "node.kubernetes.io/unreachable" for t in (node.get("spec") or {}).get("taints") or []):
-        return False
-    ready = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
-    return bool(ready) and ready.get("status") == "True"
-
-
 def check_not_excluded(node: dict, force: bool) -> None:
     labels = (node.get("metadata") or {}).get("labels") or {}
     if labels.get(v.EXCLUDE_LABEL) == "true" and not force:
         raise NodeRefused(f"node '{node['metadata']['name']}' is labelled {v.EXCLUDE_LABEL}=true and is never "
                           "remediated unless forced; nothing was changed")
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch applied to a copy (what the API server does), for check mode."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def combine(*patches: dict | None) -> dict:
-    """Deep-merge merge-patch bodies into one, keeping their nulls (which delete keys on the server)."""
-    result: dict = {}
-    for patch in patches:
-        for key, value in (patch or {}).items():
-            if isinstance(value, dict) and isinstance(result.get(key), dict):
-                result[key] = combine(result[key], value)
-            else:
-                result[key] = copy.deepcopy(value)
-    return result
-
-
-def require_access(client: Client, checks: Iterable[tuple[str, str, str, str | None]]) -> None:
-    """Fail before any write when RBAC lacks one of (verb, resource[/subresource], group, namespace).
-
-    A SelfSubjectAccessReview per check (every authenticated user may create them), so a
-    forbidden verb is found before the first change, not halfway through a drain."""
-
-    def review(check: tuple[str, str, str, str | None]) -> tuple[tuple, bool]:
-        verb, resource, group, namespace = check
-        plural, subresource = (resource.split("/", 1) + [""])[:2]
-        attributes = {"verb": verb, "resource": plural, "group": group}
-        if subresource:
-            attributes["subresource"] = subresource
-        if namespace:
-            attributes["namespace"] = namespace
-        try:
-            answer = client.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                                    body={"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                                          "spec": {"resourceAttributes": attributes}},
-                                    what="checking RBAC permissions")
-        except KubernetesError as err:
-            if err.status in (403, 404):  # cannot ask: the write itself will tell
-                return check, True
-            raise
-        return check, bool((answer.get("status") or {}).get("allowed"))
-
-    checks = list(dict.fromkeys(checks))
-    with ThreadPoolExecutor(max_workers=min(8, max(1, len(checks)))) as pool:
-        for (verb, resource, group, namespace), allowed in pool.map(review, checks):
-            if not allowed:
-                plural, slash, subresource = resource.partition("/")
-                full = (f"{plural}.{group}" if group else plural) + slash + subresource
-                where = f" in namespace '{namespace}'" if namespace else ""
-                raise KubernetesError(f"the credentials may not {verb} {resource}{where}, so nothing was changed; "
-                                      f"the RBAC role lacks verb '{verb}' on resource '{full}'", status=403)
-
-
-def patch_node(client: Client, name: str, build: PatchBuilder, what: str,
-               current: dict | None = None) -> tuple[dict, dict | None]:
-    """Read (or start from `current`, just read by the caller), build a merge patch from what is there,
-    write it guarded by resourceVersion; on a 409 conflict (someone changed the node meanwhile) read
-    again and rebuild. Returns (node, patch)."""
-    for attempt in range(CONFLICT_ATTEMPTS):
-        if attempt:  # jittered backoff, so two writers retrying do not collide again
-            time.sleep(min(0.01 * 2 ** attempt, 1.0) * random.uniform(0.5, 1.5))
-        node = current if current is not None and not attempt else read_node(client, name)
-        patch = build(node)
-        if patch is None:
-            return node, None
-        guarded = combine(patch, {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]}})
-        try:
-            return client.patch(object_path(NODES, name), guarded, what=what, verb="patch", resource="nodes"), patch
-        except KubernetesError as err:
-            if err.status != 409:
-                raise
-    raise KubernetesError(f"{what} failed: the node kept changing under us (HTTP 409 conflict "
-                          f"{CONFLICT_ATTEMPTS} times)", status=409)
 
 
 def cordon_patch(node: dict) -> dict:
@@ -224,21 +123,6 @@ def release_patch(node: dict, run_id: str | None) -> dict | None:
     return combine(patch, {"metadata": {"annotations": drop}})
 
 
-def _outcome(client: Client, name: str, build: PatchBuilder, check_mode: bool, what: str) -> tuple[dict, dict, bool]:
-    if check_mode:
-        before = read_node(client, name)
-        patch = build(before)
-        return before, (merge_patch(before, patch) if patch else before), patch is not None
-    holder: dict = {}
-
-    def remember(node: dict) -> dict | None:
-        holder["before"] = node
-        return build(node)
-
-    after, patch = patch_node(client, name, remember, what)
-    return holder["before"], after, patch is not None
-
-
 def isolate(client: Client, name: str, reasons: list[str], run_id: str, effect: str = "NoSchedule",
             force: bool = False, check_mode: bool = False) -> dict:
     """Cordon, taint and annotate `name` as isolated by the collection (see module node_isolate)."""
@@ -249,7 +133,7 @@ def isolate(client: Client, name: str, reasons: list[str], run_id: str, effect: 
     if not check_mode:
         require_access(client, [("patch", "nodes", "", None), ("create", "events", "", "default")])
     now = rfc3339()
-    before, after, changed = _outcome(client, name, lambda n: isolation_patch(n, reasons, run_id, effect, now),
+    before, after, changed = write_node(client, name, lambda n: isolation_patch(n, reasons, run_id, effect, now),
                                       check_mode, f"isolating node {name}")
     taint = our_taints(after)
     if not changed:
@@ -273,7 +157,7 @@ def cordon(client: Client, name: str, run_id: str, check_mode: bool = False) -> 
         patch = cordon_patch(node)
         return combine(patch, {"metadata": {"annotations": {v.RUN_ID: run_id}}}) if patch else None
 
-    before, after, changed = _outcome(client, name, build, check_mode, f"cordoning node {name}")
+    before, after, changed = write_node(client, name, build, check_mode, f"cordoning node {name}")
     return {"changed": changed, "diff": {"before": view(before), "after": view(after)}, "node": after,
             "message": f"node '{name}' {'would be ' if check_mode else ''}cordoned" if changed
             else f"node '{name}' is already cordoned"}
@@ -291,7 +175,7 @@ def release(client: Client, name: str, run_id: str | None = None, check_mode: bo
                 "message": message}
     if not check_mode:
         require_access(client, [("patch", "nodes", "", None), ("create", "events", "", "default")])
-    before, after, changed = _outcome(client, name, lambda n: release_patch(n, run_id), check_mode,
+    before, after, changed = write_node(client, name, lambda n: release_patch(n, run_id), check_mode,
                                       f"releasing node {name}")
     kept = cordoned and annotations.get(v.CORDONED_BY_US) != "true"
     message = (f"node '{name}' {'would be' if check_mode else 'was'} released: our taint and annotations removed, "

@@ -9,9 +9,13 @@ the `classification` doc fragment) and one function from options to results.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+import random
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Optional
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import Catalog, load_catalog
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
@@ -20,12 +24,78 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify i
     needs_attention,
     summarize,
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
 
 if TYPE_CHECKING:
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
 NODES = "/api/v1/nodes"
+READ_PARALLEL = 16
+
+CONFLICT_ATTEMPTS = 30  # ~25 s of jittered retries: enough for a node that changes every few ms
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+
+PatchBuilder = Callable[[dict], Optional[dict]]
+
+
+def annotations_of(node: dict) -> dict:
+    return (node.get("metadata") or {}).get("annotations") or {}
+
+
+def node_is_ready(node: dict) -> bool:
+    """False when the kubelet cannot confirm anything: Ready not True, or the unreachable taint."""
+    if any(t.get("key") == UNREACHABLE_TAINT for t in (node.get("spec") or {}).get("taints") or []):
+        return False
+    ready = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    return bool(ready) and ready.get("status") == "True"
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch applied to a copy (what the API server does), for check mode."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def combine(*patches: dict | None) -> dict:
+    """Deep-merge merge-patch bodies into one, keeping their nulls (which delete keys on the server)."""
+    result: dict = {}
+    for patch in patches:
+        for key, value in (patch or {}).items():
+            if isinstance(value, dict) and isinstance(result.get(key), dict):
+                result[key] = combine(result[key], value)
+            else:
+                result[key] = copy.deepcopy(value)
+    return result
+
+
+def patch_node(client: Client, name: str, build: PatchBuilder, what: str,
+               current: dict | None = None) -> tuple[dict, dict | None]:
+    """Read (or start from `current`, just read by the caller), build a merge patch from what is there,
+    write it guarded by resourceVersion; on a 409 conflict (someone changed the node meanwhile) read
+    again and rebuild. Returns (node, patch)."""
+    for attempt in range(CONFLICT_ATTEMPTS):
+        if attempt:  # jittered backoff, so two writers retrying do not collide again
+            time.sleep(min(0.01 * 2 ** attempt, 1.0) * random.uniform(0.5, 1.5))
+        node = current if current is not None and not attempt else read_node(client, name)
+        patch = build(node)
+        if patch is None:
+            return node, None
+        guarded = combine(patch, {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]}})
+        try:
+            return client.patch(object_path(NODES, name), guarded, what=what, verb="patch", resource="nodes"), patch
+        except KubernetesError as err:
+            if err.status != 409:
+                raise
+    raise KubernetesError(f"{what} failed: the node kept changing under us (HTTP 409 conflict "
+                          f"{CONFLICT_ATTEMPTS} times)", status=409)
+
 
 _DEFAULTS = Options()
 CLASSIFY_ARG_SPEC: dict[str, dict[str, Any]] = {
@@ -65,10 +135,30 @@ def read_node(client: Client, name: str) -> dict:
     return node
 
 
+def write_node(client: Client, name: str, build: PatchBuilder, check_mode: bool, what: str,
+               current: dict | None = None) -> tuple[dict, dict, bool]:
+    """One guarded node write (patch_node), or in check mode the node as the write would leave it:
+    (before, after, changed)."""
+    if check_mode:
+        before = current if current is not None else read_node(client, name)
+        patch = build(before)
+        return before, (merge_patch(before, patch) if patch else before), patch is not None
+    holder: dict = {}
+
+    def remember(node: dict) -> dict | None:
+        holder["before"] = node
+        return build(node)
+
+    after, patch = patch_node(client, name, remember, what, current=current)
+    return holder["before"], after, patch is not None
+
+
 def read_nodes(client: Client, names: Iterable[str] | None = None, label_selector: str | None = None) -> list[dict]:
-    """Raw Node JSON: the named nodes (a missing one is an error), or a paged list."""
+    """Raw Node JSON: the named nodes, read at once (a missing one is an error), or a paged list."""
     if names:
-        return [read_node(client, name) for name in names]
+        names = list(names)
+        with ThreadPoolExecutor(max_workers=min(READ_PARALLEL, len(names))) as pool:
+            return list(pool.map(lambda name: read_node(client, name), names))
     return client.list(NODES, label_selector=label_selector, what="listing nodes", resource="nodes")
 
 
@@ -78,7 +168,7 @@ def classify_all(nodes: Iterable[dict], catalog: Catalog, options: Options,
     return [classify_node(node, catalog, options, now) for node in nodes]
 
 
-def report(classified: list[dict]) -> dict[str, Any]:
+def fault_summary(classified: list[dict]) -> dict[str, Any]:
     """What node_faults_info returns beside the per-node facts."""
     faulty = [{"name": n["name"], "pool": n["pool"], "action": n["action"],
                "faults": sorted({f["type"] for f in n["faults"]}), "state": n["state"],
@@ -97,7 +187,7 @@ def faults_info(call: Call) -> dict[str, Any]:
     catalog = catalog_from(params)
     classified = classify_all(read_nodes(call.client, params["names"], params["label_selector"]), catalog,
                               options_from(params))
-    result = report(classified)
+    result = fault_summary(classified)
     result["nodes"] = classified if params["include_healthy"] else [n for n in classified if needs_attention(n)]
     return result
 

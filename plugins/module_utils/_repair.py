@@ -35,16 +35,14 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify i
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import (
-    _outcome,
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import our_taints, release, view
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
     annotations_of,
     combine,
     merge_patch,
-    our_taints,
-    release,
-    view,
+    read_node,
+    write_node,
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_node
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import (
     WebhookError,
     post_json,
@@ -405,7 +403,7 @@ def run_id_for(client: Client, name: str, given: str | None) -> str:
 def _write(client: Client, name: str, build: Callable[[dict], dict | None], check_mode: bool, what: str
            ) -> tuple[dict, dict, bool]:
     """Patch the node with what `build` makes of its current state (conflict-safe; simulated in check mode)."""
-    return _outcome(client, name, build, check_mode, what)
+    return write_node(client, name, build, check_mode, what)
 
 
 def _history_patch(node: dict, catalog: Catalog, options: Options, window: int, action: dict | None, run_id: str,

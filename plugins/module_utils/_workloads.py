@@ -28,6 +28,14 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import require_access
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._pods import (
+    controller_ref,
+    delete_pod,
+    label_selector,
+    pod_is_active,
+    pod_is_ready,
+    pod_summary,
+)
 
 # Kinds, keyed by (API group, kind) so that any served version of a group matches.
 DEPLOYMENT = ("apps", "Deployment")
@@ -92,28 +100,6 @@ def collection_path(api_version: str, kind: str) -> str:
     """Cluster-wide collection path of a kind (every kind here has the plural kind.lower() + 's')."""
     plural = kind.lower() + "s"
     return f"/api/{api_version}/{plural}" if "/" not in api_version else f"/apis/{api_version}/{plural}"
-
-
-def controller_ref(obj: dict) -> dict | None:
-    """The owner reference with controller: true (like kubectl drain, other owners do not manage the pod)."""
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return next((ref for ref in refs if ref.get("controller")), None)
-
-
-def is_active(pod: dict) -> bool:
-    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed") and \
-        not (pod.get("metadata") or {}).get("deletionTimestamp")
-
-
-def is_ready(pod: dict) -> bool:
-    return is_active(pod) and any(c.get("type") == "Ready" and c.get("status") == "True"
-                                  for c in (pod.get("status") or {}).get("conditions") or [])
-
-
-def pod_summary(pod: dict) -> dict:
-    meta = pod.get("metadata") or {}
-    return {"namespace": meta.get("namespace"), "name": meta.get("name"), "uid": meta.get("uid"),
-            "node": (pod.get("spec") or {}).get("nodeName"), "phase": (pod.get("status") or {}).get("phase")}
 
 
 def is_distributed(job: dict) -> bool:
@@ -239,24 +225,6 @@ def retry_budget(key: tuple[str, str], obj: dict, active_pods: int = 0) -> dict 
         message = f"{field_name} {limit}, {used} used, {remaining} left"
     return {"field": field_name, "limit": limit, "used": used, "remaining": remaining, "restart_cost": cost,
             "at_risk": at_risk, "message": message}
-
-
-def label_selector(selector: dict | None) -> str | None:
-    """A LabelSelector object as the query string the API takes."""
-    if not selector:
-        return None
-    parts = [f"{k}={val}" for k, val in sorted((selector.get("matchLabels") or {}).items())]
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif op == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif op == "Exists":
-            parts.append(key)
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-    return ",".join(parts) or None
 
 
 def scheduler_reason(pod: dict, events: list[dict] | None = None) -> str:
@@ -585,10 +553,10 @@ def stop_pods(client: Client, pods: list[dict], unreachable_nodes: set[str]) -> 
                 return outcome
             if err.status not in (429, 409):
                 raise
-            _delete_pod(client, path, meta.get("uid"), None, f"deleting pod {namespace}/{name}")
+            delete_pod(client, namespace, name, meta.get("uid"), None, f"deleting pod {namespace}/{name}")
             outcome["how"] = "deleted (a PodDisruptionBudget refused the eviction)"
         if node in unreachable_nodes:
-            _delete_pod(client, path, meta.get("uid"), 0, f"force-deleting pod {namespace}/{name}")
+            delete_pod(client, namespace, name, meta.get("uid"), 0, f"force-deleting pod {namespace}/{name}")
             outcome["how"] += "; force-deleted, its node is not Ready"
         return outcome
 
@@ -596,17 +564,6 @@ def stop_pods(client: Client, pods: list[dict], unreachable_nodes: set[str]) -> 
         return []
     with ThreadPoolExecutor(max_workers=min(len(pods), 16)) as pool:
         return list(pool.map(stop, pods))
-
-
-def _delete_pod(client: Client, path: str, uid: str | None, grace: int | None, what: str) -> None:
-    body: dict = {"preconditions": {"uid": uid}} if uid else {}
-    if grace is not None:
-        body["gracePeriodSeconds"] = grace
-    try:
-        client.request("DELETE", path, body=body, what=what, verb="delete", resource="pods")
-    except KubernetesError as err:
-        if err.status not in (404, 409):  # gone already, or a different pod by the same name now
-            raise
 
 
 @dataclass
@@ -656,7 +613,7 @@ class RecoveryRun:
         return False
 
     def _restart(self, workload: Workload) -> bool:
-        pods = [p for p in workload_pods(self.client, workload) if is_active(p)]
+        pods = [p for p in workload_pods(self.client, workload) if pod_is_active(p)]
         workload.budget = retry_budget(workload.key, workload.obj or {}, len(pods))
         if workload.budget and workload.budget["at_risk"]:
             self.warnings.append(f"{workload.ref} is about to exhaust its retry budget: {workload.budget['message']}")
@@ -739,7 +696,8 @@ class RecoveryRun:
                     del remaining[uid]
                 elif (pod.get("spec") or {}).get("nodeName") in unreachable or self.clock() >= deadline:
                     if uid not in forced:
-                        _delete_pod(self.client, path, uid, 0, f"force-deleting pod {meta['namespace']}/{meta['name']}")
+                        delete_pod(self.client, meta["namespace"], meta["name"], uid, 0,
+                                   f"force-deleting pod {meta['namespace']}/{meta['name']}")
                         forced.add(uid)
             if remaining:
                 self.sleep(0.5)
@@ -792,7 +750,7 @@ class RecoveryRun:
             return True
         if current:
             force = current_node in self.unreachable()
-            _delete_pod(self.client, path, current["metadata"].get("uid"), 0 if force else None,
+            delete_pod(self.client, namespace, name, current["metadata"].get("uid"), 0 if force else None,
                         f"deleting pod {namespace}/{name} before re-creating it")
             if not self._wait_gone(path, current["metadata"].get("uid")):
                 workload.status, workload.done = "failed", True
@@ -846,8 +804,8 @@ class RecoveryRun:
             pods = workload_pods(self.client, workload)
         workload.desired = desired
         stopped = {p.get("uid") for p in workload.stopped}
-        current = [p for p in pods if p["metadata"].get("uid") not in stopped and is_active(p)]
-        good = [p for p in current if is_ready(p) and self.placed_well(p, schedulable)]
+        current = [p for p in pods if p["metadata"].get("uid") not in stopped and pod_is_active(p)]
+        good = [p for p in current if pod_is_ready(p) and self.placed_well(p, schedulable)]
         workload.landed = [{"pod": p["metadata"]["name"], "node": p["spec"]["nodeName"], "uid": p["metadata"]["uid"]}
                            for p in good]
         workload.pending = [p for p in current if p not in good]
@@ -867,7 +825,7 @@ class RecoveryRun:
             node = (pod.get("spec") or {}).get("nodeName")
             if node in self.nodes:
                 reason = f"still on node {node}, which is being remediated"
-            elif node and is_ready(pod):
+            elif node and pod_is_ready(pod):
                 reason = f"on node {node}, which is cordoned"
             else:
                 events = []

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import KubernetesError
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._drain import (
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._drain_rules import (
     DELETE,
     EVICT,
     REFUSE,
@@ -16,8 +16,8 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._drain impo
     budgets_of,
     decide,
     pdb_named_in,
-    selector_matches,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._pods import selector_matches
 
 
 def pod(name="p", namespace="ns", owner="ReplicaSet", phase="Running", annotations=None, emptydir=False,

@@ -8,15 +8,13 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _voc
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import (
     NodeRefused,
     check_not_excluded,
-    combine,
     cordon_patch,
-    is_ready,
     isolation_patch,
-    merge_patch,
     release_patch,
     taint_value,
     view,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import combine, merge_patch, node_is_ready
 
 from .nodes import condition, node
 
@@ -152,9 +150,9 @@ def test_combine_keeps_nulls_merge_patch_applies_them():
 
 
 def test_readiness():
-    assert is_ready(node())
-    assert not is_ready(node(conditions=[condition("Ready", "Unknown")]))
-    assert not is_ready(node(taints=[{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]))
+    assert node_is_ready(node())
+    assert not node_is_ready(node(conditions=[condition("Ready", "Unknown")]))
+    assert not node_is_ready(node(taints=[{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]))
 
 
 def test_view_shows_only_what_isolation_touches():
