@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from dataclasses import dataclass
+from typing import Callable
 
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import FAULTY, HEALTHY, SUSPECT
 
 # One node update gives at most one transition, the most significant of these.
@@ -121,7 +124,7 @@ def transition(previous: dict | None, classified: dict, now: dt.datetime, initia
         "cordon_owner": classified["cordon_owner"],
         "episode": episode_key(classified),
         "initial": initial,
-        "observed_at": now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "observed_at": _iso(now),
     }
 
 
@@ -131,4 +134,150 @@ def next_recheck(classified: dict) -> float | None:
     return float(min(waits)) if waits else None
 
 
-__all__ = ["TRANSITIONS", "episode_key", "fault_key", "needs_recovery", "next_recheck", "snapshot", "transition"]
+# -- recovery batches ---------------------------------------------------------------------------
+# A rack or a switch makes 8-32 nodes faulty within a second or two: their needs_recovery events
+# become one recover run, not one per node. Pure: the caller passes a monotonic clock.
+
+RECOVERY_BATCH = "recovery_batch"  # the batch event's "type"
+# States in which the collection has not taken the node (yet): a retry may run recover for it again.
+_UNTOUCHED_STATES = (v.STATE_NONE, v.STATE_RETURNED)
+
+
+def awaits_recovery(classified: dict) -> bool:
+    """Still needs recovery and no run of ours has touched it: not isolated, not handed to repair."""
+    return needs_recovery(classified) and not classified["isolated_by_us"] and classified["state"] in _UNTOUCHED_STATES
+
+
+class CoalescingWindow:
+    """Opens with the first item and is due `seconds` later; what arrives meanwhile joins it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = float(seconds)
+        self.opened_at: float | None = None
+
+    def open(self, now: float) -> None:
+        """Opens the window unless it is open already (a later item never delays it)."""
+        if self.opened_at is None:
+            self.opened_at = now
+
+    @property
+    def closes_at(self) -> float | None:
+        return None if self.opened_at is None else self.opened_at + self.seconds
+
+    def is_due(self, now: float) -> bool:
+        return self.opened_at is not None and now >= self.opened_at + self.seconds
+
+    def close(self) -> None:
+        self.opened_at = None
+
+
+@dataclass
+class _Member:
+    event: dict  # the node's latest transition event in this fault episode
+    attempt: int  # recover runs asked for this episode, counting the batch it is in or was last in
+    retry_at: float | None = None  # when to look again whether it still awaits recovery
+
+
+class RecoveryBatches:
+    """Turns the needs_recovery events of a node fault stream into recovery batch events.
+
+    A needs_recovery event opens a coalescing window (or joins the open one); when the window
+    is due, its nodes become one batch. Each node of an emitted batch is looked at again
+    `retry_seconds` later: if it still awaits recovery in the same fault episode (it stayed
+    faulty all along and no run isolated it or handed it off), the recover run evidently did
+    not take it, so it joins a new batch, up to `max_attempts` batches per episode. A node
+    that stops being faulty is forgotten; its next fault is a new episode."""
+
+    def __init__(self, coalesce_seconds: float, retry_seconds: float, max_attempts: int) -> None:
+        self.window = CoalescingWindow(coalesce_seconds)
+        self.retry_seconds = float(retry_seconds)
+        self.max_attempts = int(max_attempts)
+        self._waiting: dict[str, _Member] = {}  # in the open window, in arrival order
+        self._sent: dict[str, _Member] = {}  # in an emitted batch, watched for a retry
+        self.opened_wall: dt.datetime | None = None
+        self.batches = 0
+        self.gave_up: list[str] = []  # nodes whose attempts ran out since the caller last read it
+
+    def observe(self, event: dict, now: float, wall: dt.datetime) -> None:
+        """Follow one node transition event (every transition, emitted or not)."""
+        name = event["node"]
+        if event["needs_recovery"]:
+            self._sent.pop(name, None)  # a new episode: its attempts count from one
+            self._join(name, _Member(copy.deepcopy(event), 1), now, wall)
+        elif event["health"] != FAULTY:
+            self.forget(name)
+        else:  # still faulty (faults changed, cards lost): the same episode, with newer details
+            member = self._waiting.get(name) or self._sent.get(name)
+            if member is not None:
+                member.event = copy.deepcopy(event)
+
+    def forget(self, name: str) -> None:
+        self._waiting.pop(name, None)
+        self._sent.pop(name, None)
+        if not self._waiting:
+            self.window.close()
+
+    def due(self, now: float, wall: dt.datetime, current: Callable[[str], dict | None]) -> dict | None:
+        """Retries that came due join the window; a window that is due becomes the batch event returned.
+
+        `current(name)` is the node's latest classification, None when the node is gone."""
+        for name, member in list(self._sent.items()):
+            if member.retry_at is None or member.retry_at > now:
+                continue
+            member.retry_at = None
+            classified = current(name)
+            if classified is None or not awaits_recovery(classified):
+                del self._sent[name]  # remediated, handed off, excluded, or gone: nothing to retry
+            elif member.attempt >= self.max_attempts:
+                self.gave_up.append(name)  # kept (without a retry) so that no new batch takes it
+            else:
+                del self._sent[name]
+                member.attempt += 1
+                self._join(name, member, now, wall)
+        if not self._waiting or not self.window.is_due(now):
+            return None
+        return self._emit(now, wall)
+
+    def next_wakeup(self) -> float | None:
+        """The monotonic time of the next due() that may do something, None when nothing waits."""
+        times = [m.retry_at for m in self._sent.values() if m.retry_at is not None]
+        if self._waiting:
+            times.append(self.window.closes_at)
+        return min(times) if times else None
+
+    def _join(self, name: str, member: _Member, now: float, wall: dt.datetime) -> None:
+        if not self._waiting:
+            self.opened_wall = wall
+        self.window.open(now)
+        self._waiting[name] = member
+
+    def _emit(self, now: float, wall: dt.datetime) -> dict:
+        members, self._waiting = self._waiting, {}
+        self.window.close()
+        self.batches += 1
+        for member in members.values():
+            member.retry_at = now + self.retry_seconds
+        self._sent.update(members)
+        attempts = {name: m.attempt for name, m in members.items()}
+        return {
+            "type": RECOVERY_BATCH,
+            "batch": self.batches,
+            "nodes": list(members),
+            "episodes": {name: m.event["episode"] for name, m in members.items()},
+            "attempts": attempts,
+            "attempt": max(attempts.values()),
+            "max_attempts": self.max_attempts,
+            "retried_nodes": [name for name, attempt in attempts.items() if attempt > 1],
+            "events": [copy.deepcopy(m.event) for m in members.values()],
+            "coalesce_seconds": self.window.seconds,
+            "opened_at": _iso(self.opened_wall or wall),
+            "observed_at": _iso(wall),
+        }
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+__all__ = ["RECOVERY_BATCH", "TRANSITIONS", "CoalescingWindow", "RecoveryBatches", "awaits_recovery", "episode_key",
+           "fault_key", "needs_recovery", "next_recheck", "snapshot", "transition"]

@@ -7,10 +7,15 @@ thread, each run in a fresh private data directory whose artifacts are kept:
 - one run per fault episode, deduplicated: a node already being remediated is not
   started again, and a run that succeeded is remembered (episodes.json) so a restart
   does not repeat it;
+- bursts become one run: the first waiting node's run starts `coalesce_seconds` after
+  it and takes every node that became ready meanwhile (a rack fails within a second or
+  two); nodes that became ready while a run went on start at once when it ends;
 - rate-limited: at most `max_parallel` nodes in remediation and `max_runs` playbooks at
   once (the recover playbook holds one cluster-wide lock, so one run at a time by
-  default; nodes that fail at once share a run), and no run at all while the storm brake
-  holds (the same plan() the playbook judges with);
+  default), and no run at all while the storm brake holds (the same plan() the
+  playbook judges with);
+- event data is untrusted (a node writes it): it reaches the playbook marked unsafe, so
+  it is never templated;
 - graceful on SIGTERM: no new run starts, running playbooks finish (or, after
   `stop_timeout`, are interrupted with SIGINT and only then killed);
 - restartable: the source lists every node on start, so a fault that began while the
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -32,7 +38,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import yaml
 
 from ansible_collections.ai_infra.node_recovery.extensions.eda.plugins.event_source.node_faults import (
     NodeFaultSource,
@@ -44,7 +52,11 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan impor
     allowed_unhealthy,
     plan,
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._transitions import FAULT_CLEARED
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._transitions import (
+    FAULT_CLEARED,
+    RECOVERY_BATCH,
+    CoalescingWindow,
+)
 
 log = logging.getLogger("node_recovery.watcher")
 
@@ -61,8 +73,9 @@ class Settings:
     playbook: str = DEFAULT_PLAYBOOK
     source_args: dict[str, Any] = field(default_factory=dict)
     extra_vars: dict[str, Any] = field(default_factory=dict)
-    max_parallel: int = 1  # nodes in remediation at once
+    max_parallel: int = 32  # nodes in remediation at once (a rack)
     max_runs: int = 1  # playbook runs at once
+    coalesce_seconds: float = 2.0  # a run waits this long after its first node for the rest of a burst
     max_unhealthy: str = "20%"  # storm brake, as in the recover playbook: a count or a percentage of a pool
     stop_timeout: float = 900.0  # on SIGTERM, how long running playbooks may take to finish
     interrupt_grace: float = 30.0  # after SIGINT, how long before the run is killed
@@ -103,17 +116,63 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(temporary, path)
 
 
+class _Unsafe(str):
+    """A string the playbook must never template (Ansible's !unsafe)."""
+
+
+class _ExtraVarsDumper(yaml.SafeDumper):
+    pass
+
+
+_ExtraVarsDumper.add_representer(_Unsafe, lambda dumper, text: dumper.represent_scalar("!unsafe", str(text)))
+
+
+def _unsafe(data: Any) -> Any:
+    """Every string value inside marked unsafe: a condition message may hold '{{ ... }}'."""
+    if isinstance(data, str):
+        return _Unsafe(data)
+    if isinstance(data, dict):
+        return {key: _unsafe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_unsafe(value) for value in data]
+    return data
+
+
+def extra_vars_file(trusted: dict, untrusted: dict) -> str:
+    """YAML for ansible-playbook -e @FILE: the settings' and our own variables as they are, event
+    data (written by nodes) tagged !unsafe."""
+    return yaml.dump({**trusted, **_unsafe(untrusted)}, Dumper=_ExtraVarsDumper, sort_keys=False)
+
+
+def check_settings(settings: Settings) -> None:
+    """One sentence for the first setting that cannot work."""
+    for name in ("max_parallel", "max_runs", "max_attempts", "keep_runs"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise WatcherError(f"{name} must be a whole number of at least 1, not {value!r}")
+    for name in ("coalesce_seconds", "retry_delay", "stop_timeout", "interrupt_grace", "tick"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise WatcherError(f"{name} must be a number of seconds of at least 0, not {value!r}")
+    if settings.tick == 0:
+        raise WatcherError("tick must be more than 0 seconds")
+    try:
+        allowed_unhealthy(settings.max_unhealthy, 100)
+    except PolicyError as err:
+        raise WatcherError(str(err)) from None
+
+
 class Watcher:
-    def __init__(self, settings: Settings, source: NodeFaultSource | None = None) -> None:
+    def __init__(self, settings: Settings, source: NodeFaultSource | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
-        if settings.max_parallel < 1 or settings.max_runs < 1 or settings.max_attempts < 1:
-            raise WatcherError("max_parallel, max_runs and max_attempts must be at least 1")
-        try:
-            allowed_unhealthy(settings.max_unhealthy, 100)
-        except PolicyError as err:
-            raise WatcherError(str(err)) from None
+        check_settings(settings)
         self.policy = Policy(max_unhealthy=settings.max_unhealthy)
-        self.source = source or NodeFaultSource(settings.source_args)
+        # The watcher coalesces and retries itself: no recovery batch events from the source.
+        self.source = source or NodeFaultSource(settings.source_args, recovery_batches=False)
+        self.clock = clock
+        self.window = CoalescingWindow(settings.coalesce_seconds)
+        self._window_timer: asyncio.TimerHandle | None = None
         self.runs_dir = settings.data_dir / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.episodes_file = settings.data_dir / "episodes.json"
@@ -174,6 +233,8 @@ class Watcher:
         """Let running playbooks end by themselves; interrupt (SIGINT) only after stop_timeout."""
         for handle in self.retries.values():
             handle.cancel()
+        if self._window_timer is not None:
+            self._window_timer.cancel()
         if not self.running:
             return
         log.info("waiting up to %.0fs for %d running playbook(s) to finish", self.settings.stop_timeout,
@@ -209,7 +270,10 @@ class Watcher:
     # -- events ------------------------------------------------------------------------------
     async def _consume(self, queue: asyncio.Queue) -> None:
         while True:
-            self._on_event(await queue.get())
+            event = await queue.get()
+            if event.get("type") == RECOVERY_BATCH:  # a source built with its own batches: we batch ourselves
+                continue
+            self._on_event(event)
             self._dispatch()
 
     async def _tick(self) -> None:
@@ -242,8 +306,11 @@ class Watcher:
             return
         self.waiting[name] = event
 
-    def _dispatch(self) -> None:
-        """Start what may start now: the plan's order, the storm brake, max_parallel and max_runs."""
+    def _dispatch(self, run_ended: bool = False) -> None:
+        """Start what may start now: the plan's order, the storm brake, the coalescing window,
+        max_parallel and max_runs. `run_ended`: nodes that waited for a run to end start at once."""
+        if not self.waiting:
+            self.window.close()
         # Not before the first list is complete: the storm brake must judge the whole picture.
         if self.stopping or not self.waiting or self.source.resource_version is None:
             return
@@ -266,10 +333,33 @@ class Watcher:
             log.info("%s: no longer seen among the watched nodes; dropped", name)
             self.waiting.pop(name)
         ready = [entry["name"] for entry in verdict["act"]]
+        if not ready:
+            self.window.close()
+            return
+        if len(self.running) >= self.settings.max_runs or len(self.busy) >= self.settings.max_parallel:
+            return  # they start together, at once, when a run ends
+        if not run_ended:
+            now = self.clock()
+            self.window.open(now)
+            if not self.window.is_due(now):
+                self._wake_at(self.window.closes_at)
+                return
+        self.window.close()
         while ready and len(self.running) < self.settings.max_runs and len(self.busy) < self.settings.max_parallel:
             room = self.settings.max_parallel - len(self.busy)
             batch, ready = ready[:room], ready[room:]
             self._start(batch)
+
+    def _wake_at(self, when: float) -> None:
+        """Dispatch again when the coalescing window is due."""
+        # One timer at a time: one left from an earlier window fires sooner and sets the next.
+        if self._window_timer is None:
+            delay = max(when - self.clock(), 0.0)
+            self._window_timer = asyncio.get_running_loop().call_later(delay, self._window_due)
+
+    def _window_due(self) -> None:
+        self._window_timer = None
+        self._dispatch()
 
     # -- runs --------------------------------------------------------------------------------
     def _start(self, names: list[str]) -> None:
@@ -281,9 +371,12 @@ class Watcher:
         self.running[run_id] = run
         self.runs_started += 1
         log.info("run %s started for %s", run_id, ", ".join(names))
+        self._launch(run)
+        self._write_status()
+
+    def _launch(self, run: Run) -> None:
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._execute, run)
         future.add_done_callback(lambda done: self._finished(run, done))
-        self._write_status()
 
     def _execute(self, run: Run) -> None:
         """In a worker thread: one ansible-runner run in its own private data directory."""
@@ -293,13 +386,15 @@ class Watcher:
         run.directory.mkdir(parents=True)
         _write_json(run.directory / "run.json", run.record())
         events = list(run.events.values())
-        extra_vars = dict(self.settings.extra_vars)
-        extra_vars["recover_nodes"] = run.nodes
         # As ansible-rulebook passes it, so a playbook can tell why it runs.
-        extra_vars["ansible_eda"] = {"ruleset": "node-recovery-watcher", "rule": "needs_recovery",
-                                     "events": {f"m_{i}": event for i, event in enumerate(events)}}
+        eda = {"ruleset": "node-recovery-watcher", "rule": "needs_recovery",
+               "events": {f"m_{i}": event for i, event in enumerate(events)}}
         if len(events) == 1:
-            extra_vars["ansible_eda"]["event"] = events[0]
+            eda["event"] = events[0]
+        # A file, not the command line: ansible-runner would put it all in the playbook's argv.
+        (run.directory / "env").mkdir()
+        (run.directory / "env" / "extravars").write_text(extra_vars_file(
+            {**self.settings.extra_vars, "recover_nodes": list(run.nodes)}, {"ansible_eda": eda}))
         env = {}
         if self.source.args.get("kubeconfig") and isinstance(self.source.args["kubeconfig"], str):
             env["K8S_AUTH_KUBECONFIG"] = self.source.args["kubeconfig"]
@@ -314,7 +409,7 @@ class Watcher:
 
         try:
             result = ansible_runner.run(private_data_dir=str(run.directory), playbook=self.settings.playbook,
-                                        extravars=extra_vars, envvars=env, ident="run", quiet=True,
+                                        envvars=env, ident="run", quiet=True,
                                         event_handler=on_event, cancel_callback=lambda: run.cancel)
             run.status, run.rc = result.status, result.rc
         except Exception as err:  # a broken private data dir or runner setup: record it, keep watching
@@ -345,7 +440,7 @@ class Watcher:
                     log.error("%s: %d runs failed for this fault episode; not trying again until it clears", name,
                               self.attempts[name])
         self._write_status()
-        self._dispatch()
+        self._dispatch(run_ended=True)
 
     def _retry(self, name: str, event: dict) -> None:
         self.retries.pop(name, None)
@@ -367,6 +462,8 @@ class Watcher:
             "source": dict(self.source.stats),
             "running": [run.record() for run in self.running.values()],
             "waiting": sorted(self.waiting),
+            "window_closes_in": None if self.window.closes_at is None
+            else round(max(self.window.closes_at - self.clock(), 0.0), 3),
             "storm": self.storm,
             "runs_started": self.runs_started,
             "stopping": self.stopping,

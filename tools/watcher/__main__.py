@@ -47,9 +47,14 @@ def parser() -> argparse.ArgumentParser:
     conn.add_argument("--source-args", type=Path,
                       help="YAML mapping of further node_faults source options (see its schema)")
     limits = top.add_argument_group("rate limits and safety")
-    limits.add_argument("--max-parallel", type=int, default=1, help="nodes in remediation at once (default 1)")
+    limits.add_argument("--max-parallel", type=int, default=32,
+                        help="nodes in remediation at once, and so at most in one run (default 32: a rack)")
     limits.add_argument("--max-runs", type=int, default=1,
                         help="playbook runs at once (default 1: the recover playbook holds one lock)")
+    limits.add_argument("--coalesce-seconds", type=float, default=2,
+                        help="a run starts this long after its first node became ready and takes every node "
+                             "ready by then, so a burst of faults is one run; nodes that became ready during "
+                             "a run start at once when it ends (default 2; 0: no wait)")
     limits.add_argument("--max-unhealthy", default="20%",
                         help="storm brake: faulty nodes a pool may have, a count or a percentage (default 20%%)")
     limits.add_argument("--stop-timeout", type=float, default=900,
@@ -89,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         extra_vars.update(chunk)
     settings = Settings(data_dir=args.data_dir.resolve(), playbook=playbook_path(args.playbook),
                         source_args=source_args, extra_vars=extra_vars, max_parallel=args.max_parallel,
-                        max_runs=args.max_runs, max_unhealthy=args.max_unhealthy, stop_timeout=args.stop_timeout,
+                        max_runs=args.max_runs, coalesce_seconds=args.coalesce_seconds,
+                        max_unhealthy=args.max_unhealthy, stop_timeout=args.stop_timeout,
                         retry_delay=args.retry_delay, max_attempts=args.max_attempts, keep_runs=args.keep_runs)
     ensure_ansible_on_path()
     try:

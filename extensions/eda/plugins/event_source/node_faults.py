@@ -10,6 +10,11 @@ of nodes pass without a single event. On 410 Gone or a dropped connection it lis
 again and emits only what changed meanwhile. A fault still under its catalog
 min_duration is re-checked by a timer, because no node update will say when it counts.
 
+Besides the per-node events it emits recovery batches: the nodes whose needs_recovery events
+arrive within coalesce_seconds of the first become one event of type recovery_batch (one
+recover run for a rack, not one per node), and a node of a batch that still awaits recovery
+retry_seconds later is put into a new batch, up to max_attempts per fault episode.
+
 The blocking HTTP watch runs in a thread and hands events to the event loop with
 run_coroutine_threadsafe, so the loop never blocks. Arguments: node_faults.schema.json
 beside this file; connection options and K8S_AUTH_* variables as in every module.
@@ -67,6 +72,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes impo
     utcnow,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._transitions import (
+    RecoveryBatches,
     next_recheck,
     snapshot,
     transition,
@@ -111,9 +117,11 @@ class NodeFaultSource:
     """List, watch, classify and diff nodes; deliver transition events to a queue.
 
     Also the engine of the standalone watcher (tools/watcher), which reads the current
-    classifications through classified() to judge the storm brake."""
+    classifications through classified() to judge the storm brake, and which coalesces and
+    retries on its own (recovery_batches=False)."""
 
-    def __init__(self, args: dict[str, Any] | None = None, client: Client | None = None) -> None:
+    def __init__(self, args: dict[str, Any] | None = None, client: Client | None = None,
+                 recovery_batches: bool = True) -> None:
         self.args = validate_args(args)
         try:
             self.catalog = catalog_from(self.args)
@@ -135,8 +143,10 @@ class NodeFaultSource:
         self._stop = threading.Event()
         self._in_flight: deque[Future] = deque()
         self._sink: Callable[[dict], Future] | None = None
+        self.batches = RecoveryBatches(self.args["coalesce_seconds"], self.args["retry_seconds"],
+                                       self.args["max_attempts"]) if recovery_batches else None
         self.resource_version: str | None = None
-        self.stats = {"updates": 0, "events": 0, "lists": 0, "watches": 0, "rechecks": 0}
+        self.stats = {"updates": 0, "events": 0, "lists": 0, "watches": 0, "rechecks": 0, "batches": 0}
 
     # -- what the watcher reads ----------------------------------------------------------------
     def classified(self) -> list[dict]:
@@ -251,26 +261,32 @@ class NodeFaultSource:
         # One node per lock hold: when thousands of pending faults come due at once, the watch
         # thread still gets the lock between them instead of waiting for the whole batch.
         while not self._stop.is_set():
-            future = None
+            futures: list[Future] = []
             with self._timer_wakeup:
                 now = time.monotonic()
-                if not self._timers or self._timers[0][0] > now:
-                    self._timer_wakeup.wait(self._timers[0][0] - now if self._timers else None)
+                batch_due = self.batches.next_wakeup() if self.batches is not None else None
+                if batch_due is not None and batch_due <= now:
+                    futures = self._batch_due_locked()
+                elif not self._timers or self._timers[0][0] > now:
+                    wakeups = [when for when in (batch_due, self._timers[0][0] if self._timers else None)
+                               if when is not None]
+                    self._timer_wakeup.wait(min(wakeups) - now if wakeups else None)
                     continue
-                when, name = heapq.heappop(self._timers)
-                node = self._pending.get(name)
-                if node is not None and self._due.get(name) == when:
-                    del self._due[name]
-                    self.stats["rechecks"] += 1
-                    future = self._update_locked(node, initial=False)
-            self._handed_over(future)
+                else:
+                    when, name = heapq.heappop(self._timers)
+                    node = self._pending.get(name)
+                    if node is not None and self._due.get(name) == when:
+                        del self._due[name]
+                        self.stats["rechecks"] += 1
+                        futures = self._update_locked(node, initial=False)
+            self._handed_over(futures)
 
-    def _observe(self, node: dict, initial: bool = False, emit: bool = True) -> Future | None:
+    def _observe(self, node: dict, initial: bool = False, emit: bool = True) -> list[Future]:
         with self._lock:
             self.stats["updates"] += 1
             return self._update_locked(node, initial, emit)
 
-    def _update_locked(self, node: dict, initial: bool, emit: bool = True) -> Future | None:
+    def _update_locked(self, node: dict, initial: bool, emit: bool = True) -> list[Future]:
         """Classify, diff with the last classification, remember, and hand over the event (in order)."""
         name = node["metadata"]["name"]
         now = utcnow()
@@ -292,24 +308,52 @@ class NodeFaultSource:
                 self._due[name] = when
                 heapq.heappush(self._timers, (when, name))
                 self._timer_wakeup.notify()
-        if event is None or not emit or event["transition"] not in self.kinds or self._sink is None:
-            return None
+        if event is None or not emit:
+            return []
         event["resource_version"] = node["metadata"].get("resourceVersion")
-        self.stats["events"] += 1
-        # Scheduled under the lock so events of one node reach the queue in the order they happened.
-        return self._sink(event)
+        futures = []
+        if event["transition"] in self.kinds and self._sink is not None:
+            self.stats["events"] += 1
+            # Scheduled under the lock so events of one node reach the queue in the order they happened.
+            futures.append(self._sink(event))
+        if self.batches is not None:
+            # Every transition, emitted or not: a batch follows the node's episode, not the event filter.
+            self.batches.observe(event, time.monotonic(), now)
+            futures += self._batch_due_locked()
+            self._timer_wakeup.notify()
+        return futures
+
+    def _batch_due_locked(self) -> list[Future]:
+        """Due retries join the window; a window that is due becomes a recovery batch event."""
+        batch = self.batches.due(time.monotonic(), utcnow(), self._current_locked)
+        for name in self.batches.gave_up:
+            log.warning("%s: %d recover runs were asked for this fault episode and it still awaits recovery; "
+                        "no more until the fault clears", name, self.batches.max_attempts)
+        self.batches.gave_up.clear()
+        if batch is None or self._sink is None:
+            return []
+        self.stats["batches"] += 1
+        log.info("recovery batch %d: %s", batch["batch"], ", ".join(
+            f"{name} (attempt {attempt})" for name, attempt in batch["attempts"].items()))
+        return [self._sink(batch)]
+
+    def _current_locked(self, name: str) -> dict | None:
+        remembered = self._nodes.get(name)
+        return remembered[0] if remembered else None
 
     def _forget_locked(self, name: str) -> None:
         self._nodes.pop(name, None)
         self._pending.pop(name, None)
         self._due.pop(name, None)
+        if self.batches is not None:
+            self.batches.forget(name)
 
-    def _handed_over(self, future: Future | None) -> None:
+    def _handed_over(self, futures: list[Future]) -> None:
         """Back-pressure without a round trip per event: wait only while too many events are in flight
         (a full queue, a stalled consumer), so the queue cannot grow without bound."""
-        if future is None:
+        if not futures:
             return
-        self._in_flight.append(future)
+        self._in_flight.extend(futures)
         while self._in_flight and (self._in_flight[0].done() or len(self._in_flight) > MAX_IN_FLIGHT):
             try:
                 oldest = self._in_flight.popleft()
