@@ -182,7 +182,6 @@ def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.dateti
         health = SUSPECT if (suspect_signals or pending) else HEALTHY
         action = None
     addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
-    annotations = meta.get("annotations") or {}
     return {
         "name": meta.get("name"),
         "pool": labels.get(options.pool_label) or UNPOOLED,
@@ -202,9 +201,16 @@ def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.dateti
         "cordoned": bool((node.get("spec") or {}).get("unschedulable")),
         "cordon_owner": cordon_owner(node),
         "excluded": labels.get(v.EXCLUDE_LABEL) == "true",
-        "isolated_by_us": annotations.get(v.ISOLATED_BY) == v.COLLECTION,
+        "isolated_by_us": isolated_by_us(node),
         "spare": any(t.get("key") == v.SPARE_TAINT_KEY for t in (node.get("spec") or {}).get("taints") or []),
     }
+
+
+def isolated_by_us(node: dict) -> bool:
+    """Our isolation annotation or our taint: either one means the isolation is ours to finish or undo."""
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(v.ISOLATED_BY) == v.COLLECTION or any(
+        t.get("key") == v.TAINT_KEY for t in (node.get("spec") or {}).get("taints") or [])
 
 
 def needs_attention(classified: dict) -> bool:

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import record_event, state_patch
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id, record_event, state_patch
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import batch_result, for_each_node, unique
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import parse_time, recovery_state
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
     Client,
@@ -52,6 +53,9 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._pods impor
     delete_pod,
     pod_key,
 )
+
+if TYPE_CHECKING:
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
 PDBS = "/apis/policy/v1/poddisruptionbudgets"
 DEFAULT_GRACE = 30  # what the API server gives a pod without terminationGracePeriodSeconds
@@ -119,9 +123,10 @@ class PodTask:
         own = (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds")
         return DEFAULT_GRACE if own is None else int(own)
 
-    def report(self, options: DrainOptions, started: float) -> dict:
+    def summary(self, options: DrainOptions, started: float) -> dict:
         owner = controller_ref(self.pod)
         return {
+            "node": (self.pod.get("spec") or {}).get("nodeName"),
             "namespace": self.pod["metadata"].get("namespace"),
             "name": self.pod["metadata"]["name"],
             "owner": f"{owner.get('kind')}/{owner.get('name')}" if owner else None,
@@ -504,7 +509,7 @@ def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int =
     if refused or check_mode:
         run.predict()
         result.update(changed=bool(work or start_patch) and not refused, drained=not refused and not work,
-                      pods=[t.report(options, run.started) for t in run.tasks], summary=_summary(run.tasks),
+                      pods=[t.summary(options, run.started) for t in run.tasks], summary=_summary(run.tasks),
                       blocking_pdbs=run.blocking_budgets() if not refused else [],
                       elapsed_seconds=round(time.monotonic() - run.started, 3), state=recovery_state(before))
     if refused:  # judged before any change, like kubectl drain: nothing moves until the operator decides
@@ -560,6 +565,26 @@ def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int =
                  and not (t.decision.action == WAIT and t.outcome == SKIPPED)]
     result["diff"]["after"] = _node_view(node, remaining)
     result.update(changed=bool(acted or patched), drained=drained,
-                  pods=[t.report(options, run.started) for t in run.tasks], summary=summary, blocking_pdbs=budgets,
+                  pods=[t.summary(options, run.started) for t in run.tasks], summary=summary, blocking_pdbs=budgets,
                   elapsed_seconds=elapsed, state=recovery_state(node), message=message)
+    return result
+
+
+def drain_nodes(call: Call) -> dict:
+    """node_drain: drain a batch of nodes at once, each on its own (its result as drain() gives it)."""
+    params = call.params
+    names = unique(params["name"])
+    run_id = params["run_id"] or new_run_id()
+    options = {key: params[key] for key in ("timeout", "concurrency", "grace_period", "force", "delete_emptydir_data",
+                                            "pod_selector", "exclude_namespaces", "delete_after_timeout",
+                                            "force_delete_stuck_after", "override_exclusion")}
+
+    def one(name: str) -> dict:
+        outcome = drain(call.client, name, run_id=run_id, check_mode=call.check_mode, **options)
+        outcome.pop("node_name", None)
+        return outcome
+
+    result = batch_result(for_each_node(names, one, params["max_parallel"]), "to drain")
+    result["drained"] = all(node.get("drained") for node in result["nodes"])
+    result["run_id"] = run_id
     return result

@@ -10,18 +10,36 @@ our annotation belongs to a person and is never lifted here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import record_event, rfc3339, state_patch
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import recovery_state
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import (
+    new_run_id,
+    record_event,
+    rfc3339,
+    state_patch,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import batch_result, for_each_node, unique
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
+    classify_node,
+    fault_types,
+    recovery_state,
+)
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, require_access
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
     annotations_of,
+    catalog_from,
     combine,
+    options_from,
     read_node,
+    utcnow,
     write_node,
 )
+
+if TYPE_CHECKING:
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
 EFFECTS = ("NoSchedule", "NoExecute")
 # States past isolation: isolating again must not move such a node backwards.
@@ -124,17 +142,20 @@ def release_patch(node: dict, run_id: str | None) -> dict | None:
 
 
 def isolate(client: Client, name: str, reasons: list[str], run_id: str, effect: str = "NoSchedule",
-            force: bool = False, check_mode: bool = False) -> dict:
-    """Cordon, taint and annotate `name` as isolated by the collection (see module node_isolate)."""
+            force: bool = False, check_mode: bool = False,
+            reasons_of: Callable[[dict], list[str]] | None = None) -> dict:
+    """Cordon, taint and annotate `name` as isolated by the collection (see module node_isolate). With no
+    reasons given, reasons_of(node) names them from the node as it is now."""
     if effect not in EFFECTS:
         raise ValueError(f"effect must be one of {', '.join(EFFECTS)}, not '{effect}'")
-    reasons = [str(r) for r in reasons or [] if str(r)]
-    check_not_excluded(read_node(client, name), force)
+    node = read_node(client, name)
+    check_not_excluded(node, force)
+    reasons = [str(r) for r in reasons or [] if str(r)] or (reasons_of(node) if reasons_of else [])
     if not check_mode:
         require_access(client, [("patch", "nodes", "", None), ("create", "events", "", "default")])
     now = rfc3339()
     before, after, changed = write_node(client, name, lambda n: isolation_patch(n, reasons, run_id, effect, now),
-                                      check_mode, f"isolating node {name}")
+                                        check_mode, f"isolating node {name}", current=node)
     taint = our_taints(after)
     if not changed:
         message = f"node '{name}' is already isolated by {v.COLLECTION}"
@@ -150,20 +171,7 @@ def isolate(client: Client, name: str, reasons: list[str], run_id: str, effect: 
             "message": message}
 
 
-def cordon(client: Client, name: str, run_id: str, check_mode: bool = False) -> dict:
-    """Only the cordon of an isolation (for a drain of a node nobody isolated); same ownership rule."""
-
-    def build(node: dict) -> dict | None:
-        patch = cordon_patch(node)
-        return combine(patch, {"metadata": {"annotations": {v.RUN_ID: run_id}}}) if patch else None
-
-    before, after, changed = write_node(client, name, build, check_mode, f"cordoning node {name}")
-    return {"changed": changed, "diff": {"before": view(before), "after": view(after)}, "node": after,
-            "message": f"node '{name}' {'would be ' if check_mode else ''}cordoned" if changed
-            else f"node '{name}' is already cordoned"}
-
-
-def release(client: Client, name: str, run_id: str | None = None, check_mode: bool = False) -> dict:
+def release_isolation(client: Client, name: str, run_id: str | None = None, check_mode: bool = False) -> dict:
     """Remove our taint and isolation annotations; uncordon only a cordon that is ours."""
     node = read_node(client, name)
     annotations = annotations_of(node)
@@ -176,7 +184,7 @@ def release(client: Client, name: str, run_id: str | None = None, check_mode: bo
     if not check_mode:
         require_access(client, [("patch", "nodes", "", None), ("create", "events", "", "default")])
     before, after, changed = write_node(client, name, lambda n: release_patch(n, run_id), check_mode,
-                                      f"releasing node {name}")
+                                        f"releasing node {name}", current=node)
     kept = cordoned and annotations.get(v.CORDONED_BY_US) != "true"
     message = (f"node '{name}' {'would be' if check_mode else 'was'} released: our taint and annotations removed, "
                + ("the cordon stays (a person set it)" if kept else "uncordoned"))
@@ -186,3 +194,35 @@ def release(client: Client, name: str, run_id: str | None = None, check_mode: bo
         record_event(client, after, v.EVENT_RELEASED, f"Released by {v.COLLECTION}: {message}")
     return {"changed": changed, "diff": {"before": view(before), "after": view(after)}, "node": after,
             "message": message}
+
+
+def isolate_nodes(call: Call) -> dict:
+    """node_isolate: isolate (or release) a batch of nodes at once, each on its own."""
+    params = call.params
+    names = unique(params["name"])
+    run_id = params["run_id"] or new_run_id()
+    client = call.client
+    if params["state"] == "isolated":
+        reasons_of = None
+        if not params["reasons"]:  # each node's own faults, judged as it is now
+            catalog, options = catalog_from(params), options_from(params)
+            reasons_of = lambda node: fault_types(classify_node(node, catalog, options, utcnow()))  # noqa: E731
+        if not call.check_mode:
+            require_access(client, [("patch", "nodes", "", None), ("create", "events", "", "default")])
+
+        def act(name: str) -> dict:
+            return isolate(client, name, params["reasons"], run_id, effect=params["effect"], force=params["force"],
+                           check_mode=call.check_mode, reasons_of=reasons_of)
+    else:
+        def act(name: str) -> dict:
+            return release_isolation(client, name, run_id=run_id, check_mode=call.check_mode)
+
+    def one(name: str) -> dict:
+        outcome = act(name)
+        return {"changed": outcome["changed"], "message": outcome["message"], "isolation": outcome["diff"]["after"],
+                "diff": outcome["diff"]}
+
+    result = batch_result(for_each_node(names, one, params["max_parallel"]),
+                          "isolation" if params["state"] == "isolated" else "release")
+    result["run_id"] = run_id
+    return result

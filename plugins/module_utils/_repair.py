@@ -2,21 +2,18 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private to the ai_infra.node_recovery collection: not a public API.
 
-Handing a node to repair and taking it back: the fault history (how often each fault
-came back within a window, so a fault that returns after a reboot escalates to
-repair), the actions already tried, the repair ticket with its evidence bundle, its
-delivery (files and webhook), the hand-over states, and the return-to-service
-verdict. The pure parts come first; the API calls follow.
+Handing nodes to repair: the fault history (how often each fault came back within a
+window, so a fault that returns after a reboot escalates to repair), the actions
+already tried, the request for repair (its ticket is built and delivered by _tickets.py
+before the node is marked) and the hand-over states (in repair, repaired). The pure
+parts come first; the API calls follow; a batch of nodes is handled at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
-import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import (
@@ -26,6 +23,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
     rfc3339,
     state_patch,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import batch_result, for_each_node, unique
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import Catalog
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
     Options,
@@ -35,19 +33,29 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify i
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import our_taints, release, view
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import view
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
     annotations_of,
+    catalog_from,
     combine,
-    merge_patch,
+    options_from,
     read_node,
+    utcnow,
     write_node,
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import (
-    WebhookError,
-    post_json,
-    public_endpoint,
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._tickets import (
+    build_ticket,
+    deliver_directory,
+    deliver_webhook,
+    episode_start,
+    render_markdown,
+    ticket_fault_types,
+    ticket_id,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import public_endpoint
+
+if TYPE_CHECKING:
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
 DEFAULT_WINDOW = 24 * 3600
 DEFAULT_ESCALATE_AFTER = 2
@@ -147,250 +155,7 @@ def append_action(actions: list[dict], action: dict | None, run_id: str, now: dt
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Pure: the ticket
-
-
-def ticket_id(name: str, now: dt.datetime) -> str:
-    return f"NR-{now.astimezone(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{name[:63]}"
-
-
-def _fault_view(fault: dict) -> dict:
-    keys = ("type", "status", "reason", "message", "since", "category", "severity", "action", "description", "source",
-            "resource", "expected", "allocatable", "lost")
-    return {k: fault[k] for k in keys if k in fault}
-
-
-def workload_view(workload: dict) -> dict:
-    """What the ticket keeps of a workload_recover result entry."""
-    keys = ("kind", "namespace", "name", "strategy", "status", "action", "message", "recovered_seconds")
-    return {k: workload[k] for k in keys if workload.get(k) is not None}
-
-
-def event_view(event: dict) -> dict:
-    return {"time": event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp"),
-            "type": event.get("type"), "reason": event.get("reason"), "message": event.get("message"),
-            "source": (event.get("source") or {}).get("component") or event.get("reportingComponent"),
-            "count": event.get("count") or 1}
-
-
-def _event_order(event: dict) -> tuple:
-    """Oldest first; Events of the same second in the order etcd stored them."""
-    version = str((event.get("metadata") or {}).get("resourceVersion") or "0")
-    return (event_view(event)["time"] or "", int(version) if version.isdigit() else 0)
-
-
-def build_ticket(*, ticket: str, node: dict, classified: dict, events: list[dict], workloads: list[dict],
-                 actions: list[dict], history: dict[str, list[str]], window: int, requested_by: str, note: str | None,
-                 run_id: str, now: dt.datetime) -> dict:
-    """The evidence bundle a repair team needs, as plain data."""
-    annotations = annotations_of(node)
-    faults = [_fault_view(f) for f in classified["faults"]]
-    fault_names = ", ".join(sorted({f["type"] for f in faults})) or "no active fault"
-    summary = (f"Node {classified['name']} (pool {classified['pool']}) needs repair: {fault_names}; "
-               f"recommended action {classified['action'] or 'repair'}")
-    return {
-        "ticket": ticket,
-        "created": rfc3339(now),
-        "requested_by": requested_by,
-        "run_id": run_id,
-        "note": note,
-        "summary": summary,
-        "node": {
-            "name": classified["name"],
-            "provider_id": classified["provider_id"],
-            "addresses": [{"type": a.get("type"), "address": a.get("address")}
-                          for a in (node.get("status") or {}).get("addresses") or []],
-            "pool": classified["pool"],
-            "flavor": classified["flavor"],
-            "accelerator_type": classified["accelerator_type"],
-            "ready": classified["ready"],
-        },
-        "recovery": {
-            "state": classified["state"],
-            "isolated_by": annotations.get(v.ISOLATED_BY),
-            "isolated_at": annotations.get(v.ISOLATED_AT),
-            "isolation_reason": annotations.get(v.ISOLATION_REASON),
-            "cordon_owner": classified["cordon_owner"],
-            "taints": [{k: t[k] for k in ("key", "value", "effect") if k in t}
-                       for t in (node.get("spec") or {}).get("taints") or []],
-        },
-        "health": classified["health"],
-        "action": classified["action"],
-        "faults": faults,
-        "pending_faults": [_fault_view(f) for f in classified["pending_faults"]],
-        "suspect_signals": classified["suspect_signals"],
-        "accelerators": [{k: a[k] for k in ("resource", "expected", "allocatable", "capacity", "lost")}
-                         for a in classified["accelerators"]],
-        "events": [event_view(e) for e in sorted(events, key=_event_order)],
-        "workloads": [workload_view(w) for w in workloads],
-        "actions_tried": actions,
-        "fault_history": {"window_seconds": window,
-                          "faults": {ftype: {"count": len(times), "occurrences": times}
-                                     for ftype, times in sorted(history.items())}},
-    }
-
-
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("|", "\\|").replace("\n", " ") or "-"
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    if not rows:
-        return ["(none)", ""]
-    return (["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-            + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows] + [""])
-
-
-def render_markdown(ticket: dict) -> str:
-    """The ticket as a page a person reads (same content as the JSON)."""
-    node = ticket["node"]
-    recovery = ticket["recovery"]
-    history = ticket["fault_history"]
-    lines = [f"# Repair ticket {ticket['ticket']}", "", ticket["summary"], ""]
-    lines += _table(["Field", "Value"], [
-        ["Node", node["name"]], ["Provider ID", node["provider_id"]],
-        ["Addresses", ", ".join(f"{a['type']} {a['address']}" for a in node["addresses"])],
-        ["Pool", node["pool"]], ["Flavor", node["flavor"]], ["Accelerator", node["accelerator_type"]],
-        ["Ready", node["ready"]], ["State when requested", recovery["state"]],
-        ["Isolated", f"by {recovery['isolated_by']} at {recovery['isolated_at']} ({recovery['isolation_reason']})"
-         if recovery["isolated_by"] else "no"],
-        ["Cordon held by", recovery["cordon_owner"]],
-        ["Requested", f"{ticket['created']} by {ticket['requested_by']} (run {ticket['run_id']})"],
-        ["Recommended action", ticket["action"]],
-    ] + ([["Note", ticket["note"]]] if ticket.get("note") else []))
-    lines += ["## Faults", ""]
-    lines += _table(["Type", "Status", "Severity", "Category", "Since", "Reason", "Message"],
-                    [[f["type"], f.get("status"), f.get("severity"), f.get("category"), f.get("since"), f.get("reason"),
-                      f.get("message")] for f in ticket["faults"]])
-    if ticket["pending_faults"] or ticket["suspect_signals"]:
-        lines += ["Not yet counting: " + ", ".join(
-            [f"{f['type']} (pending)" for f in ticket["pending_faults"]]
-            + [f"{s['type']} ({s['status']})" for s in ticket["suspect_signals"]]), ""]
-    lines += ["## Accelerators", ""]
-    lines += _table(["Resource", "Expected", "Allocatable", "Capacity", "Lost"],
-                    [[a["resource"], a["expected"], a["allocatable"], a["capacity"], a["lost"]]
-                     for a in ticket["accelerators"]])
-    lines += ["## Actions already tried", ""]
-    lines += _table(["When", "Action", "Result", "Detail"],
-                    [[a.get("at"), a.get("action"), a.get("result"), a.get("detail")] for a in ticket["actions_tried"]])
-    lines += [f"## Fault history (last {history['window_seconds'] // 3600}h)" if history["window_seconds"] % 3600 == 0
-              else f"## Fault history (last {history['window_seconds']}s)", ""]
-    lines += _table(["Fault", "Occurrences", "When"],
-                    [[ftype, entry["count"], ", ".join(entry["occurrences"])]
-                     for ftype, entry in history["faults"].items()])
-    lines += ["## Affected workloads", ""]
-    lines += _table(["Workload", "Strategy", "Status", "What was done"],
-                    [[f"{w.get('kind')} {w.get('namespace')}/{w.get('name')}", w.get("strategy"), w.get("status"),
-                      w.get("action") or w.get("message")] for w in ticket["workloads"]])
-    lines += ["## Recent events of the node", ""]
-    lines += _table(["Time", "Type", "Reason", "Source", "Message"],
-                    [[e["time"], e["type"], e["reason"], e["source"], e["message"]] for e in ticket["events"]])
-    return "\n".join(lines).rstrip() + "\n"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Pure: return to service
-
-
-def isolated_by_us(node: dict) -> bool:
-    return annotations_of(node).get(v.ISOLATED_BY) == v.COLLECTION or bool(our_taints(node))
-
-
-def return_verdict(node: dict, classified: dict, catalog: Catalog, healthy_delay: int, now: dt.datetime) -> dict:
-    """Whether the node may return to service, and if not, every reason why.
-
-    The faults are classify's judgement; on top, return demands more than the absence of a fault: every catalogued
-    condition healthy (never Unknown, whatever nt_unknown says) for healthy_delay seconds, and every accelerator back."""
-    reasons = []
-    blocked_types = set()
-    for fault in classified["faults"]:
-        blocked_types.add(fault["type"])
-        reasons.append(f"{fault['type']} is a fault ({fault.get('message') or fault.get('status')})")
-    for fault in classified["pending_faults"]:
-        blocked_types.add(fault["type"])
-        reasons.append(f"{fault['type']} is {fault['status']} (a fault not yet counting)")
-    for signal in classified["suspect_signals"]:
-        blocked_types.add(signal["type"])
-        reasons.append(f"{signal['type']} is {signal['status']}, not healthy")
-    wait = 0
-    seen_ready = False
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        ctype = cond.get("type")
-        if not ctype or ctype in blocked_types:
-            continue
-        seen_ready = seen_ready or ctype == "Ready"
-        entry = catalog.lookup(ctype) or (catalog.uncatalogued if ctype.startswith("NT_") else None)
-        if entry is None:
-            continue
-        status = cond.get("status")
-        if status == "Unknown" or status in entry.fault_status:
-            reasons.append(f"{ctype} is {status}, not healthy")
-            continue
-        since = parse_time(cond.get("lastTransitionTime"))
-        if since is None:
-            reasons.append(f"{ctype} has no lastTransitionTime, so how long it has been healthy is unknown")
-            continue
-        healthy_for = int((now - since).total_seconds())
-        if healthy_for < healthy_delay:
-            wait = max(wait, healthy_delay - healthy_for)
-            reasons.append(f"{ctype} has been healthy for {max(healthy_for, 0)}s of the {healthy_delay}s healthy delay")
-    if not seen_ready and "Ready" not in blocked_types:
-        reasons.append("the node reports no Ready condition")
-    for acc in classified["accelerators"]:
-        if acc["allocatable"] < acc["expected"] and v.CARD_LOSS_TYPE not in blocked_types:
-            reasons.append(f"{acc['resource']}: {acc['allocatable']} allocatable of {acc['expected']} expected")
-    only_waiting = bool(reasons) and all("healthy delay" in r for r in reasons)
-    return {"returnable": not reasons, "reasons": reasons, "wait_seconds": wait if only_waiting else None}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Delivery
-
-
-def _write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".ticket-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def deliver_directory(directory: str, ticket: dict, markdown: str) -> list[str]:
-    """<directory>/<ticket>.json and .md, each written whole or not at all."""
-    try:
-        os.makedirs(directory, exist_ok=True)
-        paths = [os.path.join(directory, f"{ticket['ticket']}.json"), os.path.join(directory, f"{ticket['ticket']}.md")]
-        _write_atomically(paths[0], json.dumps(ticket, indent=2, sort_keys=True) + "\n")
-        _write_atomically(paths[1], markdown)
-    except OSError as err:
-        raise RepairError(f"cannot write the repair ticket to directory '{directory}': {err.strerror or err}") from None
-    return paths
-
-
-def deliver_webhook(url: str, ticket: dict, markdown: str, headers: dict | None, timeout: int, retries: int,
-                    validate_certs: bool, sleep: Callable[[float], None] = time.sleep) -> dict:
-    """POST the ticket as JSON (chat webhooks display its `text`)."""
-    try:
-        return post_json(url, {"ticket": ticket, "text": ticket["summary"], "markdown": markdown},
-                         what="the repair ticket", headers=headers, timeout=timeout, retries=retries,
-                         validate_certs=validate_certs, sleep=sleep)
-    except WebhookError as err:
-        raise RepairError(str(err)) from None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # API calls
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def run_id_for(client: Client, name: str, given: str | None) -> str:
@@ -398,12 +163,6 @@ def run_id_for(client: Client, name: str, given: str | None) -> str:
     missing node fails here, before anything is written)."""
     recorded = annotations_of(read_node(client, name)).get(v.RUN_ID)
     return given or recorded or new_run_id()
-
-
-def _write(client: Client, name: str, build: Callable[[dict], dict | None], check_mode: bool, what: str
-           ) -> tuple[dict, dict, bool]:
-    """Patch the node with what `build` makes of its current state (conflict-safe; simulated in check mode)."""
-    return write_node(client, name, build, check_mode, what)
 
 
 def _history_patch(node: dict, catalog: Catalog, options: Options, window: int, action: dict | None, run_id: str,
@@ -426,7 +185,7 @@ def _history_patch(node: dict, catalog: Catalog, options: Options, window: int, 
 def record(client: Client, name: str, catalog: Catalog, options: Options, window: int, escalate_after: int,
            action: dict | None, run_id: str, check_mode: bool, now: dt.datetime | None = None) -> dict:
     """Record the node's current faults in its history (and an action tried); say whether a fault escalates."""
-    now = now or _now()
+    now = now or utcnow()
     warnings: list[str] = []
     judged: dict = {}
 
@@ -435,7 +194,7 @@ def record(client: Client, name: str, catalog: Catalog, options: Options, window
         judged.update(judged_now)
         return {"metadata": {"annotations": body}} if body else None
 
-    before, after, changed = _write(client, name, build, check_mode, f"recording the fault history of node {name}")
+    before, after, changed = write_node(client, name, build, check_mode, f"recording the fault history of node {name}")
     classified = judged["classified"]
     escalated = escalations(judged["history"], [f["type"] for f in classified["faults"]], escalate_after)
     if changed and not check_mode and action:
@@ -460,7 +219,7 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
                    directory: str | None, webhook: dict | None, events_limit: int, check_mode: bool,
                    now: dt.datetime | None = None) -> dict:
     """Mark the node repair-pending and hand over a ticket with the evidence bundle (files and/or webhook)."""
-    now = now or _now()
+    now = now or utcnow()
     warnings: list[str] = []
     node = read_node(client, name)
     annotations = annotations_of(node)
@@ -474,9 +233,9 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
     if not classified["cordoned"]:
         warnings.append(f"node '{name}' is schedulable: isolate it before it is repaired")
     events = node_events(client, name, limit=events_limit) if events_limit > 0 else []
-    ticket = build_ticket(ticket=ticket_id(name, now), node=node, classified=classified, events=events,
-                          workloads=workloads, actions=judged["actions"], history=judged["history"], window=window,
-                          requested_by=requested_by, note=note, run_id=run_id, now=now)
+    ticket = build_ticket(ticket=ticket_id(name, episode_start(node, classified, now)), node=node,
+                          classified=classified, events=events, workloads=workloads, actions=judged["actions"],
+                          history=judged["history"], window=window, requested_by=requested_by, note=note, run_id=run_id, now=now)
     markdown = render_markdown(ticket)
     delivered: dict = {}
     if not check_mode:
@@ -494,7 +253,7 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
             v.REPAIR_BY: None, v.REPAIR_AT: None, v.REPAIRED_BY: None, v.REPAIRED_AT: None, v.TICKET_REF: None}),
             when=now))
 
-    before, after = _write(client, name, build, check_mode, f"marking node {name} repair-pending")[:2]
+    before, after = write_node(client, name, build, check_mode, f"marking node {name} repair-pending")[:2]
     if not check_mode:
         where = ", ".join(filter(None, [directory and "files", webhook and public_endpoint(webhook["url"])]))
         record_event(client, after, v.EVENT_REPAIR_REQUESTED,
@@ -507,14 +266,10 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
             "diff": {"before": view(before), "after": view(after)}}
 
 
-def ticket_fault_types(ticket: dict) -> list[str]:
-    return sorted({f["type"] for f in ticket["faults"]})
-
-
 def hand_over(client: Client, name: str, state: str, by: str, ticket_ref: str | None, note: str | None, run_id: str,
               check_mode: bool, now: dt.datetime | None = None) -> dict:
     """Record that the repair team took the node (in-repair) or gave it back (repaired): who, when, ticket."""
-    now = now or _now()
+    now = now or utcnow()
     target = {"in_repair": v.STATE_IN_REPAIR, "repaired": v.STATE_REPAIRED}[state]
     allowed = {v.STATE_IN_REPAIR: (v.STATE_REPAIR_PENDING,), v.STATE_REPAIRED: OPEN_REPAIR_STATES}[target]
     node = read_node(client, name)
@@ -537,7 +292,7 @@ def hand_over(client: Client, name: str, state: str, by: str, ticket_ref: str | 
             extra[v.TICKET_REF] = ticket_ref
         return state_patch(target, extra, when=now)
 
-    before, after, changed = _write(client, name, build, check_mode, f"marking node {name} {target}")
+    before, after, changed = write_node(client, name, build, check_mode, f"marking node {name} {target}")
     ticket = annotations.get(v.TICKET)
     ref = ticket_ref or annotations.get(v.TICKET_REF)
     if changed and not check_mode:
@@ -550,51 +305,44 @@ def hand_over(client: Client, name: str, state: str, by: str, ticket_ref: str | 
             "diff": {"before": view(before), "after": view(after)}}
 
 
-def return_to_service(client: Client, name: str, catalog: Catalog, options: Options, healthy_delay: int,
-                      run_id: str | None, check_mode: bool, now: dt.datetime | None = None) -> dict:
-    """Return the node when it is proven healthy and was isolated by us; release only what we did."""
-    now = now or _now()
-    node = read_node(client, name)
-    classified = classify_node(node, catalog, options, now)
-    annotations = annotations_of(node)
-    state = classified["state"]
-    base = {"changed": False, "returned": False, "state": state, "health": classified["health"],
-            "cordon_owner": classified["cordon_owner"], "reasons": [], "wait_seconds": None, "ticket": None,
-            "diff": {"before": view(node), "after": view(node)}}
-    if not isolated_by_us(node):
-        if state == v.STATE_RETURNED:
-            return dict(base, returned=True, message=f"node '{name}' is already returned to service")
-        why = ("it is cordoned by a person, whose cordon stays theirs" if classified["cordon_owner"] == v.CORDON_PERSON
-               else "nothing of ours is on it")
-        return dict(base, reasons=[f"not isolated by {v.COLLECTION}"],
-                    message=f"node '{name}' was not isolated by {v.COLLECTION}, so it is not ours to return: {why}")
-    if state == v.STATE_IN_REPAIR:
-        holder = annotations.get(v.REPAIR_BY) or "the repair team"
-        return dict(base, reasons=[f"in repair by {holder}"],
-                    message=f"node '{name}' is in repair by {holder}: mark it repaired before it returns")
-    verdict = return_verdict(node, classified, catalog, healthy_delay, now)
-    if not verdict["returnable"]:
-        return dict(base, reasons=verdict["reasons"], wait_seconds=verdict["wait_seconds"],
-                    message=f"node '{name}' is not returned yet: {verdict['reasons'][0]}"
-                    + (f" (and {len(verdict['reasons']) - 1} more)" if len(verdict["reasons"]) > 1 else ""))
-    released = release(client, name, run_id, check_mode)
-    ticket_ref = annotations.get(v.TICKET)
 
-    def build(latest: dict) -> dict:
-        return state_patch(v.STATE_RETURNED, {v.RETURNED_AT: rfc3339(now)}, when=now)
 
-    if check_mode:
-        after = merge_patch(released["node"], build(released["node"]))
-    else:
-        after = _write(client, name, build, False, f"marking node {name} returned")[1]
-    kept = bool((after.get("spec") or {}).get("unschedulable"))
-    ticket = {"id": ticket_ref, "ref": annotations.get(v.TICKET_REF), "state": "closed", "closed_at": rfc3339(now)} \
-        if ticket_ref else None
-    message = (f"node '{name}' {'would be' if check_mode else 'is'} returned to service: healthy for "
-               f"{healthy_delay}s, accelerators complete; " + ("the cordon a person set stays" if kept else "uncordoned")
-               + (f"; ticket {ticket_ref} closed" if ticket_ref else ""))
-    if not check_mode:
-        record_event(client, after, v.EVENT_RETURNED, f"Returned to service by {v.COLLECTION}: {message}")
-    return dict(base, changed=True, returned=not check_mode, state=v.STATE_RETURNED, ticket=ticket,
-                cordon_owner=v.CORDON_PERSON if kept else v.CORDON_NONE, message=message,
-                diff={"before": view(node), "after": view(after)})
+def workloads_of(name: str, workloads: list[dict]) -> list[dict]:
+    """The workloads (as workload_recover reports them) that ran on the node; one without nodes is everyone's."""
+    return [w for w in workloads if not w.get("nodes") or name in w["nodes"]]
+
+
+def repair_nodes(call: Call) -> dict:
+    """node_repair: record, request, take or give back a batch of nodes at once, each on its own."""
+    params = call.params
+    names = unique(params["name"])
+    state = params["state"]
+    catalog, options = catalog_from(params), options_from(params)
+    webhook = None
+    if params["webhook_url"]:
+        webhook = {"url": params["webhook_url"], "headers": params["webhook_headers"],
+                   "timeout": params["webhook_timeout"], "retries": params["webhook_retries"],
+                   "validate_certs": params["webhook_validate_certs"]}
+
+    def one(name: str) -> dict:
+        run_id = run_id_for(call.client, name, params["run_id"])
+        if state == "recorded":
+            result = record(call.client, name, catalog, options, params["history_window"], params["escalate_after"],
+                            params["action_tried"], run_id, call.check_mode)
+        elif state == "requested":
+            result = request_repair(call.client, name, catalog, options, window=params["history_window"],
+                                    escalate_after=params["escalate_after"], action=params["action_tried"],
+                                    workloads=workloads_of(name, params["workloads"]),
+                                    requested_by=params["by"] or v.COLLECTION, note=params["note"], run_id=run_id,
+                                    directory=params["directory"], webhook=webhook,
+                                    events_limit=params["events_limit"], check_mode=call.check_mode)
+        else:
+            result = hand_over(call.client, name, state, params["by"], params["ticket_ref"], params["note"], run_id,
+                               call.check_mode)
+        for warning in result.pop("warnings", []):
+            call.warn(warning)
+        return dict(result, run_id=run_id)
+
+    doing = {"recorded": "recording the fault history", "requested": "the hand-off to repair",
+             "in_repair": "marking in repair", "repaired": "marking repaired"}[state]
+    return batch_result(for_each_node(names, one, params["max_parallel"]), doing)

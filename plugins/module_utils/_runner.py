@@ -39,6 +39,7 @@ class ModuleSpec:
     argument_spec: dict[str, dict[str, Any]]
     run: Callable[[Call], dict]
     ranges: Mapping[str, Range] = field(default_factory=dict)
+    check: Callable[[Mapping[str, Any]], str | None] | None = None  # any further check: one sentence or None
     mutually_exclusive: tuple = ()
     required_one_of: tuple = ()
     required_together: tuple = ()
@@ -113,7 +114,7 @@ def execute(spec: ModuleSpec, params: dict[str, Any], *, check_mode: bool = Fals
             environ: Mapping[str, str] | None = None, controller_pid: int | None = None) -> tuple[dict, list[str]]:
     """Run the module's work on validated parameters: (result, warnings). Expected failures are a
     result with failed and one sentence in msg, never an exception."""
-    problem = range_problem(spec.ranges, params)
+    problem = range_problem(spec.ranges, params) or (spec.check(params) if spec.check else None)
     if problem:
         return {"failed": True, "msg": problem, "changed": False}, []
     if spec.connects and not HAS_KUBERNETES:

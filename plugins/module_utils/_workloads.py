@@ -16,7 +16,7 @@ import copy
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import (
@@ -28,6 +28,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import require_access
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_nodes
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._pods import (
     controller_ref,
     delete_pod,
@@ -36,6 +37,9 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._pods impor
     pod_is_ready,
     pod_summary,
 )
+
+if TYPE_CHECKING:
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
 # Kinds, keyed by (API group, kind) so that any served version of a group matches.
 DEPLOYMENT = ("apps", "Deployment")
@@ -76,6 +80,8 @@ LOST = "lost"  # bare pod: nothing brings it back
 NONE = "none"  # DaemonSet, static pod, unknown or deleted owner
 RESTARTS = (RESTART_JOB, RESTART_COMMAND, RESTART_PODS)
 
+ACT_PARALLEL = 16  # workloads restarted or looked at at once
+WAIT_INTERVAL = 0.5  # seconds between looks at the workloads waited for
 STOP_MARGIN = 30  # seconds beyond the longest grace period before a pod that has not stopped is force-deleted
 AT_RISK_REMAINING = 1  # a job with this many retries left (or fewer) after our restart is called out
 
@@ -400,7 +406,7 @@ class Workload:
     def path(self) -> str:
         return object_path(collection_path(self.api_version, self.kind), self.name, self.namespace)
 
-    def report(self) -> dict:
+    def summary(self) -> dict:
         out = {"kind": self.kind, "api_version": self.api_version, "namespace": self.namespace, "name": self.name,
                "strategy": self.strategy, "why": self.why, "status": self.status, "message": self.message,
                "pods": self.pods, "nodes": sorted({p["node"] for p in self.pods if p.get("node")})}
@@ -846,16 +852,16 @@ class RecoveryRun:
         workload.message = f"{workload.message} when the wait ended; " + (
             explained[0]["reason"] if explained else "not Ready in time")
 
-    def wait(self, workloads: list[Workload], timeout: float, started: float, interval: float = 1.0) -> None:
+    def wait(self, workloads: list[Workload], timeout: float, started: float, interval: float = WAIT_INTERVAL) -> None:
         deadline = started + timeout
-        while True:
-            schedulable: dict[str, bool] = {}
-            for workload in workloads:
-                if not workload.done:
-                    self.check(workload, started, schedulable)
-            if all(w.done for w in workloads) or self.clock() >= deadline:
-                break
-            self.sleep(interval)
+        with ThreadPoolExecutor(max_workers=max(1, min(ACT_PARALLEL, len(workloads)))) as pool:
+            while True:
+                schedulable: dict[str, bool] = {}  # nodes looked up this round, shared by the threads
+                waiting = [w for w in workloads if not w.done]
+                list(pool.map(self.check, waiting, [started] * len(waiting), [schedulable] * len(waiting)))
+                if all(w.done for w in workloads) or self.clock() >= deadline:
+                    break
+                self.sleep(interval)
         for workload in workloads:
             if not workload.done:
                 self.explain(workload)
@@ -900,9 +906,9 @@ def recover(client: Client, nodes: list[str], evicted: list, run_id: str | None,
         checks = [check for w in workloads for check in required_access(w.key, w.strategy, w.obj, w.namespace)]
         if checks:
             require_access(client, checks + [("create", "events", "", EVENT_NAMESPACE)])
-    changed = False
-    for workload in workloads:
-        changed = run.act(workload) or changed
+    # Different jobs restart at once: a job stalled on a dead rank waits for nothing but its own restart.
+    with ThreadPoolExecutor(max_workers=max(1, min(ACT_PARALLEL, len(workloads)))) as pool:
+        changed = any(list(pool.map(run.act, workloads)))
     if changed and not check_mode:
         run.record(workloads)  # before waiting: the trail is there even if the wait times out
     waited = [w for w in workloads if not w.done and w.strategy in (WAIT_READY, RESTART_JOB, RECREATE)]
@@ -913,11 +919,13 @@ def recover(client: Client, nodes: list[str], evicted: list, run_id: str | None,
             if workload.status == "waiting":
                 workload.status = "not_waited"
     unrecovered = [w for w in workloads if w.status in ("timeout", "failed")]
+    summaries = [w.summary() for w in workloads]
     return {
+        "by_node": [node_view(name, summaries, check_mode) for name in run.nodes],
         "changed": changed,
         "run_id": run.run_id,
         "nodes": run.nodes,
-        "workloads": [w.report() for w in workloads],
+        "workloads": summaries,
         "restarted": [w.ref for w in workloads if w.action and w.strategy in RESTARTS and not check_mode],
         "recovered": not check_mode and not unrecovered and all(w.status != "not_waited" for w in workloads),
         "lost": [f"{w.namespace}/{w.name}" for w in workloads if w.status == "lost"],
@@ -925,3 +933,44 @@ def recover(client: Client, nodes: list[str], evicted: list, run_id: str | None,
         "warnings": run.warnings,
         "elapsed_seconds": round(clock() - started, 1),
     }
+
+
+def node_view(name: str, workloads: list[dict], check_mode: bool) -> dict:
+    """What the recovery did for the work of one node (pure): its workloads, and whether they all run again."""
+    mine = [w for w in workloads if name in w["nodes"]]
+    refs = [f"{w['kind']} {w['namespace']}/{w['name']}" for w in mine]
+    unrecovered = [ref for ref, w in zip(refs, mine) if w["status"] in ("timeout", "failed", "not_waited")]
+    return {"name": name, "workloads": refs, "recovered": not check_mode and not unrecovered,
+            "unrecovered": unrecovered,
+            "restarted": [ref for ref, w in zip(refs, mine) if w.get("action") and w["strategy"] in RESTARTS
+                          and not check_mode],
+            "lost": [f"{w['namespace']}/{w['name']}" for w in mine if w["status"] == "lost"],
+            "messages": [f"{ref}: {w['message']}" for ref, w in zip(refs, mine) if w.get("message")]}
+
+
+def recover_workloads(call: Call) -> dict:
+    """workload_recover: the work of a batch of nodes, running again (training jobs restarted whole, once)."""
+    params = call.params
+    nodes = read_nodes(call.client, params["nodes"]) if params["nodes"] else []
+    result = recover(call.client, params["nodes"] or [], params["evicted"] or [], params["run_id"],
+                     params["recreate_unmanaged"], params["wait"], params["wait_timeout"], call.check_mode,
+                     node_objects={n["metadata"]["name"]: n for n in nodes})
+    result["diff"] = workloads_diff(result)
+    for warning in result["warnings"]:
+        call.warn(warning)
+    if result["unrecovered"]:
+        first = next(w for w in result["workloads"] if w["status"] in ("timeout", "failed"))
+        result["failed"] = True
+        result["msg"] = (f"{len(result['unrecovered'])} workload(s) not running again after {params['wait_timeout']}s, "
+                         f"e.g. {first['kind']} {first['namespace']}/{first['name']}: {first['message']}")
+    return result
+
+
+def workloads_diff(result: dict) -> dict:
+    before, after = {}, {}
+    for workload in result["workloads"]:
+        if workload.get("action"):
+            ref = f"{workload['kind']} {workload['namespace']}/{workload['name']}"
+            before[ref] = f"{len(workload['pods'])} pod(s) on {', '.join(workload['nodes']) or 'the nodes'}"
+            after[ref] = workload["action"]
+    return {"before": before, "after": after}

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: node_drain
-short_description: Drain a Kubernetes node through the Eviction API, several pods at once, waiting out PodDisruptionBudgets
+short_description: Drain Kubernetes nodes through the Eviction API, several pods at once, waiting out PodDisruptionBudgets
 version_added: 0.1.0
 description:
-  - Evicts the node's pods through the Eviction API, O(concurrency) at a time, and waits until they are gone.
+  - Evicts the pods of each node through the Eviction API, O(concurrency) at a time per node, and waits until they are
+    gone.
+  - Takes a batch of nodes and drains them at once (at most O(max_parallel) at a time), each judged, audited and
+    reported on its own; one node's failure does not stop the others and is named in the result.
   - An eviction refused by a PodDisruptionBudget (HTTP 429) is retried with backoff (0.5 s doubling up to 5 s) until
     O(timeout); the result names each blocking budget and the pods it holds. With O(delete_after_timeout) the pods
     still blocked at the timeout are deleted anyway.
@@ -26,18 +29,25 @@ description:
   - Pods stuck Terminating on a NotReady or unreachable node (whose kubelet cannot confirm anything) are deleted with
     grace period 0 once O(force_delete_stuck_after) seconds have passed since their deletion time, so their
     controllers replace them; the result reports it.
-  - "A drain that cannot finish is an outcome, not an error - the module returns RV(drained=false) with the per-pod
-    report (refused pods, pods still held by a budget or still terminating at O(timeout)); use
-    C(failed_when: not result.drained) to stop there. Only bad input and API failures (missing node, RBAC, connection)
-    fail the module."
+  - "A drain that cannot finish is an outcome, not an error - the node's result says RV(nodes[].drained=false) with the
+    per-pod report (refused pods, pods still held by a budget or still terminating at O(timeout)), and RV(drained) is
+    false; use C(failed_when: not result.drained) to stop there. Only bad input and API failures (missing node, RBAC,
+    connection) fail a node, and the module when any node failed."
 author:
   - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
   name:
     description:
-      - Name of the node.
-    type: str
+      - Names of the nodes (one name or a list).
+    type: list
+    elements: str
     required: true
+    aliases: [names]
+  max_parallel:
+    description:
+      - How many nodes are drained at once (1 to 256).
+    type: int
+    default: 32
   timeout:
     description:
       - Seconds the drain may take, PDB retries and waiting for pods to be gone included.
@@ -45,7 +55,7 @@ options:
     default: 300
   concurrency:
     description:
-      - How many eviction or deletion requests are in flight at once.
+      - How many eviction or deletion requests are in flight at once, per node.
     type: int
     default: 32
   grace_period:
@@ -99,17 +109,15 @@ options:
     type: str
 extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
+  - ai_infra.node_recovery.step
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
   check_mode:
-    support: full
     details: Returns the plan (each pod's expected outcome, judged from the budgets' current status) and changes nothing.
   diff_mode:
     support: full
-  platform:
-    platforms: all
 notes:
-  - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
   - "RBAC: C(get)/C(patch) on C(nodes); C(list) on C(pods) and C(poddisruptionbudgets); C(create) on C(pods/eviction);
     C(delete) on C(pods); C(create) on C(events) in namespace C(default). Missing permissions are found before the first
     write."
@@ -129,7 +137,13 @@ EXAMPLES = r"""
 
 - name: Show what left and how long it took
   ansible.builtin.debug:
-    msg: "{{ drained.summary }} in {{ drained.elapsed_seconds }}s"
+    msg: "{{ drained.nodes[0].summary }} in {{ drained.nodes[0].elapsed_seconds }}s"
+
+- name: Drain the nodes of a failed rack at once; the result names each node that could not be drained
+  ai_infra.node_recovery.node_drain:
+    name: "{{ rack_nodes }}"
+    max_parallel: 32
+  register: rack
 
 - name: See what a drain would do
   ai_infra.node_recovery.node_drain:
@@ -147,125 +161,122 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-node_name:
-  description: Name of the node.
-  returned: always
-  type: str
-drained:
-  description: Whether every pod that had to leave is gone (or, in check mode, would be without waiting for a budget).
-  returned: always
-  type: bool
-pods:
-  description: Every pod that was on the node, with its outcome.
+nodes:
+  description: One result per node, in the order given.
   returned: always
   type: list
   elements: dict
   contains:
-    namespace: {description: Namespace of the pod., type: str, returned: always}
-    name: {description: Name of the pod., type: str, returned: always}
-    owner: {description: "Controller of the pod as C(Kind/name), or null.", type: str, returned: always}
-    action: {description: "What the rules decided: V(evict), V(delete), V(skip), V(refuse) or V(wait) (already
-              terminating).", type: str, returned: always}
-    outcome: {description: "V(evicted), V(deleted), V(skipped), V(refused), V(blocked) (by a budget) or V(failed).",
-              type: str, returned: always}
-    reason: {description: "Why (the rule, the budget's refusal, the error).", type: str, returned: always}
-    pdb: {description: The PodDisruptionBudget that blocked it., type: str, returned: always}
-    attempts: {description: Eviction or deletion requests made., type: int, returned: always}
-    grace_period: {description: "Grace period the pod was given, in seconds.", type: int, returned: always}
-    will_return: {description: Whether a controller recreates the pod elsewhere., type: bool, returned: always}
-    seconds: {description: Seconds from the start of the drain until the pod was gone., type: float, returned: always}
-  sample:
-    - {namespace: serving, name: llm-7d9f-abcde, owner: ReplicaSet/llm-7d9f, action: evict, outcome: evicted,
-       reason: managed by ReplicaSet llm-7d9f, pdb: null, attempts: 1, grace_period: 30, will_return: true, seconds: 1.2}
-summary:
-  description: Number of pods per outcome.
+    name: {description: Name of the node., type: str, returned: always}
+    changed: {description: Whether this node was changed (or would be, in check mode)., type: bool, returned: always}
+    failed: {description: Whether draining this node failed (bad input, API failure; see C(msg))., type: bool,
+             returned: always}
+    msg: {description: Why draining this node failed., type: str, returned: when failed}
+    started: {description: When the drain of this node started (UTC)., type: str, returned: always}
+    finished: {description: When the drain of this node ended (UTC)., type: str, returned: always}
+    drained:
+      description: Whether every pod that had to leave is gone (or, in check mode, would be without waiting for a budget).
+      returned: always
+      type: bool
+    pods:
+      description: Every pod that was on the node, with its outcome.
+      returned: always
+      type: list
+      elements: dict
+      contains:
+        namespace: {description: Namespace of the pod., type: str, returned: always}
+        name: {description: Name of the pod., type: str, returned: always}
+        owner: {description: "Controller of the pod as C(Kind/name), or null.", type: str, returned: always}
+        action: {description: "What the rules decided: V(evict), V(delete), V(skip), V(refuse) or V(wait) (already
+                  terminating).", type: str, returned: always}
+        outcome: {description: "V(evicted), V(deleted), V(skipped), V(refused), V(blocked) (by a budget) or V(failed).",
+                  type: str, returned: always}
+        reason: {description: "Why (the rule, the budget's refusal, the error).", type: str, returned: always}
+        pdb: {description: The PodDisruptionBudget that blocked it., type: str, returned: always}
+        attempts: {description: Eviction or deletion requests made., type: int, returned: always}
+        grace_period: {description: "Grace period the pod was given, in seconds.", type: int, returned: always}
+        will_return: {description: Whether a controller recreates the pod elsewhere., type: bool, returned: always}
+        seconds: {description: Seconds from the start of the drain until the pod was gone., type: float, returned: always}
+      sample:
+        - {namespace: serving, name: llm-7d9f-abcde, owner: ReplicaSet/llm-7d9f, action: evict, outcome: evicted,
+           reason: managed by ReplicaSet llm-7d9f, pdb: null, attempts: 1, grace_period: 30, will_return: true, seconds: 1.2}
+    summary:
+      description: Number of pods per outcome.
+      returned: always
+      type: dict
+      sample: {evicted: 12, deleted: 1, skipped: 2, refused: 0, blocked: 0, failed: 0}
+    blocking_pdbs:
+      description: Each PodDisruptionBudget that still blocked pods at the end, with the pods it holds and its status.
+      returned: always
+      type: list
+      elements: dict
+      sample:
+        - {namespace: serving, name: llm, pods: [llm-7d9f-abcde], disruptionsAllowed: 0, currentHealthy: 2,
+           desiredHealthy: 2, expectedPods: 2}
+    elapsed_seconds:
+      description: Time the drain took, in seconds.
+      returned: always
+      type: float
+    state:
+      description: Recovery state of the node afterwards.
+      returned: always
+      type: str
+      sample: drained
+    message:
+      description: One sentence summing up the drain.
+      returned: always
+      type: str
+drained:
+  description: Whether every node given is drained (or would be, in check mode).
   returned: always
-  type: dict
-  sample: {evicted: 12, deleted: 1, skipped: 2, refused: 0, blocked: 0, failed: 0}
-blocking_pdbs:
-  description: Each PodDisruptionBudget that still blocked pods at the end, with the pods it holds and its status.
+  type: bool
+failed_nodes:
+  description: Names of the nodes whose drain failed; the module fails when there is any.
   returned: always
   type: list
-  elements: dict
-  sample:
-    - {namespace: serving, name: llm, pods: [llm-7d9f-abcde], disruptionsAllowed: 0, currentHealthy: 2,
-       desiredHealthy: 2, expectedPods: 2}
-elapsed_seconds:
-  description: Time the drain took, in seconds.
-  returned: always
-  type: float
-state:
-  description: Recovery state of the node afterwards.
-  returned: always
-  type: str
-  sample: drained
+  elements: str
 message:
-  description: One sentence summing up the drain.
+  description: The nodes' sentences, joined.
   returned: always
   type: str
 run_id:
-  description: The run id written to the node.
+  description: The run id written to the nodes.
   returned: always
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
-    AUTH_ARG_SPEC,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
-    Client,
-    KubernetesError,
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import (
+    MAX_PARALLEL_RANGE,
+    MAX_PARALLEL_SPEC,
+    NAME_SPEC,
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._drain import drain
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import NodeRefused
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._drain import drain_nodes
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
+
+SPEC = ModuleSpec(
+    argument_spec=dict(
+        name=NAME_SPEC,
+        max_parallel=MAX_PARALLEL_SPEC,
+        timeout={"type": "int", "default": 300},
+        concurrency={"type": "int", "default": 32},
+        grace_period={"type": "int"},
+        force={"type": "bool", "default": False},
+        delete_emptydir_data={"type": "bool", "default": False},
+        pod_selector={"type": "str"},
+        exclude_namespaces={"type": "list", "elements": "str", "default": []},
+        delete_after_timeout={"type": "bool", "default": False},
+        force_delete_stuck_after={"type": "int", "default": 60},
+        override_exclusion={"type": "bool", "default": False},
+        run_id={"type": "str"},
+    ),
+    run=drain_nodes,
+    ranges={"max_parallel": MAX_PARALLEL_RANGE, "timeout": (0, None), "concurrency": (1, None),
+            "grace_period": (0, None), "force_delete_stuck_after": (0, None)},
+)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            name={"type": "str", "required": True},
-            timeout={"type": "int", "default": 300},
-            concurrency={"type": "int", "default": 32},
-            grace_period={"type": "int"},
-            force={"type": "bool", "default": False},
-            delete_emptydir_data={"type": "bool", "default": False},
-            pod_selector={"type": "str"},
-            exclude_namespaces={"type": "list", "elements": "str", "default": []},
-            delete_after_timeout={"type": "bool", "default": False},
-            force_delete_stuck_after={"type": "int", "default": 60},
-            override_exclusion={"type": "bool", "default": False},
-            run_id={"type": "str"},
-            **AUTH_ARG_SPEC,
-        ),
-        supports_check_mode=True,
-    )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
-    params = module.params
-    for option in ("timeout", "concurrency", "grace_period", "force_delete_stuck_after"):
-        if params[option] is not None and (params[option] < 0 or (option == "concurrency" and params[option] < 1)):
-            module.fail_json(msg=f"{option} must be {'at least 1' if option == 'concurrency' else 'zero or more'}, "
-                                 f"not {params[option]}")
-    run_id = params["run_id"] or new_run_id()
-    try:
-        client = Client(params)
-        result = drain(client, params["name"], timeout=params["timeout"], concurrency=params["concurrency"],
-                       grace_period=params["grace_period"], force=params["force"],
-                       delete_emptydir_data=params["delete_emptydir_data"], pod_selector=params["pod_selector"],
-                       exclude_namespaces=params["exclude_namespaces"],
-                       delete_after_timeout=params["delete_after_timeout"],
-                       force_delete_stuck_after=params["force_delete_stuck_after"],
-                       override_exclusion=params["override_exclusion"], run_id=run_id, check_mode=module.check_mode)
-    except (KubernetesError, NodeRefused) as err:
-        module.fail_json(msg=str(err), node_name=params["name"], run_id=run_id)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    result["run_id"] = run_id
-    module.exit_json(**result)
+    run_module(SPEC)
 
 
 if __name__ == "__main__":

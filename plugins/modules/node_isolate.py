@@ -6,13 +6,15 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: node_isolate
-short_description: Isolate a faulty Kubernetes node (cordon, taint, ownership annotations) or release it
+short_description: Isolate faulty Kubernetes nodes (cordon, taint, ownership annotations) or release them
 version_added: 0.1.0
 description:
-  - O(state=isolated) cordons the node, adds the taint C(node-recovery.ai-infra.io/faulty=<first fault>:<effect>)
+  - O(state=isolated) cordons each node, adds the taint C(node-recovery.ai-infra.io/faulty=<first fault>:<effect>)
     and records in annotations who isolated it (this collection), why (the fault types), when and the run id;
     the recovery state moves to C(isolated) unless the node is already further along (draining, drained, in repair).
     A Kubernetes Event is recorded on the Node.
+  - Takes a batch of nodes and acts on them at once (at most O(max_parallel) at a time), each judged, audited and
+    reported on its own; one node's failure does not stop the others and is named in the result.
   - A node that is already cordoned by a person stays theirs - the annotation C(node-recovery.ai-infra.io/cordoned)
     records V(false) and releasing the node never lifts that cordon.
   - O(state=released) removes only what this collection did - its taint, its annotations, and the cordon
@@ -25,20 +27,22 @@ author:
 options:
   name:
     description:
-      - Name of the node.
-    type: str
+      - Names of the nodes (one name or a list).
+    type: list
+    elements: str
     required: true
+    aliases: [names]
   state:
     description:
-      - V(isolated) to isolate the node, V(released) to undo our isolation.
+      - V(isolated) to isolate the nodes, V(released) to undo our isolation.
     type: str
     choices: [isolated, released]
     default: isolated
   reasons:
     description:
-      - Fault types that justify the isolation (for example the node's C(faults) in the C(faulty_nodes) returned by
-        M(ai_infra.node_recovery.node_faults_info)). The first one becomes the taint value.
-      - When empty and the node is already isolated by this collection, the recorded reasons are kept.
+      - Fault types that justify the isolation, for every node given. The first one becomes the taint value.
+      - When empty, each node's own faults as they are now, classified with the fault catalog (the classification
+        options); a node already isolated by this collection keeps its recorded reasons when it has no fault now.
     type: list
     elements: str
     default: []
@@ -55,6 +59,11 @@ options:
       - Isolate even a node labelled C(node-recovery.ai-infra.io/exclude=true).
     type: bool
     default: false
+  max_parallel:
+    description:
+      - How many nodes are acted on at once (1 to 256).
+    type: int
+    default: 32
   run_id:
     description:
       - Identifier of this remediation run, written to the C(node-recovery.ai-infra.io/run-id) annotation.
@@ -62,16 +71,14 @@ options:
     type: str
 extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
+  - ai_infra.node_recovery.classification
+  - ai_infra.node_recovery.step
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: full
-  platform:
-    platforms: all
 notes:
-  - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
   - "RBAC: C(get) and C(patch) on C(nodes), C(create) on C(events) in namespace C(default)."
 seealso:
   - module: ai_infra.node_recovery.node_drain
@@ -84,12 +91,10 @@ EXAMPLES = r"""
     name: npu-a-0003
     reasons: [NT_NPU_CARD_LOSE]
 
-- name: Isolate every faulty node found, one run id for the whole run
+- name: Isolate every faulty node found at once, each for its own faults, one run id for the whole run
   ai_infra.node_recovery.node_isolate:
-    name: "{{ item.name }}"
-    reasons: "{{ item.faults }}"
+    name: "{{ faults.faulty_nodes | map(attribute='name') }}"
     run_id: "{{ run_id }}"
-  loop: "{{ faults.faulty_nodes }}"
 
 - name: Give a node back (only what we did is undone)
   ai_infra.node_recovery.node_isolate:
@@ -98,77 +103,82 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-node_name:
-  description: Name of the node.
+nodes:
+  description: One result per node, in the order given.
   returned: always
-  type: str
-  sample: npu-a-0003
-message:
-  description: One sentence saying what was done (or would be, in check mode), or why nothing was.
-  returned: always
-  type: str
-  sample: "node 'npu-a-0003' was isolated: cordoned, taint node-recovery.ai-infra.io/faulty=NT_NPU_CARD_LOSE:NoSchedule,
-    faults NT_NPU_CARD_LOSE, run 20261129T120000Z-3fa2c1"
-isolation:
-  description: The node's cordon, our taints, our annotations and state label after the change (as they would be in
-    check mode).
-  returned: always
-  type: dict
+  type: list
+  elements: dict
+  contains:
+    name: {description: Name of the node., type: str, returned: always}
+    changed: {description: Whether this node was changed (or would be, in check mode)., type: bool, returned: always}
+    failed: {description: Whether acting on this node failed (see C(msg))., type: bool, returned: always}
+    msg: {description: Why acting on this node failed., type: str, returned: when failed}
+    message:
+      description: One sentence saying what was done (or would be, in check mode), or why nothing was.
+      type: str
+      returned: always
+    isolation:
+      description: The node's cordon, our taints, our annotations and state label after the change (as they would be
+        in check mode).
+      type: dict
+      returned: when not failed
+    started: {description: When acting on this node started (UTC)., type: str, returned: always}
+    finished: {description: When acting on this node finished (UTC)., type: str, returned: always}
   sample:
-    unschedulable: true
-    taints: [{key: node-recovery.ai-infra.io/faulty, value: NT_NPU_CARD_LOSE, effect: NoSchedule}]
-    annotations: {node-recovery.ai-infra.io/isolated-by: ai_infra.node_recovery, node-recovery.ai-infra.io/cordoned: "true"}
-    labels: {node-recovery.ai-infra.io/state: isolated}
+    - name: npu-a-0003
+      changed: true
+      failed: false
+      message: "node 'npu-a-0003' was isolated: cordoned, taint node-recovery.ai-infra.io/faulty=NT_NPU_CARD_LOSE:NoSchedule,
+        faults NT_NPU_CARD_LOSE, run 20261129T120000Z-3fa2c1"
+      isolation:
+        unschedulable: true
+        taints: [{key: node-recovery.ai-infra.io/faulty, value: NT_NPU_CARD_LOSE, effect: NoSchedule}]
+        annotations: {node-recovery.ai-infra.io/isolated-by: ai_infra.node_recovery, node-recovery.ai-infra.io/cordoned: "true"}
+        labels: {node-recovery.ai-infra.io/state: isolated}
+      started: "2026-11-29T12:00:00.120000Z"
+      finished: "2026-11-29T12:00:00.180000Z"
+failed_nodes:
+  description: Names of the nodes that could not be acted on; the module fails when there is any.
+  returned: always
+  type: list
+  elements: str
+message:
+  description: The nodes' sentences, joined.
+  returned: always
+  type: str
 run_id:
-  description: The run id written to the node.
+  description: The run id written to the nodes.
   returned: always
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
-    AUTH_ARG_SPEC,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
-    Client,
-    KubernetesError,
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import (
+    MAX_PARALLEL_RANGE,
+    MAX_PARALLEL_SPEC,
+    NAME_SPEC,
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import EFFECTS, NodeRefused, isolate, release
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import EFFECTS, isolate_nodes
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
+
+SPEC = ModuleSpec(
+    argument_spec=dict(
+        name=NAME_SPEC,
+        state={"type": "str", "choices": ["isolated", "released"], "default": "isolated"},
+        reasons={"type": "list", "elements": "str", "default": []},
+        effect={"type": "str", "choices": list(EFFECTS), "default": "NoSchedule"},
+        force={"type": "bool", "default": False},
+        max_parallel=MAX_PARALLEL_SPEC,
+        run_id={"type": "str"},
+        **CLASSIFY_ARG_SPEC,
+    ),
+    run=isolate_nodes,
+    ranges={"max_parallel": MAX_PARALLEL_RANGE},
+)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            name={"type": "str", "required": True},
-            state={"type": "str", "choices": ["isolated", "released"], "default": "isolated"},
-            reasons={"type": "list", "elements": "str", "default": []},
-            effect={"type": "str", "choices": list(EFFECTS), "default": "NoSchedule"},
-            force={"type": "bool", "default": False},
-            run_id={"type": "str"},
-            **AUTH_ARG_SPEC,
-        ),
-        supports_check_mode=True,
-    )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
-    params = module.params
-    run_id = params["run_id"] or new_run_id()
-    try:
-        client = Client(params)
-        if params["state"] == "isolated":
-            outcome = isolate(client, params["name"], params["reasons"], run_id, effect=params["effect"],
-                              force=params["force"], check_mode=module.check_mode)
-        else:
-            outcome = release(client, params["name"], run_id=run_id, check_mode=module.check_mode)
-    except (KubernetesError, NodeRefused) as err:
-        module.fail_json(msg=str(err), node_name=params["name"])
-    result = {"changed": outcome["changed"], "node_name": params["name"], "message": outcome["message"],
-              "isolation": outcome["diff"]["after"], "run_id": run_id}
-    if module._diff:
-        result["diff"] = outcome["diff"]
-    module.exit_json(**result)
+    run_module(SPEC)
 
 
 if __name__ == "__main__":

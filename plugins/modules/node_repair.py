@@ -9,6 +9,8 @@ module: node_repair
 short_description: Hand a faulty accelerator node to repair with an evidence bundle, and record the hand-over
 version_added: 0.1.0
 description:
+  - Takes a batch of nodes and acts on them at once (at most O(max_parallel) at a time), each judged, audited and
+    reported on its own; one node's failure does not stop the others and is named in the result.
   - V(requested) marks the node C(repair-pending) (annotation C(node-recovery.ai-infra.io/state) and the label of the
     same name, so repair teams can select such nodes) and produces a repair ticket with an evidence bundle. The node's
     identity (name, provider ID, addresses, pool, flavor). Every fault with reason, message and since when.
@@ -32,9 +34,16 @@ author:
 options:
   name:
     description:
-      - Name of the node.
-    type: str
+      - Names of the nodes (one name or a list).
+    type: list
+    elements: str
     required: true
+    aliases: [names]
+  max_parallel:
+    description:
+      - How many nodes are acted on at once (1 to 256).
+    type: int
+    default: 32
   state:
     description:
       - V(requested) opens a repair ticket and marks the node C(repair-pending).
@@ -133,19 +142,14 @@ options:
 extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
   - ai_infra.node_recovery.classification
+  - ai_infra.node_recovery.step
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
-  check_mode:
-    support: full
-    details: Builds and returns the ticket but delivers nothing and leaves the node as it is.
   diff_mode:
     support: full
-  platform:
-    support: full
-    platforms: all
-    details: Talks to the Kubernetes API from wherever it runs (usually the controller).
 notes:
-  - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
+  - "RBAC: C(get) and C(patch) on C(nodes), C(list) on C(events), C(create) on C(events) in namespace C(default)."
 seealso:
   - module: ai_infra.node_recovery.workload_recover
   - module: ai_infra.node_recovery.node_return
@@ -183,169 +187,135 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-ticket_id:
-  description: Id of the repair ticket (new, or the one the node already has).
-  returned: when O(state) is not V(recorded)
-  type: str
-  sample: NR-20261129T120000Z-npu-a-0003
-ticket:
-  description:
-    - The evidence bundle. It holds ticket, created, requested_by, run_id, note, summary, node (name, provider_id,
-      addresses, pool, flavor, accelerator_type, ready), recovery (state, isolation, cordon owner, taints), health,
-      action, faults, pending_faults, suspect_signals, accelerators, events, workloads, actions_tried and fault_history.
-  returned: when a new ticket is made
-  type: dict
-markdown:
-  description: The ticket as Markdown.
-  returned: when a new ticket is made
-  type: str
-delivered:
-  description: Where the ticket went, files (the paths written) and webhook (endpoint, HTTP status, attempts).
-  returned: when O(state=requested)
-  type: dict
-  sample:
-    files: [/var/lib/node-recovery/tickets/NR-20261129T120000Z-npu-a-0003.json]
-    webhook: {endpoint: "https://ops.example.com", status: 200, attempts: 2}
-state:
-  description: The node's recovery state afterwards.
-  returned: when O(state) is not V(recorded)
-  type: str
-escalate:
-  description: Whether a current fault reached O(escalate_after) occurrences within O(history_window).
-  returned: when O(state=recorded)
-  type: bool
-escalated:
-  description: The fault types that escalate, each with type and count.
-  returned: when O(state) is V(recorded) or V(requested)
+nodes:
+  description: One result per node, in the order given.
+  returned: always
   type: list
   elements: dict
-history:
-  description: Occurrences per fault type within the window.
-  returned: when O(state=recorded)
-  type: dict
-  sample: {NT_NPU_DEVICE: 2}
-occurrences:
-  description: When each occurrence began, per fault type.
-  returned: when O(state=recorded)
-  type: dict
-faults:
-  description: The node's current fault types.
-  returned: when O(state=recorded)
+  contains:
+    name: {description: Name of the node., type: str, returned: always}
+    changed: {description: Whether this node was changed (or would be, in check mode)., type: bool, returned: always}
+    failed: {description: Whether acting on this node failed (see C(msg))., type: bool, returned: always}
+    msg: {description: Why acting on this node failed., type: str, returned: when failed}
+    started: {description: When acting on this node started (UTC)., type: str, returned: always}
+    finished: {description: When acting on this node finished (UTC)., type: str, returned: always}
+    ticket_id:
+      description: Id of the repair ticket (new, or the one the node already has).
+      returned: when O(state) is not V(recorded)
+      type: str
+      sample: NR-20261129T120000Z-npu-a-0003
+    ticket:
+      description:
+        - The evidence bundle. It holds ticket, created, requested_by, run_id, note, summary, node (name, provider_id,
+          addresses, pool, flavor, accelerator_type, ready), recovery (state, isolation, cordon owner, taints), health,
+          action, faults, pending_faults, suspect_signals, accelerators, events, workloads, actions_tried and fault_history.
+      returned: when a new ticket is made
+      type: dict
+    markdown:
+      description: The ticket as Markdown.
+      returned: when a new ticket is made
+      type: str
+    delivered:
+      description: Where the ticket went, files (the paths written) and webhook (endpoint, HTTP status, attempts).
+      returned: when O(state=requested)
+      type: dict
+      sample:
+        files: [/var/lib/node-recovery/tickets/NR-20261129T120000Z-npu-a-0003.json]
+        webhook: {endpoint: "https://ops.example.com", status: 200, attempts: 2}
+    state:
+      description: The node's recovery state afterwards.
+      returned: when O(state) is not V(recorded)
+      type: str
+    escalate:
+      description: Whether a current fault reached O(escalate_after) occurrences within O(history_window).
+      returned: when O(state=recorded)
+      type: bool
+    escalated:
+      description: The fault types that escalate, each with type and count.
+      returned: when O(state) is V(recorded) or V(requested)
+      type: list
+      elements: dict
+    history:
+      description: Occurrences per fault type within the window.
+      returned: when O(state=recorded)
+      type: dict
+      sample: {NT_NPU_DEVICE: 2}
+    occurrences:
+      description: When each occurrence began, per fault type.
+      returned: when O(state=recorded)
+      type: dict
+    faults:
+      description: The node's current fault types.
+      returned: when O(state=recorded)
+      type: list
+      elements: str
+    actions_tried:
+      description: The actions recorded on the node, oldest first.
+      returned: when O(state=recorded)
+      type: list
+      elements: dict
+    message:
+      description: One sentence on what was done.
+      returned: always
+      type: str
+    run_id:
+      description: The run id used.
+      returned: always
+      type: str
+failed_nodes:
+  description: Names of the nodes that could not be acted on; the module fails when there is any.
+  returned: always
   type: list
   elements: str
-actions_tried:
-  description: The actions recorded on the node, oldest first.
-  returned: when O(state=recorded)
-  type: list
-  elements: dict
 message:
-  description: One sentence on what was done.
-  returned: always
-  type: str
-run_id:
-  description: The run id used.
+  description: The nodes' sentences, joined.
   returned: always
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
-    AUTH_ARG_SPEC,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
-    Client,
-    KubernetesError,
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import (
+    MAX_PARALLEL_RANGE,
+    MAX_PARALLEL_SPEC,
+    NAME_SPEC,
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
-    CLASSIFY_ARG_SPEC,
-    catalog_from,
-    options_from,
-)
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._repair import (
-    RepairError,
-    hand_over,
-    record,
-    request_repair,
-    run_id_for,
-)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._repair import repair_nodes
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import url_problem
 
-
-def check_params(params: dict) -> str | None:
-    """One sentence about the first option that makes no sense, or None."""
-    for name, minimum in (("history_window", 1), ("escalate_after", 1), ("webhook_timeout", 1),
-                          ("webhook_retries", 0), ("events_limit", 0)):
-        if params[name] < minimum:
-            return f"{name} must be at least {minimum}, not {params[name]}"
-    return url_problem("webhook_url", params["webhook_url"])
+SPEC = ModuleSpec(
+    argument_spec=dict(
+        name=NAME_SPEC,
+        max_parallel=MAX_PARALLEL_SPEC,
+        state={"type": "str", "default": "requested", "choices": ["requested", "in_repair", "repaired", "recorded"]},
+        by={"type": "str"},
+        ticket_ref={"type": "str"},
+        note={"type": "str"},
+        action_tried={"type": "dict", "options": {"action": {"type": "str", "required": True},
+                                                  "result": {"type": "str"}, "detail": {"type": "str"}}},
+        workloads={"type": "list", "elements": "dict", "default": []},
+        directory={"type": "path"},
+        webhook_url={"type": "str", "no_log": True},
+        webhook_headers={"type": "dict", "no_log": True},
+        webhook_timeout={"type": "int", "default": 10},
+        webhook_retries={"type": "int", "default": 3},
+        webhook_validate_certs={"type": "bool", "default": True},
+        history_window={"type": "int", "default": 86400},
+        escalate_after={"type": "int", "default": 2},
+        events_limit={"type": "int", "default": 20},
+        run_id={"type": "str"},
+        **CLASSIFY_ARG_SPEC,
+    ),
+    run=repair_nodes,
+    ranges={"max_parallel": MAX_PARALLEL_RANGE, "history_window": (1, None), "escalate_after": (1, None),
+            "webhook_timeout": (1, None), "webhook_retries": (0, None), "events_limit": (0, None)},
+    check=lambda params: url_problem("webhook_url", params["webhook_url"]),
+    required_if=(("state", "in_repair", ("by",)), ("state", "repaired", ("by",))),
+)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            name={"type": "str", "required": True},
-            state={"type": "str", "default": "requested", "choices": ["requested", "in_repair", "repaired", "recorded"]},
-            by={"type": "str"},
-            ticket_ref={"type": "str"},
-            note={"type": "str"},
-            action_tried={"type": "dict", "options": {"action": {"type": "str", "required": True},
-                                                      "result": {"type": "str"}, "detail": {"type": "str"}}},
-            workloads={"type": "list", "elements": "dict", "default": []},
-            directory={"type": "path"},
-            webhook_url={"type": "str", "no_log": True},
-            webhook_headers={"type": "dict", "no_log": True},
-            webhook_timeout={"type": "int", "default": 10},
-            webhook_retries={"type": "int", "default": 3},
-            webhook_validate_certs={"type": "bool", "default": True},
-            history_window={"type": "int", "default": 86400},
-            escalate_after={"type": "int", "default": 2},
-            events_limit={"type": "int", "default": 20},
-            run_id={"type": "str"},
-            **AUTH_ARG_SPEC,
-            **CLASSIFY_ARG_SPEC,
-        ),
-        required_if=[("state", "in_repair", ("by",)), ("state", "repaired", ("by",))],
-        supports_check_mode=True,
-    )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
-    params = module.params
-    problem = check_params(params)
-    if problem:
-        module.fail_json(msg=problem)
-    state, name = params["state"], params["name"]
-    try:
-        catalog, options = catalog_from(params), options_from(params)
-        client = Client(params)
-        run_id = run_id_for(client, name, params["run_id"])
-        if state == "recorded":
-            result = record(client, name, catalog, options, params["history_window"], params["escalate_after"],
-                            params["action_tried"], run_id, module.check_mode)
-        elif state == "requested":
-            webhook = None
-            if params["webhook_url"]:
-                webhook = {"url": params["webhook_url"], "headers": params["webhook_headers"],
-                           "timeout": params["webhook_timeout"], "retries": params["webhook_retries"],
-                           "validate_certs": params["webhook_validate_certs"]}
-            result = request_repair(client, name, catalog, options, window=params["history_window"],
-                                    escalate_after=params["escalate_after"], action=params["action_tried"],
-                                    workloads=params["workloads"], requested_by=params["by"] or v.COLLECTION,
-                                    note=params["note"], run_id=run_id, directory=params["directory"], webhook=webhook,
-                                    events_limit=params["events_limit"], check_mode=module.check_mode)
-        else:
-            result = hand_over(client, name, state, params["by"], params["ticket_ref"], params["note"], run_id,
-                               module.check_mode)
-    except (CatalogError, KubernetesError, RepairError) as err:
-        module.fail_json(msg=str(err))
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(run_id=run_id, **result)
+    run_module(SPEC)
 
 
 if __name__ == "__main__":

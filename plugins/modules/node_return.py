@@ -9,6 +9,7 @@ module: node_return
 short_description: Return a repaired or recovered accelerator node to service once it is proven healthy
 version_added: 0.1.0
 description:
+  - Takes a batch of nodes and judges and returns them at once (at most O(max_parallel) at a time), each on its own.
   - Returns the node only when all of these hold. It was isolated by this collection (our annotations or our taint).
     Every catalogued fault condition has been healthy, C(False) (C(True) for C(Ready)) and never C(Unknown), for at
     least O(healthy_delay) seconds since its C(lastTransitionTime). Its accelerator C(allocatable) count is back to the
@@ -25,9 +26,16 @@ author:
 options:
   name:
     description:
-      - Name of the node.
-    type: str
+      - Names of the nodes (one name or a list).
+    type: list
+    elements: str
     required: true
+    aliases: [names]
+  max_parallel:
+    description:
+      - How many nodes are acted on at once (1 to 256).
+    type: int
+    default: 32
   healthy_delay:
     description:
       - Seconds every catalogued condition must have been healthy before the node returns.
@@ -40,18 +48,14 @@ options:
 extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
   - ai_infra.node_recovery.classification
+  - ai_infra.node_recovery.step
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: full
-  platform:
-    support: full
-    platforms: all
-    details: Talks to the Kubernetes API from wherever it runs (usually the controller).
 notes:
-  - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
+  - "RBAC: C(get) and C(patch) on C(nodes), C(create) on C(events) in namespace C(default)."
 seealso:
   - module: ai_infra.node_recovery.node_isolate
   - module: ai_infra.node_recovery.node_repair
@@ -73,86 +77,91 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+nodes:
+  description: One result per node, in the order given.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name: {description: Name of the node., type: str, returned: always}
+    changed: {description: Whether this node was changed (or would be, in check mode)., type: bool, returned: always}
+    failed: {description: Whether acting on this node failed (see C(msg))., type: bool, returned: always}
+    msg: {description: Why acting on this node failed., type: str, returned: when failed}
+    started: {description: When acting on this node started (UTC)., type: str, returned: always}
+    finished: {description: When acting on this node finished (UTC)., type: str, returned: always}
+    returned:
+      description: Whether the node is back in service (also true when it already was).
+      returned: always
+      type: bool
+    reasons:
+      description: Why the node is not returned, one sentence each, for example C(NT_NPU_NET is Unknown, not healthy).
+      returned: always
+      type: list
+      elements: str
+    wait_seconds:
+      description: When only the healthy delay is missing, how many seconds remain; otherwise null.
+      returned: always
+      type: int
+    ticket:
+      description: The node's repair ticket, closed by the return, with id, ref, state and closed_at; null without a ticket.
+      returned: always
+      type: dict
+      sample: {id: NR-20261129T120000Z-npu-a-0003, ref: INC-20419, state: closed, closed_at: "2026-11-30T08:00:00Z"}
+    state:
+      description: The node's recovery state afterwards.
+      returned: always
+      type: str
+    health:
+      description: "V(healthy), V(suspect) or V(faulty), from the classification."
+      returned: always
+      type: str
+    cordon_owner:
+      description: "Who holds the cordon afterwards: V(none), V(node_recovery) or V(person)."
+      returned: always
+      type: str
+    message:
+      description: One sentence on the outcome.
+      returned: always
+      type: str
 returned:
-  description: Whether the node is back in service (also true when it already was).
+  description: Whether every node given is returned to service (or already was).
   returned: always
   type: bool
-reasons:
-  description: Why the node is not returned, one sentence each, for example C(NT_NPU_NET is Unknown, not healthy).
+failed_nodes:
+  description: Names of the nodes that could not be acted on; the module fails when there is any.
   returned: always
   type: list
   elements: str
-wait_seconds:
-  description: When only the healthy delay is missing, how many seconds remain; otherwise null.
-  returned: always
-  type: int
-ticket:
-  description: The node's repair ticket, closed by the return, with id, ref, state and closed_at; null without a ticket.
-  returned: always
-  type: dict
-  sample: {id: NR-20261129T120000Z-npu-a-0003, ref: INC-20419, state: closed, closed_at: "2026-11-30T08:00:00Z"}
-state:
-  description: The node's recovery state afterwards.
-  returned: always
-  type: str
-health:
-  description: "V(healthy), V(suspect) or V(faulty), from the classification."
-  returned: always
-  type: str
-cordon_owner:
-  description: "Who holds the cordon afterwards: V(none), V(node_recovery) or V(person)."
-  returned: always
-  type: str
 message:
-  description: One sentence on the outcome.
+  description: The nodes' sentences, joined.
   returned: always
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import (
+    MAX_PARALLEL_RANGE,
+    MAX_PARALLEL_SPEC,
+    NAME_SPEC,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._return import return_nodes
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
-    AUTH_ARG_SPEC,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
-    Client,
-    KubernetesError,
+SPEC = ModuleSpec(
+    argument_spec=dict(
+        name=NAME_SPEC,
+        max_parallel=MAX_PARALLEL_SPEC,
+        healthy_delay={"type": "int", "default": 300},
+        run_id={"type": "str"},
+        **CLASSIFY_ARG_SPEC,
+    ),
+    run=return_nodes,
+    ranges={"max_parallel": MAX_PARALLEL_RANGE, "healthy_delay": (0, None)},
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
-    CLASSIFY_ARG_SPEC,
-    catalog_from,
-    options_from,
-)
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._repair import return_to_service
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            name={"type": "str", "required": True},
-            healthy_delay={"type": "int", "default": 300},
-            run_id={"type": "str"},
-            **AUTH_ARG_SPEC,
-            **CLASSIFY_ARG_SPEC,
-        ),
-        supports_check_mode=True,
-    )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
-    params = module.params
-    if params["healthy_delay"] < 0:
-        module.fail_json(msg=f"healthy_delay must be 0 or more seconds, not {params['healthy_delay']}")
-    try:
-        catalog, options = catalog_from(params), options_from(params)
-        result = return_to_service(Client(params), params["name"], catalog, options, params["healthy_delay"],
-                                   params["run_id"], module.check_mode)
-    except (CatalogError, KubernetesError) as err:
-        module.fail_json(msg=str(err))
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(**result)
+    run_module(SPEC)
 
 
 if __name__ == "__main__":

@@ -81,19 +81,15 @@ options:
     type: str
 extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
+  - ai_infra.node_recovery.step
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
   check_mode:
-    support: full
     details: Resolves owners and returns the plan (RV(workloads[].action)); nothing is stopped, created or waited for.
   diff_mode:
     support: full
-  platform:
-    support: full
-    platforms: all
-    details: Talks to the Kubernetes API from wherever it runs (usually the controller).
 notes:
-  - Requires the C(kubernetes) Python library on the host that runs the module (usually the controller).
   - For a batch Job, a C(podFailurePolicy) rule ignoring pods with condition C(DisruptionTarget) keeps node failures
     and drains from consuming C(backoffLimit); see the collection's recovery and repair guide.
 seealso:
@@ -105,7 +101,7 @@ EXAMPLES = r"""
 - name: Recover what ran on the drained node
   ai_infra.node_recovery.workload_recover:
     nodes: [npu-a-0003]
-    evicted: "{{ drain.pods | selectattr('outcome', 'in', ['evicted', 'deleted']) }}"
+    evicted: "{{ drain.nodes[0].pods | selectattr('outcome', 'in', ['evicted', 'deleted']) }}"
     wait_timeout: 600
   register: recovery
 
@@ -121,6 +117,25 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+by_node:
+  description: Per node given, what the recovery did for the work that ran there.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name: {description: Name of the node., type: str, returned: always}
+    workloads: {description: "The workloads whose pods ran there, as C(Kind namespace/name).", type: list,
+                elements: str, returned: always}
+    recovered: {description: Whether all of them run again (never true in check mode)., type: bool, returned: always}
+    unrecovered: {description: Those that do not (timed out, failed or not waited for)., type: list, elements: str,
+                  returned: always}
+    restarted: {description: Training jobs restarted whole., type: list, elements: str, returned: always}
+    lost: {description: "Bare pods lost, as C(namespace/name).", type: list, elements: str, returned: always}
+    messages: {description: One line per workload saying where it stands., type: list, elements: str,
+               returned: always}
+  sample:
+    - {name: npu-a-0003, workloads: [Deployment serving/llm, Job train/gpt], recovered: true, unrecovered: [],
+       restarted: [Job train/gpt], lost: [], messages: ["Deployment serving/llm: 2/2 Ready on schedulable nodes"]}
 workloads:
   description: One entry per workload whose pods ran on the nodes.
   returned: always
@@ -257,64 +272,26 @@ elapsed_seconds:
   type: float
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._workloads import recover_workloads
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
-    AUTH_ARG_SPEC,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
-    Client,
-    KubernetesError,
+SPEC = ModuleSpec(
+    argument_spec=dict(
+        nodes={"type": "list", "elements": "str"},
+        evicted={"type": "list", "elements": "dict"},
+        recreate_unmanaged={"type": "bool", "default": False},
+        wait={"type": "bool", "default": True},
+        wait_timeout={"type": "int", "default": 300},
+        run_id={"type": "str"},
+    ),
+    run=recover_workloads,
+    ranges={"wait_timeout": (0, None)},
+    required_one_of=(("nodes", "evicted"),),
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_nodes
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._workloads import WorkloadError, recover
-
-
-def diff_of(result: dict) -> dict:
-    before, after = {}, {}
-    for workload in result["workloads"]:
-        if workload.get("action"):
-            ref = f"{workload['kind']} {workload['namespace']}/{workload['name']}"
-            before[ref] = f"{len(workload['pods'])} pod(s) on {', '.join(workload['nodes']) or 'the nodes'}"
-            after[ref] = workload["action"]
-    return {"before": before, "after": after}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            nodes={"type": "list", "elements": "str"},
-            evicted={"type": "list", "elements": "dict"},
-            recreate_unmanaged={"type": "bool", "default": False},
-            wait={"type": "bool", "default": True},
-            wait_timeout={"type": "int", "default": 300},
-            run_id={"type": "str"},
-            **AUTH_ARG_SPEC,
-        ),
-        required_one_of=[("nodes", "evicted")],
-        supports_check_mode=True,
-    )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
-    params = module.params
-    if params["wait_timeout"] < 0:
-        module.fail_json(msg=f"wait_timeout must be 0 or more seconds, not {params['wait_timeout']}")
-    try:
-        client = Client(params)
-        nodes = read_nodes(client, params["nodes"]) if params["nodes"] else []
-        result = recover(client, params["nodes"] or [], params["evicted"] or [], params["run_id"],
-                         params["recreate_unmanaged"], params["wait"], params["wait_timeout"], module.check_mode,
-                         node_objects={n["metadata"]["name"]: n for n in nodes})
-    except (KubernetesError, WorkloadError) as err:
-        module.fail_json(msg=str(err))
-    if module._diff:
-        result["diff"] = diff_of(result)
-    if result["unrecovered"]:
-        first = next(w for w in result["workloads"] if w["status"] in ("timeout", "failed"))
-        module.fail_json(msg=f"{len(result['unrecovered'])} workload(s) not running again after "
-                             f"{params['wait_timeout']}s, e.g. {first['kind']} {first['namespace']}/{first['name']}: "
-                             f"{first['message']}", **result)
-    module.exit_json(**result)
+    run_module(SPEC)
 
 
 if __name__ == "__main__":

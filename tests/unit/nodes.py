@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+
 NOW = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.timezone.utc)
 
 
@@ -39,3 +41,13 @@ def node(name: str = "npu-a-0001", conditions: list[dict] | None = None, labels:
             "conditions": list(by_type.values()),
         },
     }
+
+
+def faulty_node():
+    """An NPU node isolated and drained by us for NT_NPU_OTHER, one card lost."""
+    return node("npu-a-0003", conditions=[condition("NT_NPU_OTHER", "True", age=600, reason="os_task_name:npu-other",
+                                                    message="chip 3 | error 0x80")],
+                allocatable=7, unschedulable=True,
+                annotations={v.ISOLATED_BY: v.COLLECTION, v.ISOLATED_AT: ago(500), v.ISOLATION_REASON: "NT_NPU_OTHER",
+                             v.CORDONED_BY_US: "true", v.STATE: v.STATE_DRAINED},
+                taints=[{"key": v.TAINT_KEY, "value": "NT_NPU_OTHER", "effect": "NoSchedule"}])
