@@ -162,6 +162,7 @@ class Client:
         self.retries = retries
         self.backoff = backoff
         self.access_allowed: set[tuple] = set()  # RBAC checks already passed, so a batch asks each once
+        self.conflicts_retried = 0  # guarded writes that met a 409 and were tried again
         self.timeout = timeout
 
     def _headers(self, content_type: str | None) -> dict[str, str]:

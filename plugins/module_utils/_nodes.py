@@ -93,6 +93,7 @@ def patch_node(client: Client, name: str, build: PatchBuilder, what: str,
         except KubernetesError as err:
             if err.status != 409:
                 raise
+            client.conflicts_retried += 1
     raise KubernetesError(f"{what} failed: the node kept changing under us (HTTP 409 conflict "
                           f"{CONFLICT_ATTEMPTS} times)", status=409)
 
@@ -153,12 +154,23 @@ def write_node(client: Client, name: str, build: PatchBuilder, check_mode: bool,
     return holder["before"], after, patch is not None
 
 
-def read_nodes(client: Client, names: Iterable[str] | None = None, label_selector: str | None = None) -> list[dict]:
-    """Raw Node JSON: the named nodes, read at once (a missing one is an error), or a paged list."""
+def read_nodes(client: Client, names: Iterable[str] | None = None, label_selector: str | None = None,
+               missing: list[str] | None = None) -> list[dict]:
+    """Raw Node JSON: the named nodes, read at once, or a paged list. A missing named node is an error, or,
+    when a `missing` list is given, added to it."""
     if names:
         names = list(names)
+
+        def read(name: str) -> dict | None:
+            if missing is None:
+                return read_node(client, name)
+            return client.get_or_none(f"{NODES}/{name}", what=f"reading node {name}", verb="get", resource="nodes")
+
         with ThreadPoolExecutor(max_workers=min(READ_PARALLEL, len(names))) as pool:
-            return list(pool.map(lambda name: read_node(client, name), names))
+            found = list(pool.map(read, names))
+        if missing is not None:
+            missing += [name for name, node in zip(names, found) if node is None]
+        return [node for node in found if node is not None]
     return client.list(NODES, label_selector=label_selector, what="listing nodes", resource="nodes")
 
 
@@ -185,9 +197,14 @@ def faults_info(call: Call) -> dict[str, Any]:
     """node_faults_info: read and classify; the pool counts always cover every node read."""
     params = call.params
     catalog = catalog_from(params)
-    classified = classify_all(read_nodes(call.client, params["names"], params["label_selector"]), catalog,
-                              options_from(params))
+    missing: list[str] = []
+    if params["names"] and params["ignore_missing"]:
+        read = read_nodes(call.client, params["names"], missing=missing)
+    else:
+        read = read_nodes(call.client, params["names"], params["label_selector"])
+    classified = classify_all(read, catalog, options_from(params))
     result = fault_summary(classified)
+    result["missing_nodes"] = missing
     result["nodes"] = classified if params["include_healthy"] else [n for n in classified if needs_attention(n)]
     return result
 

@@ -346,3 +346,28 @@ def repair_nodes(call: Call) -> dict:
     doing = {"recorded": "recording the fault history", "requested": "the hand-off to repair",
              "in_repair": "marking in repair", "repaired": "marking repaired"}[state]
     return batch_result(for_each_node(names, one, params["max_parallel"]), doing)
+
+
+NO_FAULT_NOW = "the node has no fault now"
+NOT_ISOLATED = f"not isolated by {v.COLLECTION}: isolate and drain it before a reboot (the work on it would die with it)"
+
+
+def reboot_verdict(recorded: dict | None, classified: dict, enabled: bool, escalate_after: int, window: int) -> dict:
+    """Whether a reboot_then_repair node is rebooted, or why not and whether it goes to repair instead (pure).
+    `recorded` is the node's result of recording its faults in its history (None when that is not done)."""
+    faults = recorded["faults"] if recorded else sorted({f["type"] for f in classified.get("faults") or []})
+    action = recorded["action"] if recorded else classified.get("action")
+    reason = None
+    if not classified.get("isolated_by_us"):
+        reason = NOT_ISOLATED
+    elif recorded and recorded.get("escalate"):
+        reason = (f"the fault came back: {', '.join(e['type'] for e in recorded['escalated'])} happened "
+                  f"{escalate_after} or more times within {window}s")
+    elif not enabled:
+        reason = "rebooting is disabled (reboot_enabled)"
+    elif not faults:
+        reason = NO_FAULT_NOW
+    elif action != "reboot_then_repair":
+        reason = f"a reboot does not fix {action}-level faults"
+    return {"name": classified.get("name") or (recorded or {}).get("name"), "reboot": reason is None,
+            "reason": reason, "repair": reason not in (None, NO_FAULT_NOW, NOT_ISOLATED), "faults": faults}

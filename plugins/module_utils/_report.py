@@ -12,7 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import WebhookError, post_json
+
+if TYPE_CHECKING:
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
 STEP_LABELS = {
     "detected": "detected",
@@ -182,3 +188,162 @@ def write(report: dict[str, Any], directory: str) -> dict[str, str]:
         os.replace(tmp, latest)
         paths[ext] = path
     return paths
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What a recover run did to each node, from the results its steps registered (pure)
+
+STEP_RESULTS = (("isolate", "isolated"), ("drain", "drained"), ("handoff", "handed_off"))
+
+
+def _seconds(entry: dict) -> float | None:
+    started, finished = _parse(entry.get("started")), _parse(entry.get("finished"))
+    return round((finished - started).total_seconds(), 3) if started and finished else None
+
+
+def _by_name(result: Any, key: str = "nodes") -> dict[str, dict]:
+    """A batch step's per-node results by node name ({} for a step that was skipped)."""
+    if not isinstance(result, dict):
+        return {}
+    return {n["name"]: n for n in result.get(key) or [] if isinstance(n, dict) and n.get("name")}
+
+
+def _earliest_fault(classified: dict) -> str | None:
+    times = sorted(f["since"] for f in classified.get("faults") or [] if f.get("since"))
+    return times[0] if times else None
+
+
+def return_entry(name: str, batch: dict) -> dict:
+    """One node's report entry from a return_to_service batch."""
+    classified = _by_name(batch.get("triage")).get(name) or {}
+    entry = {"name": name, "pool": classified.get("pool"), "action": classified.get("action"),
+             "faults": sorted({f["type"] for f in classified.get("faults") or []}), "failed": False,
+             "timeline": [], "details": []}
+    result = _by_name(batch.get("return")).get(name)
+    if result is None:
+        entry["outcome"] = "not reached: the return step did not run"
+    elif result.get("failed"):
+        entry.update(outcome=f"return failed: {result.get('msg')}", failed=True)
+    elif result.get("returned"):
+        entry["outcome"] = "returned to service"
+        entry["timeline"].append({"step": "returned", "at": result.get("finished"), "seconds": _seconds(result),
+                                  "note": result.get("message") or ""})
+        if (result.get("ticket") or {}).get("id"):
+            entry["details"].append(f"ticket {result['ticket']['id']} closed")
+    else:
+        entry["outcome"] = "kept out: " + "; ".join(result.get("reasons") or [result.get("message") or "not proven"])
+    return entry
+
+
+def node_entry(name: str, batch: dict, reboot: dict | None) -> dict:
+    """One node's report entry from its batch's step results (and its reboot, when it had one)."""
+    if "return" in batch:
+        return return_entry(name, batch)
+    classified = _by_name(batch.get("triage")).get(name) or {}
+    plan = batch.get("plan") or {}
+    entry = {"name": name, "pool": classified.get("pool"), "action": classified.get("action"),
+             "faults": sorted({f["type"] for f in classified.get("faults") or []}), "failed": False,
+             "timeline": [], "details": []}
+    if classified.get("faults"):
+        entry["timeline"].append({"step": "detected", "at": _earliest_fault(classified), "seconds": None,
+                                  "note": ", ".join(entry["faults"]) + (f" -> {entry['action']}" if entry["action"] else "")})
+    if name not in {a["name"] for a in plan.get("act") or []}:
+        reasons = {s["name"]: s["reason"] for s in plan.get("skip") or []}
+        gone = name in ((batch.get("triage") or {}).get("missing_nodes") or [])
+        entry["outcome"] = "gone: the node no longer exists" if gone else reasons.get(name, "healthy now: nothing to do")
+        return entry
+
+    def failed(outcome: str) -> dict:
+        entry.update(outcome=outcome, failed=True)
+        return entry
+
+    for step, label in STEP_RESULTS[:2]:
+        result = _by_name(batch.get(step)).get(name)
+        if result is None:
+            return failed(f"not reached: the {step} step did not run")
+        if result.get("failed"):
+            return failed(f"{step} failed: {result.get('msg')}")
+        entry["timeline"].append({"step": label, "at": result.get("finished"), "seconds": _seconds(result),
+                                  "note": result.get("message") or ""})
+    drained = _by_name(batch.get("drain"))[name]
+    if drained.get("drained") is False and not batch.get("check_mode"):
+        held = "; ".join(f"PodDisruptionBudget {b['namespace']}/{b['name']} holds {', '.join(b['pods'])}"
+                         for b in drained.get("blocking_pdbs") or [] if b.get("name"))
+        return failed(f"not drained: {drained.get('message')}" + (f" ({held})" if held else "")
+                      + "; the next run continues")
+    workloads = _by_name(batch.get("workloads"), "by_node").get(name)
+    if workloads is not None:
+        entry["details"] += workloads.get("messages") or []
+        whole = workloads.get("restarted") or []
+        entry["timeline"].append({
+            "step": "workloads_recovered", "at": (batch.get("workloads") or {}).get("finished"),
+            "seconds": (batch.get("workloads") or {}).get("elapsed_seconds"),
+            "note": f"{len(workloads.get('workloads') or [])} workload(s); "
+                    + ("all running again" if workloads.get("recovered")
+                       else "not recovered: " + ", ".join(workloads.get("unrecovered") or []) or "planned")
+                    + (f"; restarted whole: {', '.join(whole)}" if whole else "")
+                    + (f"; lost: {', '.join(workloads['lost'])}" if workloads.get("lost") else "")})
+        if workloads.get("unrecovered") and not batch.get("check_mode"):
+            return failed("workloads not running again: " + ", ".join(workloads["unrecovered"]))
+    spare = next((s for s in batch.get("spares") or [] if isinstance(s, dict) and s.get("replacing") == name), None)
+    if spare and spare.get("message"):
+        entry["details"].append(spare["message"])
+    if reboot:
+        entry["timeline"] += reboot.get("timeline") or []
+        if reboot.get("recovered"):
+            entry["outcome"] = "recovered by a reboot and returned to service"
+            return entry
+        handoff = reboot.get("handoff") or {}
+    else:
+        handoff = _by_name(batch.get("handoff")).get(name)
+        if handoff is None:
+            decided = (batch.get("reboot_plan") or {}).get(name) or {}
+            entry["outcome"] = ("isolated until the fault clears" if entry["action"] == "isolate"
+                                else decided.get("reason") or "isolated; not handed off in this run")
+            return entry
+    if handoff.get("failed"):
+        return failed(f"hand-off to repair failed: {handoff.get('msg')}")
+    entry["timeline"].append({"step": "handed_off", "at": handoff.get("finished"), "seconds": _seconds(handoff),
+                              "note": handoff.get("message") or ""})
+    if handoff.get("ticket_id"):
+        delivered = ", ".join(sorted(handoff.get("delivered") or {})) or "not delivered (check mode)"
+        entry["details"].append(f"repair ticket {handoff['ticket_id']} ({delivered})")
+    entry["outcome"] = "handed off to repair"
+    return entry
+
+
+def run_entries(batches: list[dict], reboots: list[dict] | None = None) -> list[dict]:
+    """Every node a recover (or return_to_service) run planned for, in the order its batches took them."""
+    rebooted = {r["name"]: r for r in reboots or [] if isinstance(r, dict) and r.get("name")}
+    entries, seen = [], set()
+    for batch in batches:
+        names = [n["name"] for n in (batch.get("triage") or {}).get("nodes") or []]
+        names += [n for n in batch.get("nodes") or [] if n not in names]
+        for name in names:
+            if name not in seen:
+                seen.add(name)
+                entries.append(node_entry(name, batch, rebooted.get(name)))
+    return entries
+
+
+def write_report(call: Call) -> dict:
+    """recovery_report: build, write and (unless check mode) announce the run report. Writing it changes nothing
+    on the cluster, so it never reports a change."""
+    params = call.params
+    report = build(params["playbook"], params["run_id"], params["nodes"], params["plan"], params["started"],
+                   call.check_mode)
+    try:
+        paths = write(report, params["report_dir"])
+    except OSError as err:
+        raise NodeRecoveryError(f"cannot write the report into '{params['report_dir']}': {err.strerror}") from None
+    notified = None
+    if params["notify_url"] and not call.check_mode:
+        try:
+            notified = post_json(params["notify_url"], summary_message(report, paths), what="the run summary",
+                                 headers=params["notify_headers"], validate_certs=params["notify_validate_certs"])
+        except WebhookError as err:
+            raise NodeRecoveryError(str(err), paths=paths) from None
+    with open(paths["md"], encoding="utf-8") as handle:
+        markdown = handle.read()
+    return {"changed": False, "paths": paths, "summary": report["summary_line"], "notified": notified,
+            "markdown": markdown}

@@ -25,6 +25,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
     record_event,
     rfc3339,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import stamp
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import require_access
@@ -951,11 +952,12 @@ def node_view(name: str, workloads: list[dict], check_mode: bool) -> dict:
 def recover_workloads(call: Call) -> dict:
     """workload_recover: the work of a batch of nodes, running again (training jobs restarted whole, once)."""
     params = call.params
+    started = stamp()
     nodes = read_nodes(call.client, params["nodes"]) if params["nodes"] else []
     result = recover(call.client, params["nodes"] or [], params["evicted"] or [], params["run_id"],
                      params["recreate_unmanaged"], params["wait"], params["wait_timeout"], call.check_mode,
                      node_objects={n["metadata"]["name"]: n for n in nodes})
-    result["diff"] = workloads_diff(result)
+    result.update(started=started, finished=stamp(), diff=workloads_diff(result))
     for warning in result["warnings"]:
         call.warn(warning)
     if result["unrecovered"]:

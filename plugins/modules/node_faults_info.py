@@ -21,9 +21,14 @@ author:
 options:
   names:
     description:
-      - Only these nodes. A name that does not exist fails the module.
+      - Only these nodes, read at once. A name that does not exist fails the module (see O(ignore_missing)).
     type: list
     elements: str
+  ignore_missing:
+    description:
+      - With O(names), a name that does not exist is listed in RV(missing_nodes) instead of failing the module.
+    type: bool
+    default: false
   label_selector:
     description:
       - Only nodes matching this label selector (ignored when O(names) is given).
@@ -112,6 +117,11 @@ faulty_nodes:
   elements: dict
   sample: [{name: npu-a-0003, pool: npu-a, action: reboot_then_repair, faults: [NT_NPU_CARD_LOSE], state: none,
             excluded: false, cordon_owner: none}]
+missing_nodes:
+  description: The names in O(names) that do not exist (only with O(ignore_missing)).
+  returned: always
+  type: list
+  elements: str
 suspect_nodes:
   description: Names of the suspect nodes (Unknown checks or faults under their minimum duration).
   returned: always
@@ -133,6 +143,7 @@ SPEC = ModuleSpec(
         names={"type": "list", "elements": "str"},
         label_selector={"type": "str"},
         include_healthy={"type": "bool", "default": True},
+        ignore_missing={"type": "bool", "default": False},
         **CLASSIFY_ARG_SPEC,
     ),
     run=faults_info,

@@ -39,14 +39,14 @@ options:
     default: ai-infra.io/pool
 extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
+  - ai_infra.node_recovery.step
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
-  platform:
-    platforms: posix
-  check_mode:
-    support: full
   diff_mode:
     support: full
+notes:
+  - "RBAC: C(get), C(list) and C(patch) on C(nodes), C(create) on C(events) in namespace C(default)."
 """
 
 EXAMPLES = r"""
@@ -68,6 +68,10 @@ spare:
   returned: always
   type: str
   sample: npu-a-0015
+replacing:
+  description: The node the spare replaces (O(replacing)).
+  returned: with O(state=active)
+  type: str
 message:
   description: One sentence on what was done.
   returned: always
@@ -78,102 +82,24 @@ diff:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._spares import spare_step
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import record_event, rfc3339
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import default_catalog
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import HEALTHY, Options, classify_node
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
-    AUTH_ARG_SPEC,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
-    Client,
-    KubernetesError,
+SPEC = ModuleSpec(
+    argument_spec=dict(
+        state={"type": "str", "required": True, "choices": ["standby", "active"]},
+        name={"type": "str"},
+        pool={"type": "str"},
+        replacing={"type": "str"},
+        pool_label={"type": "str", "default": "ai-infra.io/pool"},
+    ),
+    run=spare_step,
+    required_if=(("state", "standby", ["name"]), ("state", "active", ["pool", "replacing"])),
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import NODES, read_nodes, utcnow
-
-SPARE_TAINT = {"key": v.SPARE_TAINT_KEY, "value": "true", "effect": "NoSchedule"}
-
-
-def _taints(node: dict) -> list[dict]:
-    return list((node.get("spec") or {}).get("taints") or [])
-
-
-def _patch_taints(client: Client, node: dict, taints: list[dict], annotations: dict) -> None:
-    # The resourceVersion makes a concurrent change to the taints fail (409) instead of being overwritten.
-    body = {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"], "annotations": annotations},
-            "spec": {"taints": taints}}
-    client.patch(f"{NODES}/{node['metadata']['name']}", body, what=f"updating the spare taint of node "
-                 f"{node['metadata']['name']}", verb="patch", resource="nodes")
-
-
-def standby(client: Client, name: str, check_mode: bool) -> dict:
-    (node,) = read_nodes(client, [name])
-    before = _taints(node)
-    if any(t.get("key") == v.SPARE_TAINT_KEY for t in before):
-        return {"changed": False, "spare": name, "message": f"{name} is already a spare"}
-    after = before + [SPARE_TAINT]
-    if not check_mode:
-        _patch_taints(client, node, after, {v.SPARE_FOR: None})
-        record_event(client, node, v.EVENT_SPARE, f"{name} kept in reserve as a hot spare of its pool")
-    return {"changed": True, "spare": name, "message": f"{name} put in reserve as a hot spare",
-            "diff": {"before": {"taints": before}, "after": {"taints": after}}}
-
-
-def activate(client: Client, pool: str, replacing: str, pool_label: str, check_mode: bool) -> dict:
-    nodes = read_nodes(client, label_selector=f"{pool_label}={pool}")
-    already = [n for n in nodes if (n["metadata"].get("annotations") or {}).get(v.SPARE_FOR) == replacing]
-    if already:
-        name = already[0]["metadata"]["name"]
-        return {"changed": False, "spare": name, "message": f"{name} already replaces {replacing}"}
-    options = Options(pool_label=pool_label)
-    now = utcnow()
-    candidates = sorted(
-        (n for n in nodes if any(t.get("key") == v.SPARE_TAINT_KEY for t in _taints(n))
-         and classify_node(n, default_catalog(), options, now)["health"] == HEALTHY
-         and not (n.get("spec") or {}).get("unschedulable")),
-        key=lambda n: n["metadata"]["name"])
-    if not candidates:
-        return {"changed": False, "spare": None, "message": f"no healthy spare left in pool {pool} to replace {replacing}"}
-    node = candidates[0]
-    name = node["metadata"]["name"]
-    before = _taints(node)
-    after = [t for t in before if t.get("key") != v.SPARE_TAINT_KEY]
-    if not check_mode:
-        _patch_taints(client, node, after, {v.SPARE_FOR: replacing, v.SPARE_SINCE: rfc3339()})
-        record_event(client, node, v.EVENT_SPARE, f"hot spare {name} brought into service in place of {replacing}")
-    return {"changed": True, "spare": name, "message": f"hot spare {name} brought into service in place of {replacing}",
-            "diff": {"before": {"taints": before}, "after": {"taints": after}}}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            state={"type": "str", "required": True, "choices": ["standby", "active"]},
-            name={"type": "str"},
-            pool={"type": "str"},
-            replacing={"type": "str"},
-            pool_label={"type": "str", "default": "ai-infra.io/pool"},
-            **AUTH_ARG_SPEC,
-        ),
-        required_if=[("state", "standby", ["name"]), ("state", "active", ["pool", "replacing"])],
-        supports_check_mode=True,
-    )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
-    params = module.params
-    try:
-        client = Client(params)
-        if params["state"] == "standby":
-            result = standby(client, params["name"], module.check_mode)
-        else:
-            result = activate(client, params["pool"], params["replacing"], params["pool_label"], module.check_mode)
-    except KubernetesError as err:
-        module.fail_json(msg=str(err))
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    run_module(SPEC)
 
 
 if __name__ == "__main__":

@@ -58,12 +58,11 @@ options:
     type: bool
     default: true
 extends_documentation_fragment:
+  - ai_infra.node_recovery.step
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
-  platform:
-    platforms: posix
   check_mode:
-    support: full
     details: The report is written in check mode too (it says the run changed nothing); writing it is the point of a dry run.
   diff_mode:
     support: none
@@ -102,46 +101,30 @@ notified:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import write_report
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import url_problem
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import build, summary_message, write
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import WebhookError, post_json, url_problem
+SPEC = ModuleSpec(
+    argument_spec=dict(
+        report_dir={"type": "path", "required": True},
+        playbook={"type": "str", "required": True, "choices": ["detect", "recover", "return_to_service"]},
+        run_id={"type": "str", "required": True},
+        nodes={"type": "list", "elements": "dict", "default": []},
+        plan={"type": "dict"},
+        started={"type": "str"},
+        notify_url={"type": "str", "no_log": True},
+        notify_headers={"type": "dict", "no_log": True},
+        notify_validate_certs={"type": "bool", "default": True},
+    ),
+    run=write_report,
+    check=lambda params: url_problem("notify_url", params["notify_url"]),
+    connects=False,
+)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            report_dir={"type": "path", "required": True},
-            playbook={"type": "str", "required": True, "choices": ["detect", "recover", "return_to_service"]},
-            run_id={"type": "str", "required": True},
-            nodes={"type": "list", "elements": "dict", "default": []},
-            plan={"type": "dict"},
-            started={"type": "str"},
-            notify_url={"type": "str", "no_log": True},
-            notify_headers={"type": "dict", "no_log": True},
-            notify_validate_certs={"type": "bool", "default": True},
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    problem = url_problem("notify_url", params["notify_url"])
-    if problem:
-        module.fail_json(msg=problem)
-    report = build(params["playbook"], params["run_id"], params["nodes"], params["plan"], params["started"],
-                   module.check_mode)
-    try:
-        paths = write(report, params["report_dir"])
-    except OSError as err:
-        module.fail_json(msg=f"cannot write the report into '{params['report_dir']}': {err.strerror}")
-    notified = None
-    if params["notify_url"] and not module.check_mode:
-        try:
-            notified = post_json(params["notify_url"], summary_message(report, paths), what="the run summary",
-                                 headers=params["notify_headers"], validate_certs=params["notify_validate_certs"])
-        except WebhookError as err:
-            module.fail_json(msg=str(err), paths=paths)
-    module.exit_json(changed=False, paths=paths, summary=report["summary_line"], notified=notified,
-                     markdown=open(paths["md"], encoding="utf-8").read())
+    run_module(SPEC)
 
 
 if __name__ == "__main__":

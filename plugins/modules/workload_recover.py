@@ -117,6 +117,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+started:
+  description: When the recovery started (UTC).
+  returned: always
+  type: str
+finished:
+  description: When it ended, the wait included (UTC).
+  returned: always
+  type: str
 by_node:
   description: Per node given, what the recovery did for the work that ran there.
   returned: always

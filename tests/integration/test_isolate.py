@@ -8,7 +8,9 @@ import time
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import node_events
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate, release
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import release_isolation as release
 
 from .helpers import node, run_module, service_account_kubeconfig
 
@@ -43,15 +45,16 @@ def test_isolate_check_mode_then_diff_then_no_change(api, kubeconfig, make_nodes
     untouched = node(api, name)
 
     checked = run_module("node_isolate", args, check=True, diff=True)
-    assert checked["changed"] is True and "would be isolated" in checked["message"]
-    assert checked["diff"]["after"]["unschedulable"] is True
+    assert checked["changed"] is True and "would be isolated" in checked["nodes"][0]["message"]
+    assert checked["diff"][0]["after"]["unschedulable"] is True and checked["diff"][0]["after_header"] == name
     now = node(api, name)
     assert owned(now) == owned(untouched)
     assert not now["spec"].get("unschedulable") and not ours(now) and not our_taints(now)
 
     done = run_module("node_isolate", args, diff=True)
     assert done["changed"] is True, done
-    before, after = done["diff"]["before"], done["diff"]["after"]
+    before, after = done["diff"][0]["before"], done["diff"][0]["after"]
+    assert done["nodes"][0]["isolation"] == after
     assert before == {"unschedulable": False, "taints": [], "annotations": {}, "labels": {}}
     assert after["unschedulable"] is True
     assert [(t["key"], t["value"], t["effect"]) for t in after["taints"]] == [
@@ -69,7 +72,7 @@ def test_isolate_check_mode_then_diff_then_no_change(api, kubeconfig, make_nodes
     assert v.EVENT_ISOLATED in reasons_of_events(api, name)
 
     again = run_module("node_isolate", {**args, "run_id": "run-b"}, diff=True)
-    assert again["changed"] is False and "already isolated" in again["message"]
+    assert again["changed"] is False and "already isolated" in again["nodes"][0]["message"]
     assert owned(node(api, name)) == owned(now)
     assert reasons_of_events(api, name).count(v.EVENT_ISOLATED) == 1
 
@@ -98,7 +101,7 @@ def test_a_node_cordoned_by_a_person_is_never_uncordoned(api, kubeconfig, make_n
         api.patch(f"/api/v1/nodes/{name}", {"spec": {"unschedulable": True}})
 
     result = run_module("node_isolate", {"name": person, "state": "released", "kubeconfig": kubeconfig})
-    assert result["changed"] is False and "cordoned by a person" in result["message"]
+    assert result["changed"] is False and "cordoned by a person" in result["nodes"][0]["message"]
     assert node(api, person)["spec"]["unschedulable"] is True
 
     isolate(api, isolated_after_person, ["NT_NPU_NET"], "run-1")
@@ -114,15 +117,17 @@ def test_excluded_node_is_refused_unless_forced(api, kubeconfig, make_nodes):
     api.patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": {v.EXCLUDE_LABEL: "true"}}})
     refused = run_module("node_isolate", {"name": name, "reasons": ["NT_NPU_NET"], "kubeconfig": kubeconfig})
     assert refused["failed"] is True and "exclude=true" in refused["msg"] and "\n" not in refused["msg"]
+    assert refused["failed_nodes"] == [name]
     assert not node(api, name)["spec"].get("unschedulable")
     forced = run_module("node_isolate", {"name": name, "reasons": ["NT_NPU_NET"], "force": True,
                                          "kubeconfig": kubeconfig})
     assert forced["changed"] is True and node(api, name)["spec"]["unschedulable"] is True
 
 
-def test_concurrent_taints_by_others_survive_isolation(api, make_nodes):
+def test_concurrent_taints_by_others_survive_isolation(kubeconfig, api, make_nodes):
     """Another writer adds taints while we isolate: our guarded patch retries on 409, loses nothing."""
     name = make_nodes(1)[0]
+    ours_client = Client({"kubeconfig": kubeconfig})
     stop = threading.Event()
     added: list[str] = []
 
@@ -141,20 +146,25 @@ def test_concurrent_taints_by_others_survive_isolation(api, make_nodes):
     writer = threading.Thread(target=other_writer)
     writer.start()
     try:
-        for round_ in range(6):
-            isolate(api, name, [f"FAULT_{round_}"], f"run-{round_}")
+        round_ = 0
+        # Until a write of ours met a conflict and was retried: without one, nothing here was concurrent.
+        while round_ < 6 or (ours_client.conflicts_retried == 0 and round_ < 60):
+            isolate(ours_client, name, [f"FAULT_{round_}"], f"run-{round_}")
+            round_ += 1
     finally:
         stop.set()
         writer.join()
     now = node(api, name)
     keys = {t["key"] for t in now["spec"]["taints"]}
     assert set(added) <= keys, sorted(set(added) - keys)
-    assert our_taints(now) == [(v.TAINT_KEY, "FAULT_5", "NoSchedule")]
+    assert ours_client.conflicts_retried > 0, "no write of ours ever met a conflict"
+    assert our_taints(now) == [(v.TAINT_KEY, f"FAULT_{round_ - 1}", "NoSchedule")]
 
 
 def test_missing_node_bad_option_bad_kubeconfig_each_one_sentence(kubeconfig, tmp_path):
     missing = run_module("node_isolate", {"name": "no-such-node-x1", "kubeconfig": kubeconfig})
-    assert missing["failed"] is True and missing["msg"] == "node 'no-such-node-x1' does not exist"
+    assert missing["failed"] is True and missing["nodes"][0]["msg"] == "node 'no-such-node-x1' does not exist"
+    assert missing["msg"] == "1 of 1 node(s) failed isolation (0 done): no-such-node-x1: node 'no-such-node-x1' does not exist"
 
     unknown = run_module("node_isolate", {"name": "x", "colour": "red", "kubeconfig": kubeconfig})
     assert unknown["failed"] is True and "colour" in unknown["msg"] and "\n" not in unknown["msg"]
@@ -179,3 +189,33 @@ def test_forbidden_patch_verb_is_named_and_nothing_changes(api, namespace, make_
     assert "verb 'patch' on resource 'nodes'" in result["msg"] and "\n" not in result["msg"], result["msg"]
     now = node(api, name)
     assert not now["spec"].get("unschedulable") and not ours(now)
+
+
+def test_a_batch_is_isolated_at_once_each_for_its_own_faults_and_one_failure_stops_nobody(api, kubeconfig,
+                                                                                          make_nodes):
+    card, ecc, excluded = make_nodes(3)
+    for name, ctype in ((card, "NT_NPU_CARD_LOSE"), (ecc, "NT_NPU_ECC_COUNT")):
+        api.patch(f"/api/v1/nodes/{name}/status", {"status": {"conditions": [
+            {"type": ctype, "status": "True", "reason": "test", "message": "fault",
+             "lastTransitionTime": "2026-01-01T00:00:00Z", "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}},
+            patch_type="strategic")
+    api.patch(f"/api/v1/nodes/{excluded}", {"metadata": {"labels": {v.EXCLUDE_LABEL: "true"}}})
+    names = [card, "no-such-node-b2", ecc, excluded]
+
+    planned = run_module("node_isolate", {"name": names, "kubeconfig": kubeconfig}, check=True)
+    assert [n["name"] for n in planned["nodes"]] == names
+    assert [n["failed"] for n in planned["nodes"]] == [False, True, False, True]
+    assert all("would be isolated" in n["message"] for n in planned["nodes"] if not n["failed"])
+    assert not node(api, card)["spec"].get("unschedulable")
+
+    done = run_module("node_isolate", {"name": names, "kubeconfig": kubeconfig, "run_id": "run-batch"})
+    assert done["failed"] is True and done["failed_nodes"] == ["no-such-node-b2", excluded], done["msg"]
+    assert done["changed"] is True
+    assert "2 of 4 node(s) failed isolation (2 done)" in done["msg"] and "exclude=true" in done["msg"]
+    assert ours(node(api, card))[v.ISOLATION_REASON] == "NT_NPU_CARD_LOSE"
+    assert ours(node(api, ecc))[v.ISOLATION_REASON] == "NT_NPU_ECC_COUNT"
+    assert all(node(api, n)["spec"]["unschedulable"] for n in (card, ecc))
+    assert not node(api, excluded)["spec"].get("unschedulable")
+    for result in done["nodes"]:
+        assert result["started"] <= result["finished"]
+    assert all(v.EVENT_ISOLATED in reasons_of_events(api, n) for n in (card, ecc))
