@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +142,30 @@ def build_configuration(params: dict[str, Any] | None,
     if not configuration.verify_ssl:
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     return configuration
+
+
+def _certificate_files() -> dict:
+    """The kubernetes library's cache of the files it writes inline kubeconfig certificates and keys to. It
+    removes them at interpreter exit, which a process leaving with os._exit (an Ansible worker, a forked
+    renewer) never reaches, so those processes remove them themselves."""
+    files = getattr(sys.modules.get("kubernetes.config.kube_config"), "_temp_files", None)
+    return files if isinstance(files, dict) else {}
+
+
+def remove_certificate_files() -> None:
+    """Delete the certificate files this process wrote (a private key among them, perhaps)."""
+    files = _certificate_files()
+    for path in list(files.values()):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    files.clear()
+
+
+def forget_certificate_files() -> None:
+    """After a fork: the parent owns the files it wrote; write our own."""
+    _certificate_files().clear()
 
 
 def _rbac_hint(verb: str, resource: str) -> str:

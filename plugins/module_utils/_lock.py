@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,7 +29,13 @@ from typing import Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import parse_time
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
+    Client,
+    KubernetesError,
+    forget_certificate_files,
+    object_path,
+    remove_certificate_files,
+)
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
@@ -423,35 +428,19 @@ def _renewer_main(params: dict[str, Any], environ: Mapping[str, str], namespace:
             os.dup2(devnull, fd)
         os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
         os.chdir("/")
-        temp_files = _kube_temp_files()
-        known = set(temp_files.values()) if temp_files is not None else set()
+        # Certificate files of its own: the worker it was forked from removes the ones it wrote when it ends.
+        forget_certificate_files()
         try:
             # Bounded retries and timeouts: the loop retries on its own, within the lease's duration.
             client = Client(params, environ=environ, retries=0, timeout=max(1.0, duration / 3))
             keep_renewing(client, namespace, name, holder, duration, controller.alive)
             status = 0
         finally:
-            _remove_new_temp_files(known)
+            remove_certificate_files()
     except BaseException:  # noqa: BLE001 - nothing may escape into the forked Ansible code
         pass
     finally:
         os._exit(status)
-
-
-def _kube_temp_files() -> dict | None:
-    """The kubernetes library's cache of certificate files written from inline kubeconfig data
-    (removed at interpreter exit, which a process leaving with os._exit never reaches)."""
-    module = sys.modules.get("kubernetes.config.kube_config")
-    files = getattr(module, "_temp_files", None)
-    return files if isinstance(files, dict) else None
-
-
-def _remove_new_temp_files(known: set[str]) -> None:
-    for path in set((_kube_temp_files() or {}).values()) - known:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
 
 
 def remediation_lock(call: Call) -> dict:

@@ -23,7 +23,7 @@ from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import HAS_KUBERNETES
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import HAS_KUBERNETES, remove_certificate_files
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, execute, secret_values
 
 display = Display()
@@ -73,9 +73,12 @@ class InProcessAction(ActionBase):
         task_environment: dict = {}
         self._compute_environment_string(task_environment)
         stop_with_controller()
-        outcome, warnings = execute(self.spec, params, check_mode=bool(self._task.check_mode),
-                                    diff=bool(self._task.diff), environ={**os.environ, **task_environment},
-                                    controller_pid=os.getppid())
+        try:
+            outcome, warnings = execute(self.spec, params, check_mode=bool(self._task.check_mode),
+                                        diff=bool(self._task.diff), environ={**os.environ, **task_environment},
+                                        controller_pid=os.getppid())
+        finally:
+            remove_certificate_files()  # this worker ends with os._exit, past the library's own clean-up
         for warning in warnings:
             display.warning(warning)
         hidden = validated._no_log_values | secret_values(params)
