@@ -370,4 +370,5 @@ def reboot_verdict(recorded: dict | None, classified: dict, enabled: bool, escal
     elif action != "reboot_then_repair":
         reason = f"a reboot does not fix {action}-level faults"
     return {"name": classified.get("name") or (recorded or {}).get("name"), "reboot": reason is None,
+            "isolated": bool(classified.get("isolated_by_us")),
             "reason": reason, "repair": reason not in (None, NO_FAULT_NOW, NOT_ISOLATED), "faults": faults}

@@ -20,8 +20,11 @@ from tools.localcluster import nodes as localnodes
 from .helpers import REPO, VENV_BIN, node
 
 FAST = {"reboot_healthy_delay": 3, "reboot_poll_interval": 2, "reboot_ready_timeout": 30}
-SAVED = ("{{ {'result': reboot_result, 'recovered': reboot_recovered, "
-         "'ticket': (repair_handoff_result | default({})).ticket_id | default(none)} | to_json }}")
+SAVED = ("{{ {'decision': reboot_decisions[inventory_hostname], 'result': reboot_result | default(none), "
+         "'recovered': reboot_recovered | default(false), "
+         "'history': (reboot_history.nodes | default([none]))[0], "
+         "'ticket': ((reboot_result | default({})).handoff | default({})).ticket_id "
+         "| default((repair_handoff_result.nodes | default([{}]))[0].ticket_id | default(none), true)} | to_json }}")
 
 
 def run_role(tmp_path, kubeconfig, name, marker, **role_vars):
@@ -72,6 +75,7 @@ def test_a_reboot_that_works_returns_the_node_and_a_fault_that_comes_back_goes_t
                            reboot_recover_timeout=60, **FAST)
 
     assert facts, proc.stdout[-3000:]
+    assert facts["decision"]["reboot"] is True and facts["decision"]["reason"] is None
     assert facts["recovered"] is True and facts["result"]["rebooted"] is True
     assert first.read_text() == "rebooted\n"
     after = node(api, name)
@@ -90,9 +94,9 @@ def test_a_reboot_that_works_returns_the_node_and_a_fault_that_comes_back_goes_t
                            reboot_recover_timeout=60, **FAST)
 
     assert facts, proc.stdout[-3000:]
-    assert facts["recovered"] is False and facts["result"]["rebooted"] is False
-    assert facts["result"]["escalated"] == [{"type": "NT_NPU_DEVICE", "count": 2}]
-    assert "the fault came back" in facts["result"]["skipped"]
+    assert facts["recovered"] is False and facts["result"] is None and facts["decision"]["reboot"] is False
+    assert facts["history"]["escalated"] == [{"type": "NT_NPU_DEVICE", "count": 2}]
+    assert "the fault came back" in facts["decision"]["reason"] and facts["decision"]["repair"] is True
     assert not second.exists()
     annotations = node(api, name)["metadata"]["annotations"]
     assert annotations[v.STATE] == v.STATE_REPAIR_PENDING and annotations[v.TICKET] == facts["ticket"]
@@ -134,6 +138,6 @@ def test_no_reboot_unless_enabled_and_never_of_a_node_we_did_not_isolate(api, ku
     facts, proc = run_role(tmp_path, kubeconfig, name, marker, reboot_command=simulated_reboot(marker, name),
                            reboot_enabled=False, **FAST)
     assert facts, proc.stdout[-3000:]
-    assert facts["result"]["skipped"] == "rebooting is disabled (reboot_enabled)"
+    assert facts["decision"]["reason"] == "rebooting is disabled (reboot_enabled)" and facts["result"] is None
     assert not marker.exists()
     assert node(api, name)["metadata"]["annotations"][v.STATE] == v.STATE_REPAIR_PENDING
