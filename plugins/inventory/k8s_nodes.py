@@ -18,8 +18,14 @@ description:
     (also when O(include_healthy=false) leaves healthy nodes out)."
   - "Host variables: C(ansible_host) (the node's InternalIP, so a reboot play can reach it), C(node_recovery)
     (the classification: faults, pending faults, suspect signals, accelerators, state, cordon owner, ...),
-    C(node_recovery_cluster), C(k8s_labels) and C(k8s_annotations). Every value read from the cluster is marked
-    unsafe, so nothing from the cluster is ever templated."
+    C(node_recovery_cluster), C(node_recovery_cluster_id) (the uid of the cluster's C(kube-system) namespace),
+    C(k8s_labels) and C(k8s_annotations). Every value read from the cluster is marked unsafe, so nothing from the
+    cluster is ever templated."
+  - "Group variable C(node_recovery_connection) of each C(cluster_<name>) group (and of C(all) when the inventory
+    reads one cluster): the connection the nodes were read through - kubeconfig path, context, host, CA certificate,
+    certificate verification - which the collection's playbooks pass to every module, so a run acts on the cluster
+    its inventory read. A token or inline kubeconfig content is never put in a variable; the modules take those from
+    the environment (C(K8S_AUTH_*)), as the inventory did."
   - Nodes are listed in pages and parsed as plain JSON (no client model objects), which keeps a 10,000-node
     cluster within seconds.
   - The configuration file must be named C(k8s_nodes.yml) or end in C(.k8s_nodes.yml) (or C(.yaml)).
@@ -119,6 +125,8 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client imp
     HAS_KUBERNETES,
     Client,
     KubernetesError,
+    cluster_identity,
+    resolve_auth,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
     CLASSIFY_ARG_SPEC,
@@ -134,6 +142,15 @@ def make_unsafe(value):
 
 
 CONNECTION_KEYS = set(AUTH_ARG_SPEC) | {"name", "label_selector"}
+
+
+def handed_over(connection: dict) -> dict:
+    """The connection each host of a cluster gets: where to find it, never a secret (a token, inline kubeconfig
+    content); what is left out comes to the modules from the environment, as it came to the inventory."""
+    resolved = resolve_auth(connection)
+    if isinstance(resolved["kubeconfig"], dict):
+        resolved["kubeconfig"] = None
+    return {key: value for key, value in resolved.items() if value is not None and key != "api_key"}
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -167,9 +184,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             clusters = self._fetch(params)
             if self.get_option("cache"):
                 self._cache[cache_key] = clusters
-        prefix = len(clusters) > 1
         for cluster in clusters:
-            self._populate(cluster["name"], cluster["nodes"], classify_all(cluster["nodes"], catalog, options), prefix)
+            self._populate(cluster, classify_all(cluster["nodes"], catalog, options), len(clusters) == 1)
 
     def _check_config(self, path: str, config: dict) -> None:
         """Ansible ignores unknown keys and reads any word as a boolean: a typo would silently change the hosts."""
@@ -210,19 +226,24 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 nodes = [slim_node(n) for n in client.list_pages(
                     "/api/v1/nodes", label_selector=conn.get("label_selector") or self.get_option("label_selector"),
                     what=f"listing nodes of cluster '{name}'", resource="nodes")]
+                identity = cluster_identity(client)
             except KubernetesError as err:
                 raise AnsibleParserError(str(err)) from None
-            clusters.append({"name": name, "nodes": nodes})
+            clusters.append({"name": name, "nodes": nodes, "identity": identity, "connection": handed_over(conn)})
         return clusters
 
     def _group(self, name: str) -> str:
         return self.inventory.add_group(name)
 
-    def _populate(self, cluster: str, nodes: list[dict], classified: list[dict], prefix: bool) -> None:
+    def _populate(self, cluster: dict, classified: list[dict], only: bool) -> None:
         strict = self.get_option("strict")
         include_healthy = self.get_option("include_healthy")
-        cluster_group = self._group(f"cluster_{sanitize(cluster)}")
+        cluster_group = self._group(f"cluster_{sanitize(cluster['name'])}")
         self.inventory.set_variable(cluster_group, "node_recovery_pools", make_unsafe(summarize(classified)))
+        # The runbook acts on each node through the cluster it was read from (never a token: those stay in the
+        # inventory's own configuration or the environment).
+        for group in [cluster_group] + (["all"] if only else []):
+            self.inventory.set_variable(group, "node_recovery_connection", make_unsafe(cluster["connection"]))
         status_groups = {h: self._group(h) for h in (HEALTHY, SUSPECT, FAULTY)}
         cordoned = self._group("cordoned")
         excluded = self._group("excluded")
@@ -233,10 +254,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 known_groups[name] = self._group(name)
             return known_groups[name]
 
-        for raw, facts in zip(nodes, classified):
+        for raw, facts in zip(cluster["nodes"], classified):
             if not include_healthy and not needs_attention(facts):
                 continue
-            host = f"{cluster}_{facts['name']}" if prefix else facts["name"]
+            host = facts["name"] if only else f"{cluster['name']}_{facts['name']}"
             self.inventory.add_host(host, group=cluster_group)
             self.inventory.add_child(status_groups[facts["health"]], host)
             self.inventory.add_child(group(f"pool_{sanitize(facts['pool'])}"), host)
@@ -254,7 +275,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             hostvars = {
                 "ansible_host": facts["internal_ip"] or facts["hostname"] or facts["name"],
                 "node_recovery": facts,
-                "node_recovery_cluster": cluster,
+                "node_recovery_cluster": cluster["name"],
+                "node_recovery_cluster_id": cluster["identity"]["id"],
                 "k8s_labels": meta.get("labels") or {},
                 "k8s_annotations": meta.get("annotations") or {},
             }

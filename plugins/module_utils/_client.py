@@ -144,6 +144,15 @@ def build_configuration(params: dict[str, Any] | None,
     return configuration
 
 
+def cluster_identity(client: Client) -> dict[str, str | None]:
+    """Which cluster a client talks to: its API server URL and the uid of its kube-system namespace, which
+    stays the same however the server is reached (another URL, another address) and differs between
+    clusters. The uid is None when it cannot be read."""
+    found = client.get_or_none("/api/v1/namespaces/kube-system", what="reading namespace kube-system",
+                               verb="get", resource="namespaces")
+    return {"server": client.host, "id": ((found or {}).get("metadata") or {}).get("uid")}
+
+
 def _certificate_files() -> dict:
     """The kubernetes library's cache of the files it writes inline kubeconfig certificates and keys to. It
     removes them at interpreter exit, which a process leaving with os._exit (an Ansible worker, a forked

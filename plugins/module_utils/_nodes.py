@@ -24,7 +24,12 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify i
     needs_attention,
     summarize,
 )
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
+    Client,
+    KubernetesError,
+    cluster_identity,
+    object_path,
+)
 
 if TYPE_CHECKING:
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
@@ -205,6 +210,7 @@ def faults_info(call: Call) -> dict[str, Any]:
     classified = classify_all(read, catalog, options_from(params))
     result = fault_summary(classified)
     result["missing_nodes"] = missing
+    result["cluster"] = cluster_identity(call.client)
     result["nodes"] = classified if params["include_healthy"] else [n for n in classified if needs_attention(n)]
     return result
 

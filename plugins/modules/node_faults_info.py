@@ -50,7 +50,7 @@ attributes:
   diff_mode:
     support: none
 notes:
-  - "RBAC: C(get) and C(list) on C(nodes)."
+  - "RBAC: C(get) and C(list) on C(nodes); C(get) on the C(kube-system) namespace (to tell clusters apart)."
 """
 
 EXAMPLES = r"""
@@ -117,6 +117,12 @@ faulty_nodes:
   elements: dict
   sample: [{name: npu-a-0003, pool: npu-a, action: reboot_then_repair, faults: [NT_NPU_CARD_LOSE], state: none,
             excluded: false, cordon_owner: none}]
+cluster:
+  description: The cluster read - its API server URL (C(server)) and the uid of its C(kube-system) namespace (C(id),
+    null when it cannot be read), which tells clusters apart however they are reached.
+  returned: always
+  type: dict
+  sample: {server: "https://10.0.0.1:6443", id: 4f0e3c8e-6d5a-4b6e-9a43-1c2f3e4d5a6b}
 missing_nodes:
   description: The names in O(names) that do not exist (only with O(ignore_missing)).
   returned: always

@@ -1,0 +1,87 @@
+"""The cluster acted on is the cluster that was read: a k8s_nodes inventory hands its hosts the
+connection it read them through, so a run needs nothing else and never acts on a node of the same
+name in another cluster; a run whose plan would be read from another cluster stops first. Two real
+control planes: the shared one and a private second one started here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
+from tools.localcluster import nodes as localnodes
+
+from .helpers import REPO, VENV_BIN, node, unique
+
+
+@pytest.fixture(scope="module")
+def second_cluster(tmp_path_factory):
+    """A second control plane of our own (own state directory, own ports), stopped afterwards."""
+    state = tmp_path_factory.mktemp("second-cluster")
+    env = dict(os.environ, LOCALCLUSTER_DIR=str(state))
+    cli = [str(VENV_BIN / "python"), "-m", "tools.localcluster"]
+    up = subprocess.run(cli + ["up", "--no-populate"], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    yield state / "kubeconfig"
+    subprocess.run(cli + ["down"], env=env, cwd=REPO, capture_output=True, timeout=300)
+
+
+def same_named_node(api: Client, name: str, pool: str) -> None:
+    manifest = localnodes.node_manifest(localnodes.Pool(pool, "npu", 1), 0)
+    manifest["metadata"]["name"] = name
+    localnodes.create_nodes([manifest], api)
+    localnodes.wait_ready([name], api=api, label_selector=f"{localnodes.POOL_LABEL}={pool}", settle=True)
+
+
+def run(inventory, tmp_path, *extra: str, env_kubeconfig: str | None = None) -> subprocess.CompletedProcess:
+    """ansible-playbook as a new user runs it: no K8S_AUTH_* and no ~/.kube/config unless given."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: val for k, val in os.environ.items() if not k.startswith("K8S_AUTH_") and k != "KUBECONFIG"}
+    env.update(HOME=str(home), ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_PYTHON_INTERPRETER=str(VENV_BIN / "python"))
+    if env_kubeconfig:
+        env["K8S_AUTH_KUBECONFIG"] = env_kubeconfig
+    extra_vars = {"node_recovery_report_dir": str(tmp_path / "reports"), "node_recovery_lock_name": unique("lock"),
+                  "recover_workloads_wait_timeout": 60}
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "ai_infra.node_recovery.recover",
+                           "-e", json.dumps(extra_vars), *extra], capture_output=True, text=True, timeout=600,
+                          env=env, cwd=tmp_path)
+
+
+def test_the_inventory_connection_is_used_and_a_node_of_the_same_name_elsewhere_is_never_touched(
+        api, kubeconfig, second_cluster, tmp_path):
+    other = Client({"kubeconfig": str(second_cluster)})
+    name, pool = unique("twin"), unique("twins")
+    same_named_node(api, name, pool)       # healthy, in the shared cluster (the "current context")
+    same_named_node(other, name, pool)     # faulty, in the cluster the inventory reads
+    try:
+        localnodes.set_condition(name, "NT_NPU_OTHER", "True", ago=localnodes.parse_duration("10m"), api=other)
+        inventory = tmp_path / "cluster.k8s_nodes.yml"
+        inventory.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes",
+                                             "kubeconfig": str(second_cluster), "include_healthy": False,
+                                             "label_selector": f"{localnodes.POOL_LABEL}={pool}"}))
+
+        # A run told to use the other cluster for its plan stops before anything changes.
+        crossed = run(inventory, tmp_path, "-e", json.dumps({"node_recovery_connection": {"kubeconfig": kubeconfig}}),
+                      "--limit", name)
+        assert crossed.returncode != 0
+        assert f"The inventory read {name} from another cluster" in crossed.stdout, crossed.stdout[-3000:]
+        for cluster in (api, other):
+            assert not (node(cluster, name)["metadata"].get("annotations") or {}).get(v.ISOLATED_BY)
+
+        # With nothing but the inventory (no K8S_AUTH_*, no ~/.kube/config), and even with the environment
+        # pointing at the other cluster, the run acts on the cluster the inventory read.
+        for env_kubeconfig in (None, kubeconfig):
+            done = run(inventory, tmp_path, env_kubeconfig=env_kubeconfig)
+            assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        assert (node(other, name)["metadata"]["annotations"])[v.STATE] == v.STATE_REPAIR_PENDING
+        twin = node(api, name)
+        assert not twin["spec"].get("unschedulable") and not (twin["metadata"].get("annotations") or {}).get(v.STATE)
+    finally:
+        for cluster in (api, other):
+            cluster.request("DELETE", f"/api/v1/nodes/{name}")
