@@ -196,7 +196,9 @@ class RecoveryBatches:
         self._sent: dict[str, _Member] = {}  # in an emitted batch, watched for a retry
         self.opened_wall: dt.datetime | None = None
         self.batches = 0
-        self.gave_up: list[str] = []  # nodes whose attempts ran out since the caller last read it
+        # What due() found since the caller last read (and cleared) these, for its log:
+        self.gave_up: list[str] = []  # still awaiting recovery, and no attempts left
+        self.settled: list[str] = []  # taken by a run, handed off, healed, excluded or gone: no retry
 
     def observe(self, event: dict, now: float, wall: dt.datetime) -> None:
         """Follow one node transition event (every transition, emitted or not)."""
@@ -227,7 +229,8 @@ class RecoveryBatches:
             member.retry_at = None
             classified = current(name)
             if classified is None or not awaits_recovery(classified):
-                del self._sent[name]  # remediated, handed off, excluded, or gone: nothing to retry
+                del self._sent[name]
+                self.settled.append(name)
             elif member.attempt >= self.max_attempts:
                 self.gave_up.append(name)  # kept (without a retry) so that no new batch takes it
             else:

@@ -1,6 +1,7 @@
-"""The standalone watcher against the real local control plane: one recover run per
-fault episode, never two at once for a node, the storm brake, SIGTERM during a run,
-and a restart that neither repeats a run nor loses a fault that happened meanwhile."""
+"""The standalone watcher against the real local control plane: a burst of faults is one
+recover run, a node that faults during a run is in the next run at once, one run per fault
+episode, never two at once for a node, the storm brake, SIGTERM during a run, and a restart
+that neither repeats a run nor loses a fault that happened meanwhile."""
 
 from __future__ import annotations
 
@@ -12,20 +13,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from .event_driven import RECORD_PLAYBOOK, records, started_nodes, tool_env
+from .event_driven import RECORD_PLAYBOOK, records, runs_of, stand_in_playbook, started_nodes, tool_env, write_control
 from .helpers import REPO, VENV_BIN, localnodes, pool_of, service_account_kubeconfig, wait_for
 
 TEN_MINUTES = dt.timedelta(minutes=10)
 
 
 class WatcherProcess:
-    def __init__(self, data_dir: Path, env: dict, nodes: list[str], *options: str):
+    def __init__(self, data_dir: Path, env: dict, nodes: list[str], *options: str, playbook: Path = RECORD_PLAYBOOK):
         self.data_dir = data_dir
         self.log = data_dir.parent / f"watcher-{time.monotonic_ns()}.log"
         selector = f"{localnodes.POOL_LABEL}={pool_of(nodes)[localnodes.POOL_LABEL]}"
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "python"), "-m", "tools.watcher", "--data-dir", str(data_dir), "--label-selector", selector,
-             "--playbook", str(RECORD_PLAYBOOK), "--retry-delay", "600", *options],
+             "--playbook", str(playbook), "--retry-delay", "600", *options],
             cwd=REPO, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
 
     def __enter__(self) -> WatcherProcess:
@@ -56,6 +57,19 @@ class WatcherProcess:
         return sorted((json.loads(p.read_text()) for p in (self.data_dir / "runs").glob("*/run.json")),
                       key=lambda r: r["started"])
 
+    def saw(self, name: str, transition: str) -> bool:
+        """The watcher received this event (its log line), so it has judged it."""
+        self.alive()
+        return f"{name}: {transition} (" in self.text()
+
+    def idle(self, runs_started: int) -> bool:
+        """Nothing waits, nothing runs, and exactly this many runs were started: the fence after which
+        no further run can start without a new event."""
+        self.alive()
+        status = self.status()
+        return (status.get("runs_started") == runs_started and not status.get("waiting")
+                and not status.get("running"))
+
 
 def ended_runs(record: Path) -> int:
     return sum(r["phase"] == "end" for r in records(record))
@@ -65,43 +79,92 @@ def fault(api, name: str, ctype: str = "NT_NPU_OTHER") -> None:
     localnodes.set_condition(name, ctype, "True", ago=TEN_MINUTES, api=api)
 
 
-def test_three_faults_three_runs_none_twice_and_a_restart_repeats_nothing(api, kubeconfig, make_nodes, tmp_path):
+def test_six_faults_within_a_second_are_one_run(api, kubeconfig, make_nodes, tmp_path):
+    names = make_nodes(8)
+    burst, quiet = names[:6], names[6:]
+    record = tmp_path / "runs.jsonl"
+    playbook = stand_in_playbook(tmp_path / "stand-in")
+    with WatcherProcess(tmp_path / "data", tool_env(kubeconfig, record), names, "--max-unhealthy", "100%",
+                        playbook=playbook) as watcher:
+        began = time.monotonic()
+        # A template in a message: a node wrote it, so it must reach the playbook as plain text.
+        localnodes.set_condition(burst, "NT_NPU_OTHER", "True", message="{{ 6 * 7 }}", ago=TEN_MINUTES, api=api)
+        assert time.monotonic() - began < 1.0, "the six faults took more than a second to inject"
+        wait_for(lambda: all(watcher.saw(n, "faulty") for n in burst) and ended_runs(record) == 1, 90,
+                 "the events of all six faults and the end of a run")
+        wait_for(lambda: watcher.idle(runs_started=1), 30, "the watcher to have nothing left to start")
+    (run,) = runs_of(record)
+    assert sorted(run["nodes"]) == sorted(burst) and not set(run["nodes"]) & set(quiet)
+    assert run["messages"] == ["{{ 6 * 7 }}"] * 6
+    (recorded,) = watcher.runs()
+    assert recorded["status"] == "successful" and sorted(recorded["nodes"]) == sorted(burst)
+    assert set(recorded["episodes"]) == set(burst)
+    artifacts = Path(recorded["artifacts"])
+    assert (artifacts / "rc").read_text().strip() == "0"
+    assert "{{ 6 * 7 }}" not in (artifacts / "command").read_text()  # event data is no command-line argument
+
+
+def test_a_node_that_faults_during_a_run_is_in_the_next_run_which_starts_when_the_first_ends(
+        api, kubeconfig, make_nodes, tmp_path):
+    names = make_nodes(6)
+    first, during = names[:2]
+    record = tmp_path / "runs.jsonl"
+    playbook = stand_in_playbook(tmp_path / "stand-in")
+    write_control(playbook.parent, work_seconds=8, take=False)
+    # A window longer than the gap allowed below: a second run that waited for one would fail the test.
+    with WatcherProcess(tmp_path / "data", tool_env(kubeconfig, record), names, "--max-unhealthy", "50%",
+                        "--coalesce-seconds", "4", playbook=playbook) as watcher:
+        fault(api, first)
+        wait_for(lambda: watcher.alive() and started_nodes(record) == [[first]], 90, "the first run to start")
+        fault(api, during)
+        wait_for(lambda: watcher.saw(during, "faulty") and watcher.status().get("waiting") == [during], 60,
+                 "the second fault to wait for the running run")
+        assert ended_runs(record) == 0, "the first run ended before the second fault arrived: work longer"
+        wait_for(lambda: watcher.alive() and ended_runs(record) == 2, 120, "both runs to end")
+        wait_for(lambda: watcher.idle(runs_started=2), 30, "the watcher to have nothing left to start")
+    one, two = watcher.runs()
+    assert (one["nodes"], two["nodes"]) == ([first], [during])
+    assert 0 <= two["started"] - one["ended"] < 1.0, (one, two)  # at once, not after a window or a tick
+    starts = [r["started"] for r in runs_of(record)]
+    ends = [r["ended"] for r in runs_of(record)]
+    assert ends[0] < starts[1]
+
+
+def test_one_run_per_episode_none_twice_and_a_restart_repeats_nothing(api, kubeconfig, make_nodes, tmp_path):
     names = make_nodes(8)
     a, b, c, d = names[:4]
     record = tmp_path / "runs.jsonl"
-    env = tool_env(kubeconfig, record, work_seconds=4)
+    env = tool_env(kubeconfig, record, work_seconds=6)
     data = tmp_path / "data"
     with WatcherProcess(data, env, names, "--max-unhealthy", "50%") as watcher:
-        for name in (a, b, c):
-            fault(api, name)
-        wait_for(lambda: watcher.alive() and started_nodes(record)[:1] == [[a]], 60, "the run for the first fault")
+        localnodes.set_condition([a, b, c], "NT_NPU_OTHER", "True", ago=TEN_MINUTES, api=api)
+        wait_for(lambda: watcher.alive() and len(started_nodes(record)) == 1, 60, "the run for the three faults")
+        assert sorted(started_nodes(record)[0]) == sorted([a, b, c])
         # The fault flaps while its node is being remediated: a new episode, but no second run.
         localnodes.clear(a, api=api)
-        wait_for(lambda: f"{a}: cleared" in watcher.text(), 30, "the cleared event")
+        wait_for(lambda: watcher.saw(a, "cleared"), 30, "the cleared event")
         fault(api, a, "NT_NPU_ECC_COUNT")
-        wait_for(lambda: watcher.alive() and ended_runs(record) == 3, 180, "three runs to end")
-        time.sleep(3)
-        assert sorted(started_nodes(record)) == [[a], [b], [c]]
-        assert f"{a}: already being remediated by run" in watcher.text()
-        # One run at a time (max_runs 1, max_parallel 1): each starts after the one before ended.
-        phases = [(r["phase"], r["run"]["nodes"]) for r in records(record)]
-        assert phases == [(p, n) for n in started_nodes(record) for p in ("start", "end")]
-        runs = watcher.runs()
-        assert [r["status"] for r in runs] == ["successful"] * 3
-        for run in runs:
-            artifacts = Path(run["artifacts"])
-            assert (artifacts / "rc").read_text().strip() == "0"
-            assert "Record the start of the run" in (artifacts / "stdout").read_text()
-            assert list((artifacts / "job_events").iterdir())
+        wait_for(lambda: f"{a}: already being remediated by run" in watcher.text(), 30, "the second episode's event")
+        assert ended_runs(record) == 0, "the run ended before the flap was seen: work longer"
+        wait_for(lambda: watcher.alive() and ended_runs(record) == 1, 120, "the run to end")
+        wait_for(lambda: watcher.idle(runs_started=1), 30, "the watcher to have nothing left to start")
+        (run,) = watcher.runs()
+        assert run["status"] == "successful"
+        artifacts = Path(run["artifacts"])
+        assert (artifacts / "rc").read_text().strip() == "0"
+        assert "Record the start of the run" in (artifacts / "stdout").read_text()
+        assert list((artifacts / "job_events").iterdir())
         assert watcher.stop() == 0
 
     fault(api, d)  # while no watcher runs
     with WatcherProcess(data, env, names, "--max-unhealthy", "50%") as watcher:
-        wait_for(lambda: watcher.alive() and ended_runs(record) == 4, 120, "the run for the fault made while down")
-        time.sleep(4)
-        assert sorted(started_nodes(record)) == [[a], [b], [c], [d]]
-        for name in (a, b, c):
+        wait_for(lambda: watcher.alive() and ended_runs(record) == 2, 120, "the run for the fault made while down")
+        wait_for(lambda: watcher.idle(runs_started=1), 30, "the watcher to have nothing left to start")
+        assert started_nodes(record)[1] == [d]
+        for name in (b, c):
             assert f"{name}: this fault episode was remediated by an earlier run; not started again" in watcher.text()
+        # a's second episode began while its run went on, and that run answered for it.
+        assert f"{a}: this fault episode was remediated by an earlier run; not started again" in watcher.text()
         assert watcher.stop() == 0
 
 
@@ -115,7 +178,9 @@ def test_storm_brake_holds_runs_until_the_storm_passes(api, kubeconfig, make_nod
         wait_for(lambda: watcher.alive() and ended_runs(record) == 1, 60, "the run for the first fault")
         fault(api, second)  # two faulty nodes where one is allowed: a storm
         wait_for(lambda: watcher.alive() and watcher.status()["storm"], 60, "the storm brake")
-        time.sleep(5)
+        held_since = watcher.status()["updated"]
+        # Two more ticks: the held node was judged again (and held) at least twice.
+        wait_for(lambda: watcher.alive() and watcher.status()["updated"] > held_since + 3, 30, "two more ticks")
         storm = watcher.status()["storm"]
         assert {s["scope"] for s in storm} == {"_cluster", pool_of(names)[localnodes.POOL_LABEL]}
         assert all(s["faulty"] == 2 and s["allowed"] == 1 for s in storm)
@@ -134,7 +199,7 @@ def test_sigterm_during_a_run_lets_it_finish(api, kubeconfig, make_nodes, tmp_pa
         fault(api, names[0])
         wait_for(lambda: watcher.alive() and started_nodes(record), 60, "the run to start")
         fault(api, names[1])  # arrives while the first run goes on: must not start after SIGTERM
-        time.sleep(1)
+        wait_for(lambda: watcher.saw(names[1], "faulty"), 30, "the second fault's event")
         signalled = time.time()
         assert watcher.stop(timeout=120) == 0
         exited = time.time()

@@ -184,6 +184,7 @@ def test_a_node_the_run_took_or_that_stopped_needing_recovery_is_not_retried(tak
     else:
         del cluster.current[name]
     assert run_until(batches, cluster, 1000) == [] and batches.gave_up == []
+    assert batches.settled == ([] if taken == "healed" else [name])  # a healed node was forgotten at once
     assert batches.next_wakeup() is None
 
 

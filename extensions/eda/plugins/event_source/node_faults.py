@@ -222,6 +222,7 @@ class NodeFaultSource:
             except KubernetesError as err:
                 version = None
                 if err.status == 410:
+                    log.info("node watch answered 410 Gone: listing again")
                     continue
                 failures += 1
                 delay = min(2.0 ** failures, MAX_BACKOFF)
@@ -326,9 +327,12 @@ class NodeFaultSource:
     def _batch_due_locked(self) -> list[Future]:
         """Due retries join the window; a window that is due becomes a recovery batch event."""
         batch = self.batches.due(time.monotonic(), utcnow(), self._current_locked)
+        for name in self.batches.settled:
+            log.info("%s: no longer awaits recovery (taken by a run, or no longer faulty); not asked for again", name)
         for name in self.batches.gave_up:
             log.warning("%s: %d recover runs were asked for this fault episode and it still awaits recovery; "
                         "no more until the fault clears", name, self.batches.max_attempts)
+        self.batches.settled.clear()
         self.batches.gave_up.clear()
         if batch is None or self._sink is None:
             return []
