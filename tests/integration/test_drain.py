@@ -5,7 +5,6 @@ NotReady nodes, check/diff mode, idempotency, Events and one-sentence failures."
 from __future__ import annotations
 
 import threading
-import time
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import node_events
@@ -83,6 +82,12 @@ def by_name(result: dict) -> dict[str, dict]:
     return {p["name"]: p for p in result["pods"]}
 
 
+def only(result: dict) -> dict:
+    """The one node's result of a module call that named one node."""
+    (node_result,) = result["nodes"]
+    return node_result
+
+
 def test_check_mode_plans_then_drain_moves_pods_and_second_run_changes_nothing(api, kubeconfig, namespace, make_nodes):
     names = make_nodes(2)
     pool = pool_of(names)
@@ -97,29 +102,37 @@ def test_check_mode_plans_then_drain_moves_pods_and_second_run_changes_nothing(a
 
     plan = run_module("node_drain", args, check=True, diff=True)
     assert plan["changed"] is True and plan.get("failed") is not True, plan.get("msg")
-    outcomes = {p["name"]: (p["action"], p["outcome"]) for p in plan["pods"]}
+    assert plan["failed_nodes"] == [] and plan["run_id"] == "drain-run-1"
+    outcomes = {p["name"]: (p["action"], p["outcome"]) for p in only(plan)["pods"]}
+    assert {p["node"] for p in only(plan)["pods"]} == {victim}
     assert outcomes[f"static-{victim}"] == ("skip", "skipped")
     assert {outcomes[p["metadata"]["name"]] for p in present if p["metadata"]["name"].startswith("agent-")} == {
         ("skip", "skipped")}
     assert {outcomes[p["metadata"]["name"]] for p in present if p["metadata"]["uid"] in web} == {("evict", "evicted")}
     assert {outcomes[p["metadata"]["name"]] for p in present if p["metadata"]["name"].startswith("finished-")} == {
         ("delete", "deleted")}
-    assert plan["diff"]["before"]["unschedulable"] is False and plan["diff"]["after"]["unschedulable"] is True
+    (planned_diff,) = plan["diff"]
+    assert planned_diff["before_header"] == planned_diff["after_header"] == victim
+    assert planned_diff["before"]["unschedulable"] is False and planned_diff["after"]["unschedulable"] is True
     assert uids(on_node(api, namespace, victim)) == uids(present), "check mode must not touch pods"
     untouched = node(api, victim)
     assert not untouched["spec"].get("unschedulable") and v.STATE not in (untouched["metadata"].get("annotations") or {})
 
     done = run_module("node_drain", args, diff=True)
     assert done["changed"] is True and done["drained"] is True, done.get("msg")
-    assert done["summary"]["evicted"] == len(web) and done["summary"]["deleted"] == 1
-    assert done["summary"]["skipped"] == 2 and done["summary"]["blocked"] == done["summary"]["failed"] == 0
-    assert all(p["seconds"] is not None and p["attempts"] == 1 for p in done["pods"] if p["outcome"] == "evicted")
-    assert done["elapsed_seconds"] > 0 and done["state"] == v.STATE_DRAINED
+    drained = only(done)
+    assert drained["name"] == victim and drained["changed"] is True and drained["failed"] is False
+    assert drained["drained"] is True and drained["started"] <= drained["finished"]
+    assert drained["summary"]["evicted"] == len(web) and drained["summary"]["deleted"] == 1
+    assert drained["summary"]["skipped"] == 2 and drained["summary"]["blocked"] == drained["summary"]["failed"] == 0
+    assert all(p["seconds"] is not None and p["attempts"] == 1 for p in drained["pods"] if p["outcome"] == "evicted")
+    assert drained["elapsed_seconds"] > 0 and drained["state"] == v.STATE_DRAINED
+    assert done["message"] == drained["message"] and f"node '{victim}' drained in" in done["message"]
     left = on_node(api, namespace, victim)
     assert not (uids(left) & web) and not [p for p in left if p["metadata"]["name"].startswith("finished-")]
     assert {p["metadata"]["name"] for p in left} == {f"static-{victim}"} | {
         p["metadata"]["name"] for p in present if p["metadata"]["name"].startswith("agent-")}
-    assert sorted(done["diff"]["after"]["pods"]) == sorted(p["metadata"]["namespace"] + "/" + p["metadata"]["name"]
+    assert sorted(done["diff"][0]["after"]["pods"]) == sorted(p["metadata"]["namespace"] + "/" + p["metadata"]["name"]
                                                            for p in left)
     other = next(n for n in names if n != victim)
     wait_for(lambda: len([p for p in running_pods(api, namespace, "app=web") if p["spec"]["nodeName"] == other]) == 4,
@@ -134,6 +147,7 @@ def test_check_mode_plans_then_drain_moves_pods_and_second_run_changes_nothing(a
 
     again = run_module("node_drain", args, diff=True)
     assert again["changed"] is False and again["drained"] is True, again.get("msg")
+    assert only(again)["changed"] is False and "already drained" in only(again)["message"]
     assert node(api, victim)["metadata"]["annotations"][v.STATE_SINCE] == annotations[v.STATE_SINCE]
 
 
@@ -145,10 +159,13 @@ def test_budget_blocks_until_timeout_then_drain_succeeds_once_a_replica_is_ready
     victim = running_pods(api, namespace, "app=guarded")[0]["spec"]["nodeName"]
     held = sorted(p["metadata"]["name"] for p in on_node(api, namespace, victim, "app=guarded"))
 
-    blocked = run_module("node_drain", {"name": victim, "kubeconfig": kubeconfig, "timeout": 6})
-    assert not blocked.get("failed") and blocked["drained"] is False and blocked["changed"] is True  # cordoned
+    result = run_module("node_drain", {"name": victim, "kubeconfig": kubeconfig, "timeout": 6})
+    assert not result.get("failed") and result["drained"] is False and result["changed"] is True  # cordoned
+    blocked = only(result)
+    assert blocked["drained"] is False and blocked["changed"] is True and blocked["failed"] is False
     message = blocked["message"]
     assert "PodDisruptionBudget" in message and "guarded" in message and "\n" not in message
+    assert result["message"] == message and result["failed_nodes"] == []
     assert blocked["elapsed_seconds"] >= 6
     assert blocked["blocking_pdbs"] == [{"namespace": namespace, "name": "guarded", "pods": held,
                                          "disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2,
@@ -164,7 +181,9 @@ def test_budget_blocks_until_timeout_then_drain_succeeds_once_a_replica_is_ready
     outcome: dict = {}
     worker = threading.Thread(target=lambda: outcome.update(drain(api, victim, timeout=120, run_id="r2")))
     worker.start()
-    time.sleep(3)  # the drain is retrying against the budget now
+    # The drain has begun (its DrainStarted Event is sent with the first evictions) and the budget holds it.
+    wait_for(lambda: any(e["reason"] == v.EVENT_DRAIN_STARTED and "run r2" in e["message"]
+                         for e in node_events(api, victim)), 60, "the drain of run r2 to start")
     assert worker.is_alive()
     api.patch(f"/apis/apps/v1/namespaces/{namespace}/deployments/guarded", {"spec": {"replicas": 3}})
     worker.join(150)
@@ -189,8 +208,10 @@ def test_bare_pod_is_refused_without_force_and_deleted_with_it(api, kubeconfig, 
     name = make_nodes(1)[0]
     start(api, workloads.bare_pod("lonely", namespace, name) + deployment("web", namespace, 1, pool_of([name])),
           namespace, 2)
-    refused = run_module("node_drain", {"name": name, "kubeconfig": kubeconfig})
-    assert not refused.get("failed") and refused["drained"] is False and refused["changed"] is False
+    result = run_module("node_drain", {"name": name, "kubeconfig": kubeconfig})
+    assert not result.get("failed") and result["drained"] is False and result["changed"] is False
+    refused = only(result)
+    assert refused["drained"] is False and refused["changed"] is False and refused["failed"] is False
     message = refused["message"]
     assert "lonely" in message and "not managed by a controller" in message
     assert "nothing was changed" in message and "\n" not in message
@@ -284,7 +305,10 @@ def test_own_grace_period_by_default_and_stuck_pods_on_a_not_ready_node_are_forc
 def test_missing_node_bad_option_and_forbidden_eviction_each_one_sentence(api, kubeconfig, namespace, make_nodes,
                                                                          tmp_path):
     missing = run_module("node_drain", {"name": "no-such-node-y2", "kubeconfig": kubeconfig})
-    assert missing["failed"] is True and missing["msg"] == "node 'no-such-node-y2' does not exist"
+    assert missing["failed"] is True and only(missing)["msg"] == "node 'no-such-node-y2' does not exist"
+    assert missing["msg"] == ("1 of 1 node(s) failed to drain (0 done): "
+                              "no-such-node-y2: node 'no-such-node-y2' does not exist")
+    assert missing["failed_nodes"] == ["no-such-node-y2"] and missing["drained"] is False
 
     unknown = run_module("node_drain", {"name": "x", "evict_all": True, "kubeconfig": kubeconfig})
     assert unknown["failed"] is True and "evict_all" in unknown["msg"] and "\n" not in unknown["msg"]
@@ -318,4 +342,88 @@ def test_without_watch_permission_the_drain_lists_instead(api, kubeconfig, names
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "list"]}], tmp_path)
     result = run_module("node_drain", {"name": name, "kubeconfig": str(no_watch)})
     assert not result.get("failed") and result["drained"] is True, result.get("msg") or result.get("message")
-    assert result["summary"]["evicted"] == 3 and not on_node(api, namespace, name)
+    assert only(result)["summary"]["evicted"] == 3 and not on_node(api, namespace, name)
+
+
+def test_a_batch_drains_at_once_and_a_node_held_by_a_budget_or_missing_is_named(api, kubeconfig, namespace,
+                                                                               make_nodes):
+    first, held, last = make_nodes(3)
+    missing = "no-such-node-b3"
+    start(api, deployment("free-a", namespace, 2, {"kubernetes.io/hostname": first})
+          + deployment("free-b", namespace, 2, {"kubernetes.io/hostname": last})
+          + deployment("guarded", namespace, 1, {"kubernetes.io/hostname": held}, pdb_min=1), namespace, 5)
+    pdb_observed(api, namespace, "guarded", 1)
+    present = {name: on_node(api, namespace, name) for name in (first, held, last)}
+    names = [first, held, missing, last]
+    args = {"name": names, "kubeconfig": kubeconfig, "run_id": "drain-batch", "timeout": 15, "max_parallel": 4}
+
+    plan = run_module("node_drain", args, check=True, diff=True)
+    assert plan["failed"] is True and plan["failed_nodes"] == [missing] and plan["changed"] is True, plan["msg"]
+    assert [n["name"] for n in plan["nodes"]] == names
+    planned = {n["name"]: n for n in plan["nodes"]}
+    assert planned[missing]["msg"] == f"node '{missing}' does not exist"
+    for name in (first, held, last):  # the per-pod plan of every node of the batch
+        assert {p["name"] for p in planned[name]["pods"]} == {p["metadata"]["name"] for p in present[name]}
+        assert {p["node"] for p in planned[name]["pods"]} == {name}
+        assert "check mode" in planned[name]["message"]
+    for name in (first, last):
+        assert {(p["action"], p["outcome"]) for p in planned[name]["pods"]} == {("evict", "evicted")}
+    assert [(p["action"], p["outcome"], p["pdb"]) for p in planned[held]["pods"]] == [("evict", "blocked", "guarded")]
+    assert [d["after_header"] for d in plan["diff"]] == [first, held, last]
+    assert all(d["after"]["unschedulable"] is True for d in plan["diff"])
+    for name in (first, held, last):  # check mode changed nothing
+        untouched = node(api, name)
+        assert not untouched["spec"].get("unschedulable")
+        assert v.STATE not in (untouched["metadata"].get("annotations") or {})
+        assert uids(on_node(api, namespace, name)) == uids(present[name])
+
+    result = run_module("node_drain", args)
+    assert result["failed"] is True and result["failed_nodes"] == [missing], result
+    assert result["msg"] == (f"1 of 4 node(s) failed to drain (3 done): {missing}: node '{missing}' does not exist")
+    assert result["drained"] is False and result["changed"] is True and result["run_id"] == "drain-batch"
+    assert [n["name"] for n in result["nodes"]] == names
+    outcome = {n["name"]: n for n in result["nodes"]}
+    for name in (first, last):
+        assert outcome[name]["drained"] is True and outcome[name]["failed"] is False, outcome[name]["message"]
+        assert outcome[name]["summary"]["evicted"] == 2 and outcome[name]["state"] == v.STATE_DRAINED
+        assert {p["node"] for p in outcome[name]["pods"]} == {name}
+        assert not on_node(api, namespace, name)
+        annotations = node(api, name)["metadata"]["annotations"]
+        assert annotations[v.STATE] == v.STATE_DRAINED and annotations[v.RUN_ID] == "drain-batch"
+    # The held node: cordoned, reported, its budget named; its pod stays.
+    stuck = outcome[held]
+    assert stuck["drained"] is False and stuck["failed"] is False and stuck["changed"] is True
+    assert [(b["namespace"], b["name"], b["pods"]) for b in stuck["blocking_pdbs"]] == [
+        (namespace, "guarded", [p["metadata"]["name"] for p in present[held]])]
+    assert [(p["node"], p["outcome"], p["pdb"]) for p in stuck["pods"]] == [(held, "blocked", "guarded")]
+    assert f"node '{held}' was not drained within 15s" in stuck["message"]
+    assert f"PodDisruptionBudget {namespace}/guarded" in stuck["message"]
+    assert stuck["message"] in result["message"] and outcome[missing]["msg"] in result["message"]
+    assert uids(on_node(api, namespace, held)) == uids(present[held])
+    held_now = node(api, held)
+    assert held_now["spec"]["unschedulable"] is True
+    assert held_now["metadata"]["annotations"][v.STATE] == v.STATE_DRAINING
+    assert v.EVENT_DRAIN_BLOCKED in event_reasons(api, held)
+    # At once, not one after the other: the free nodes were done while the held one still waited on its budget.
+    for name in (first, last):
+        assert outcome[name]["finished"] < outcome[held]["finished"]
+        assert outcome[held]["started"] < outcome[name]["finished"]
+
+
+def test_check_mode_says_which_nodes_would_drain_without_waiting_for_a_budget(api, kubeconfig, namespace, make_nodes):
+    """RETURN: drained is 'whether every pod that had to leave is gone (or, in check mode, would be without waiting
+    for a budget)', and the module's 'whether every node given is drained (or would be, in check mode)'."""
+    free, held = make_nodes(2)
+    start(api, deployment("free", namespace, 1, {"kubernetes.io/hostname": free})
+          + deployment("guarded", namespace, 1, {"kubernetes.io/hostname": held}, pdb_min=1), namespace, 2)
+    pdb_observed(api, namespace, "guarded", 1)
+
+    plan = run_module("node_drain", {"name": [free, held], "kubeconfig": kubeconfig}, check=True)
+
+    assert not plan.get("failed"), plan.get("msg")
+    would = {n["name"]: n for n in plan["nodes"]}
+    assert [p["outcome"] for p in would[free]["pods"]] == ["evicted"]
+    assert [p["outcome"] for p in would[held]["pods"]] == ["blocked"]
+    assert plan["drained"] is False
+    assert would[held]["drained"] is False
+    assert would[free]["drained"] is True, "check mode: every pod of this node would leave without a budget's wait"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import node_events
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import node_events, rfc3339
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate
 from tools.localcluster import nodes as localnodes
 
@@ -48,6 +48,12 @@ def compare_golden(actual: str, golden: str) -> None:
     assert actual == path.read_text(), f"{golden} differs (UPDATE_GOLDEN=1 rewrites it; review the diff)"
 
 
+def only(result: dict) -> dict:
+    """The one node's result of a module call that named one node."""
+    (node_result,) = result["nodes"]
+    return node_result
+
+
 def faulty(api, make_nodes, faults=(("NT_NPU_OTHER", 600),), allocatable=None) -> str:
     name = make_nodes(1)[0]
     wait_for(lambda: any(e["reason"] == "RegisteredNode" for e in node_events(api, name)), 60, "RegisteredNode")
@@ -71,10 +77,14 @@ def test_ticket_contents_match_the_golden_files(api, kubeconfig, make_nodes, tmp
                                                           "detail": "NT_NPU_OTHER still True 600s after the reboot"}))
     assert not reboot.get("failed"), reboot.get("msg")
 
-    result = run_module("node_repair", dict(base, by="ops-bot", note="rack B12, slot 4", workloads=RECOVERED_WORKLOADS,
+    handed = run_module("node_repair", dict(base, by="ops-bot", note="rack B12, slot 4", workloads=RECOVERED_WORKLOADS,
                                             directory=str(tmp_path)))
 
-    assert not result.get("failed"), result.get("msg")
+    assert not handed.get("failed"), handed.get("msg")
+    assert handed["changed"] is True and handed["failed_nodes"] == []
+    result = only(handed)
+    assert result["name"] == name and result["run_id"] == RUN_ID and result["state"] == v.STATE_REPAIR_PENDING
+    assert handed["message"] == result["message"] == f"node '{name}' is repair-pending with ticket {result['ticket_id']}"
     ticket_id = result["ticket_id"]
     assert re.fullmatch(rf"NR-\d{{8}}T\d{{6}}Z-{name}", ticket_id)
     files = sorted(p.name for p in tmp_path.iterdir())
@@ -93,7 +103,7 @@ def test_ticket_contents_match_the_golden_files(api, kubeconfig, make_nodes, tmp
     assert any(e["reason"] == v.EVENT_REPAIR_REQUESTED and ticket_id in e["message"] for e in node_events(api, name))
 
     again = run_module("node_repair", dict(base, by="ops-bot", directory=str(tmp_path)))
-    assert again["changed"] is False and again["ticket_id"] == ticket_id
+    assert again["changed"] is False and only(again)["ticket_id"] == ticket_id
     assert sorted(p.name for p in tmp_path.iterdir()) == files
 
 
@@ -103,8 +113,10 @@ def test_check_mode_builds_the_ticket_but_delivers_and_changes_nothing(api, kube
     result = run_module("node_repair", {"kubeconfig": kubeconfig, "name": name, "directory": str(tmp_path / "t")},
                         check=True, diff=True)
     assert not result.get("failed"), result.get("msg")
-    assert result["changed"] is True and result["ticket"]["faults"][0]["type"] == "NT_NPU_OTHER"
-    assert result["diff"]["after"]["annotations"][v.STATE] == v.STATE_REPAIR_PENDING
+    assert result["changed"] is True and only(result)["ticket"]["faults"][0]["type"] == "NT_NPU_OTHER"
+    assert "would be repair-pending" in only(result)["message"] and only(result)["delivered"] == {}
+    (diff,) = result["diff"]
+    assert diff["after_header"] == name and diff["after"]["annotations"][v.STATE] == v.STATE_REPAIR_PENDING
     assert not (tmp_path / "t").exists()
     assert node(api, name)["metadata"]["annotations"] == before["metadata"]["annotations"]
 
@@ -138,18 +150,19 @@ def test_webhook_delivery_is_retried_on_500_and_keeps_secrets_out_of_the_log(api
     name = faulty(api, make_nodes)
     Hook.statuses = [500, 200]
     url = f"{hook}/hooks/T0KEN-IN-PATH"
-    result = run_module("node_repair", {"kubeconfig": kubeconfig, "name": name, "webhook_url": url,
+    handed = run_module("node_repair", {"kubeconfig": kubeconfig, "name": name, "webhook_url": url,
                                         "webhook_headers": {"Authorization": "Bearer hunter2-secret"}},
                         env={"ANSIBLE_VERBOSITY": "3"})
 
-    assert not result.get("failed"), result.get("msg")
+    assert not handed.get("failed"), handed.get("msg")
+    result = only(handed)
     assert [r[0] for r in Hook.received] == ["/hooks/T0KEN-IN-PATH"] * 2
     assert all(r[1]["Authorization"] == "Bearer hunter2-secret" for r in Hook.received)
     payload = Hook.received[-1][2]
     assert payload["ticket"]["ticket"] == result["ticket_id"] and name in payload["text"]
     assert payload["markdown"].startswith(f"# Repair ticket {result['ticket_id']}")
     assert result["delivered"]["webhook"] == {"endpoint": hook, "status": 200, "attempts": 2}
-    logged = result["_stdout"] + json.dumps(result)
+    logged = handed["_stdout"] + json.dumps(handed)
     assert "hunter2-secret" not in logged and "T0KEN-IN-PATH" not in logged
 
 
@@ -157,7 +170,9 @@ def test_a_refused_webhook_changes_nothing(api, kubeconfig, make_nodes, hook):
     name = faulty(api, make_nodes)
     Hook.statuses = [401]
     result = run_module("node_repair", {"kubeconfig": kubeconfig, "name": name, "webhook_url": f"{hook}/x"})
-    assert result["failed"] and result["msg"] == f"the webhook at {hook} refused the repair ticket: HTTP 401 Unauthorized"
+    refused = f"the webhook at {hook} refused the repair ticket: HTTP 401 Unauthorized"
+    assert result["failed"] and only(result)["msg"] == refused and result["failed_nodes"] == [name]
+    assert result["msg"] == f"1 of 1 node(s) failed the hand-off to repair (0 done): {name}: {refused}"
     assert node(api, name)["metadata"]["annotations"].get(v.STATE) != v.STATE_REPAIR_PENDING
 
 
@@ -165,18 +180,20 @@ def test_hand_over_to_repair_and_back(api, kubeconfig, make_nodes):
     name = faulty(api, make_nodes)
     base = {"kubeconfig": kubeconfig, "name": name}
     early = run_module("node_repair", dict(base, state="in_repair", by="dc-ops"))
-    assert early["failed"] and early["msg"] == (f"node '{name}' is isolated, not repair-pending, so it cannot be "
-                                                "marked in-repair; request repair first")
+    assert early["failed"] and only(early)["msg"] == (f"node '{name}' is isolated, not repair-pending, so it cannot be "
+                                                      "marked in-repair; request repair first")
+    assert early["msg"].startswith("1 of 1 node(s) failed marking in repair (0 done): ")
     missing_by = run_module("node_repair", dict(base, state="repaired"))
     assert missing_by["failed"] and "by" in missing_by["msg"]
-    ticket = run_module("node_repair", base)["ticket_id"]
+    ticket = only(run_module("node_repair", base))["ticket_id"]
 
     taken = run_module("node_repair", dict(base, state="in_repair", by="dc-ops (Jane)", ticket_ref="INC-20419"),
                        diff=True)
     assert not taken.get("failed"), taken.get("msg")
-    assert taken["state"] == v.STATE_IN_REPAIR and taken["ticket_id"] == ticket and taken["ticket_ref"] == "INC-20419"
-    assert taken["diff"]["before"]["labels"] == {v.STATE_LABEL: v.STATE_REPAIR_PENDING}
-    assert taken["diff"]["after"]["labels"] == {v.STATE_LABEL: v.STATE_IN_REPAIR}
+    took = only(taken)
+    assert took["state"] == v.STATE_IN_REPAIR and took["ticket_id"] == ticket and took["ticket_ref"] == "INC-20419"
+    assert taken["diff"][0]["before"]["labels"] == {v.STATE_LABEL: v.STATE_REPAIR_PENDING}
+    assert taken["diff"][0]["after"]["labels"] == {v.STATE_LABEL: v.STATE_IN_REPAIR}
     annotations = node(api, name)["metadata"]["annotations"]
     assert annotations[v.REPAIR_BY] == "dc-ops (Jane)" and annotations[v.TICKET_REF] == "INC-20419"
     assert v.REPAIR_AT in annotations
@@ -198,27 +215,89 @@ def test_a_fault_that_comes_back_within_the_window_escalates_to_repair(api, kube
 
     first = run_module("node_repair", args)
     assert not first.get("failed"), first.get("msg")
+    first = only(first)
     assert first["escalate"] is False and first["history"] == {"NT_NPU_DEVICE": 1} and first["changed"] is True
     assert run_module("node_repair", args)["changed"] is False  # the same episode is not counted twice
 
     # A reboot clears it; it comes back later: a new episode.
     localnodes.clear(name, api=api)
     localnodes.set_condition(name, "NT_NPU_DEVICE", "True", ago=dt.timedelta(seconds=90), api=api)
-    second = run_module("node_repair", args)
+    second = only(run_module("node_repair", args))
 
     assert second["escalate"] is True
     assert second["escalated"] == [{"type": "NT_NPU_DEVICE", "count": 2}]
     history = json.loads(node(api, name)["metadata"]["annotations"][v.FAULT_HISTORY])
     assert len(history["NT_NPU_DEVICE"]) == 2
     # A window narrower than the age of the first episode forgets it.
-    narrow = run_module("node_repair", dict(args, history_window=100))
+    narrow = only(run_module("node_repair", dict(args, history_window=100)))
     assert narrow["escalate"] is False and narrow["history"] == {"NT_NPU_DEVICE": 1}
 
 
 def test_bad_input_is_one_sentence(api, kubeconfig, make_nodes):
     missing = run_module("node_repair", {"kubeconfig": kubeconfig, "name": "no-such-node-r1"})
-    assert missing["failed"] and missing["msg"] == "node 'no-such-node-r1' does not exist"
+    assert missing["failed"] and only(missing)["msg"] == "node 'no-such-node-r1' does not exist"
+    assert missing["msg"] == ("1 of 1 node(s) failed the hand-off to repair (0 done): "
+                              "no-such-node-r1: node 'no-such-node-r1' does not exist")
     bad_url = run_module("node_repair", {"kubeconfig": kubeconfig, "name": "x", "webhook_url": "ftp://h/x"})
     assert bad_url["failed"] and bad_url["msg"] == "webhook_url must be an http:// or https:// URL"
     bad_window = run_module("node_repair", {"kubeconfig": kubeconfig, "name": "x", "history_window": 0})
     assert bad_window["failed"] and bad_window["msg"] == "history_window must be at least 1, not 0"
+
+
+def test_the_same_fault_episode_keeps_its_ticket_id_when_the_hand_off_is_asked_again(api, kubeconfig, make_nodes,
+                                                                                   tmp_path, hook):
+    name = faulty(api, make_nodes)
+    isolated_at = node(api, name)["metadata"]["annotations"][v.ISOLATED_AT]
+    episode = dt.datetime.strptime(isolated_at, "%Y-%m-%dT%H:%M:%SZ").strftime("%Y%m%dT%H%M%SZ")
+    args = {"kubeconfig": kubeconfig, "name": name, "directory": str(tmp_path), "webhook_url": f"{hook}/tickets"}
+
+    first = only(run_module("node_repair", args))
+    assert not first["failed"], first.get("msg")
+    assert first["ticket_id"] == f"NR-{episode}-{name}"  # the episode's start, not the time of the request
+    # The hand-off is asked again for the same episode after its state was set back (a retried run, an operator):
+    # a later second, the same ticket id, so the receiver can de-duplicate by it.
+    wait_for(lambda: rfc3339() > first["ticket"]["created"], 5, "the clock to pass the first request's second")
+    api.patch(f"/api/v1/nodes/{name}", {"metadata": {"annotations": {v.STATE: v.STATE_DRAINED},
+                                                     "labels": {v.STATE_LABEL: v.STATE_DRAINED}}})
+    second = only(run_module("node_repair", args))
+
+    assert not second["failed"], second.get("msg")
+    assert second["changed"] is True and second["state"] == v.STATE_REPAIR_PENDING
+    assert second["ticket"]["created"] > first["ticket"]["created"]
+    assert second["ticket_id"] == first["ticket_id"]
+    assert [r[2]["ticket"]["ticket"] for r in Hook.received] == [first["ticket_id"]] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{first['ticket_id']}.json", f"{first['ticket_id']}.md"]
+    assert json.loads((tmp_path / f"{first['ticket_id']}.json").read_text())["created"] == second["ticket"]["created"]
+    assert node(api, name)["metadata"]["annotations"][v.TICKET] == first["ticket_id"]
+    requested = [e["message"] for e in node_events(api, name) if e["reason"] == v.EVENT_REPAIR_REQUESTED]
+    assert len(requested) == 2 and all(first["ticket_id"] in m for m in requested)
+
+
+def test_a_batch_of_two_nodes_gets_two_tickets_in_one_call(api, kubeconfig, make_nodes, tmp_path, hook):
+    card = faulty(api, make_nodes, faults=(("NT_NPU_CARD_LOSE", 300),), allocatable=6)
+    other = faulty(api, make_nodes)
+    names = [card, other]
+
+    result = run_module("node_repair", {"kubeconfig": kubeconfig, "name": names, "by": "ops-bot",
+                                        "directory": str(tmp_path), "webhook_url": f"{hook}/tickets"})
+
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] is True and result["failed_nodes"] == []
+    assert [n["name"] for n in result["nodes"]] == names
+    tickets = {n["name"]: n["ticket_id"] for n in result["nodes"]}
+    assert len(set(tickets.values())) == 2
+    for n in result["nodes"]:
+        assert n["changed"] is True and n["state"] == v.STATE_REPAIR_PENDING and n["run_id"] == RUN_ID
+        assert n["ticket_id"].endswith(f"-{n['name']}") and n["ticket"]["node"]["name"] == n["name"]
+        assert n["delivered"]["webhook"]["status"] == 200
+        assert n["message"] in result["message"]
+        annotations = node(api, n["name"])["metadata"]["annotations"]
+        assert annotations[v.STATE] == v.STATE_REPAIR_PENDING and annotations[v.TICKET] == n["ticket_id"]
+    faults = {n["name"]: [f["type"] for f in n["ticket"]["faults"]] for n in result["nodes"]}
+    assert "NT_NPU_CARD_LOSE" in faults[card] and faults[other] == ["NT_NPU_OTHER"]  # each its own evidence
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{t}{ext}" for t in tickets.values()
+                                                                for ext in (".json", ".md"))
+    assert sorted(r[2]["ticket"]["ticket"] for r in Hook.received) == sorted(tickets.values())
+
+    again = run_module("node_repair", {"kubeconfig": kubeconfig, "name": names, "directory": str(tmp_path)})
+    assert again["changed"] is False and {n["name"]: n["ticket_id"] for n in again["nodes"]} == tickets

@@ -3,8 +3,11 @@ distributed training restarts whole, operator-managed jobs get their restart req
 
 from __future__ import annotations
 
+import threading
+
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id, node_events
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate
 from tools.localcluster import workloads
 from tools.localcluster.nodes import NPU_RESOURCE
@@ -32,6 +35,10 @@ def _workload(result, kind, name):
     return next(w for w in result["workloads"] if w["kind"] == kind and w["name"] == name)
 
 
+def _by_node(result):
+    return {entry["name"]: entry for entry in result["by_node"]}
+
+
 def test_deployment_recovered_on_other_nodes_with_recovery_time(api, kubeconfig, namespace, make_nodes):
     nodes = make_nodes(3)
     workloads.apply(api, workloads.inference_service("svc", namespace, replicas=2, node_selector=pool_of(nodes),
@@ -42,7 +49,9 @@ def test_deployment_recovered_on_other_nodes_with_recovery_time(api, kubeconfig,
     drain = run_module("node_drain", {"kubeconfig": kubeconfig, "name": faulty, "timeout": 60})
     assert not drain.get("failed"), drain.get("msg")
 
-    result = run_module("workload_recover", {"kubeconfig": kubeconfig, "nodes": [faulty], "evicted": drain["pods"],
+    evicted = [pod for drained in drain["nodes"] for pod in drained["pods"]]  # each pod names its node
+    assert {pod["node"] for pod in evicted} == {faulty}
+    result = run_module("workload_recover", {"kubeconfig": kubeconfig, "nodes": [faulty], "evicted": evicted,
                                              "wait_timeout": 120})
 
     assert not result.get("failed"), result.get("msg")
@@ -59,6 +68,10 @@ def test_deployment_recovered_on_other_nodes_with_recovery_time(api, kubeconfig,
     ready = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in running_pods(api, namespace, "app=svc")}
     assert {p["pod"]: p["node"] for p in deployment["landed"]} == ready
     assert result["changed"] is False  # waiting for a controller changes nothing
+    assert result["started"] <= result["finished"]
+    assert result["by_node"] == [{"name": faulty, "workloads": [f"Deployment {namespace}/svc"], "recovered": True,
+                                  "unrecovered": [], "restarted": [], "lost": [],
+                                  "messages": [f"Deployment {namespace}/svc: {deployment['message']}"]}]
 
 
 def test_indexed_training_job_restarted_whole_on_healthy_nodes(api, kubeconfig, namespace, make_nodes):
@@ -78,6 +91,8 @@ def test_indexed_training_job_restarted_whole_on_healthy_nodes(api, kubeconfig, 
     assert job["strategy"] == "restart_job" and job["status"] == "planned"
     assert "would suspend" in job["action"]
     assert {p["metadata"]["uid"] for p in running_pods(api, namespace)} == old_uids  # check mode touched nothing
+    assert [(n["name"], n["workloads"], n["recovered"], n["restarted"]) for n in planned["by_node"]] == [
+        (name, [f"Job {namespace}/train"], False, []) for name in faulty]
     assert not api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["spec"].get("suspend")
 
     result = run_module("workload_recover", args, diff=True)
@@ -90,6 +105,8 @@ def test_indexed_training_job_restarted_whole_on_healthy_nodes(api, kubeconfig, 
     assert job["status"] == "recovered"
     assert len(job["stopped"]) == 4  # once, although two of its nodes are remediated
     assert len(job["landed"]) == 4
+    assert [(n["name"], n["workloads"], n["recovered"], n["restarted"], n["unrecovered"]) for n in result["by_node"]] == [
+        (name, [f"Job {namespace}/train"], True, [f"Job {namespace}/train"], []) for name in faulty]
     assert f"Job {namespace}/train" in result["diff"]["after"]
     assert job["budget"]["field"] == "backoffLimit" and job["budget"]["restart_cost"] == 0
     now = running_pods(api, namespace)
@@ -137,6 +154,9 @@ def test_pool_without_spare_accelerators_leaves_pods_pending_and_says_why(api, k
     assert f"Insufficient {NPU_RESOURCE}" in reasons
     assert "Deployment" in result["msg"] and f"Insufficient {NPU_RESOURCE}" in result["msg"]
     assert result["unrecovered"] == [f"Deployment {namespace}/big"]
+    (mine,) = result["by_node"]
+    assert mine["name"] == faulty and mine["recovered"] is False
+    assert mine["unrecovered"] == [f"Deployment {namespace}/big"]
 
 
 def _owned_pod(name, namespace, node, owner, labels):
@@ -233,6 +253,7 @@ def test_bare_pod_reported_lost_then_recreated_without_node_binding(api, kubecon
     lost = run_module("workload_recover", args)
     assert not lost.get("failed"), lost.get("msg")
     assert lost["lost"] == [f"{namespace}/loner"] and lost["changed"] is False
+    assert _by_node(lost)[nodes[0]]["lost"] == [f"{namespace}/loner"]
     assert _workload(lost, "Pod", "loner")["status"] == "lost"
     assert running_pods(api, namespace)[0]["metadata"]["uid"] == old["metadata"]["uid"]
 
@@ -329,3 +350,78 @@ def test_owner_chains_job_to_jobset_and_job_to_cronjob(api, kubeconfig, namespac
     assert job["parent"] == {"kind": "CronJob", "name": "nightly"}
     assert job["strategy"] == "wait_ready" and job["status"] == "recovered"
     assert job["landed"][0]["node"] not in faulty
+
+
+def test_two_training_jobs_on_two_faulty_nodes_restart_in_one_call_each_once(api, kubeconfig, namespace, make_nodes):
+    nodes = make_nodes(6)
+    for job in ("alpha", "beta"):  # one rank per node (8 cards each): 4 of the 6 nodes busy, 2 spare
+        workloads.apply(api, workloads.training_job(job, namespace, ranks=2, node_selector=pool_of(nodes), grace=5))
+    before = _running(api, namespace, 4)
+    ranks = {job: [p for p in before if p["metadata"]["labels"]["app"] == job] for job in ("alpha", "beta")}
+    faulty = [ranks["alpha"][0]["spec"]["nodeName"], ranks["beta"][0]["spec"]["nodeName"]]  # a rank of each
+    run_id = new_run_id()
+    for name in faulty:
+        isolate(api, name, ["NT_NPU_CARD_LOSE"], run_id)
+    args = {"kubeconfig": kubeconfig, "nodes": faulty, "wait_timeout": 120}
+    # Every stored version of the two Jobs from now on (the watch replays them from this resourceVersion), until
+    # both were suspended and resumed: whether their whole restarts ran at the same time, not one after the other.
+    api.list(f"/apis/batch/v1/namespaces/{namespace}/jobs")
+    since = api.last_resource_version
+    suspended: list[set[str]] = []
+
+    def watch_jobs() -> None:
+        now: set[str] = set()
+        seen: set[str] = set()
+        for event in Client({"kubeconfig": kubeconfig}).watch(f"/apis/batch/v1/namespaces/{namespace}/jobs", since,
+                                                              timeout_seconds=180):
+            if event["type"] not in ("ADDED", "MODIFIED"):
+                continue
+            name = event["object"]["metadata"]["name"]
+            if event["object"]["spec"].get("suspend"):
+                now.add(name)
+                seen.add(name)
+            else:
+                now.discard(name)
+            suspended.append(set(now))
+            if seen == {"alpha", "beta"} and not now:
+                return
+
+    watching = threading.Thread(target=watch_jobs, daemon=True)
+    watching.start()
+
+    result = run_module("workload_recover", args)
+
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] is True and result["recovered"] is True and result["run_id"] == run_id
+    assert sorted(result["restarted"]) == [f"Job {namespace}/alpha", f"Job {namespace}/beta"]
+    watching.join(60)
+    assert not watching.is_alive(), f"the Jobs were not both suspended and resumed: {suspended}"
+    assert {"alpha", "beta"} in suspended, f"restarted one after the other, not at once: {suspended}"
+    assert result["started"] <= result["finished"]
+    by_node = _by_node(result)
+    for name, job in zip(faulty, ("alpha", "beta")):
+        assert by_node[name]["workloads"] == [f"Job {namespace}/{job}"] == by_node[name]["restarted"]
+        assert by_node[name]["recovered"] is True and by_node[name]["unrecovered"] == []
+    now = running_pods(api, namespace)
+    for job in ("alpha", "beta"):
+        entry = _workload(result, "Job", job)
+        assert entry["strategy"] == "restart_job" and entry["status"] == "recovered", entry
+        assert entry["nodes"] == [faulty[0] if job == "alpha" else faulty[1]]
+        # Both ranks stopped once, the healthy rank too, and two new ones run on healthy nodes.
+        assert sorted(p["uid"] for p in entry["stopped"]) == sorted(p["metadata"]["uid"] for p in ranks[job])
+        mine = [p for p in now if p["metadata"]["labels"]["app"] == job]
+        assert len(mine) == 2 and not {p["metadata"]["uid"] for p in mine} & {p["metadata"]["uid"] for p in ranks[job]}
+        assert not {p["spec"]["nodeName"] for p in mine} & set(faulty)
+        current = api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}")
+        assert not current["spec"].get("suspend") and not current["status"].get("failed")
+        assert current["metadata"]["annotations"][v.RESTARTED_RUN] == run_id
+        assert v.SUSPENDED_BY_RUN not in current["metadata"]["annotations"]
+    assert len(pods(api, namespace)) == 4  # the new ranks and nothing else: no copy left from a second restart
+    for name, job in zip(faulty, ("alpha", "beta")):
+        restarted = [e["message"] for e in node_events(api, name) if e["reason"] == v.EVENT_WORKLOAD_RESTARTED]
+        assert len(restarted) == 1 and f"Job {namespace}/{job}: restarted whole" in restarted[0], restarted
+
+    again = run_module("workload_recover", args)
+    assert not again.get("failed"), again.get("msg")
+    assert again["changed"] is False and again["restarted"] == []
+    assert {p["metadata"]["uid"] for p in running_pods(api, namespace)} == {p["metadata"]["uid"] for p in now}
