@@ -48,17 +48,20 @@ class RulebookRun:
             (workdir / "catalog.yml").write_text(yaml.safe_dump({"faults": catalog}))
             variables["catalog_file"] = str(workdir / "catalog.yml")
         (workdir / "vars.yml").write_text(yaml.safe_dump(variables))
+        # Printed events on stdout, logs (the source's among them, from its threads) on stderr: a log line
+        # must not land in the middle of a printed event.
         self.log = workdir / "rulebook.log"
+        self.err = workdir / "rulebook.err"
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "ansible-rulebook"), "-r", "ai_infra.node_recovery.node_faults", "-i", str(inventory),
              "--vars", str(workdir / "vars.yml"), "--print-events", "-v"],
-            cwd=workdir, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=workdir, env=env, stdout=self.log.open("w"), stderr=self.err.open("w"), start_new_session=True)
 
     def text(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.log.read_text(errors="replace") + self.err.read_text(errors="replace")
 
     def events(self) -> list[dict]:
-        return [ast.literal_eval(block) for block in _EVENT_BLOCK.findall(self.text())]
+        return [ast.literal_eval(block) for block in _EVENT_BLOCK.findall(self.log.read_text(errors="replace"))]
 
     def transitions(self, node: str | None = None) -> list[tuple[str, str]]:
         return [(e["node"], e["transition"]) for e in self.events()

@@ -253,6 +253,10 @@ def test_awaits_recovery_is_needs_recovery_without_our_hands_on_the_node():
     cluster.current[name] = cluster._classify(node(name, conditions=[condition("NT_NPU_OTHER", "True", age=600)],
                                                   annotations={v.STATE: v.STATE_RETURNED}))
     assert awaits_recovery(cluster.current[name])  # returned earlier and faulty again: untouched since
+    for state in (v.STATE_DRAINING, v.STATE_REPAIR_PENDING, v.STATE_IN_REPAIR):  # a state alone says a run had it
+        cluster.current[name] = cluster._classify(node(name, conditions=[condition("NT_NPU_OTHER", "True", age=600)],
+                                                      annotations={v.STATE: state}))
+        assert not awaits_recovery(cluster.current[name]), state
 
 
 @pytest.mark.parametrize(("args", "message"), [
