@@ -48,8 +48,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: Per node name, C(reboot) (bool), C(reason) (why not, or null), C(repair) (bool), C(isolated) (whether
-    this collection isolated it: a node that is not is never rebooted) and C(faults).
+  description:
+    - Per node name, C(reboot) (bool), C(reason) (why not, or null), C(repair) (bool), C(isolated) (whether this
+      collection isolated it; a node that is not is never rebooted) and C(faults).
   type: dict
 """
 

@@ -79,7 +79,7 @@ class DrainOptions:
     concurrency: int = 32
     grace_period: int | None = None  # None: each pod's own terminationGracePeriodSeconds
     force: bool = False
-    delete_emptydir_data: bool = False
+    delete_emptydir_data: bool = True
     pod_selector: str | None = None
     exclude_namespaces: tuple = ()
     delete_after_timeout: bool = False
@@ -333,9 +333,8 @@ class _Drain:
                 stuck.append(task)
         if stuck and self._node_not_ready(now):
             for task in stuck:
-                if self._force_delete(task):
-                    task.gone_at = time.monotonic()
-                    self._finish(task)
+                if not task.force_deleted:
+                    self._force_delete(task)  # gone only once the watch (or a list) no longer sees it
 
     def _is_stuck(self, pod: dict) -> bool:
         after = self.options.force_delete_stuck_after
@@ -349,7 +348,8 @@ class _Drain:
         return not node_is_ready(self.node)
 
     def _force_delete(self, task: PodTask) -> bool:
-        """Grace 0: the kubelet is gone and will never confirm; True once the pod object is gone."""
+        """Grace 0: the kubelet is gone and will never confirm. True when the delete was accepted (or the pod is
+        gone already); the pod counts as gone once the watch or a list no longer sees it."""
         meta = task.pod["metadata"]
         try:
             delete_pod(self.client, meta["namespace"], meta["name"], meta["uid"], 0, f"force-deleting pod {task.key}")
@@ -480,7 +480,7 @@ def _state_patch_for(node: dict, target: str, run_id: str) -> dict:
 
 
 def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int = 32, grace_period: int | None = None,
-          force: bool = False, delete_emptydir_data: bool = False, pod_selector: str | None = None,
+          force: bool = False, delete_emptydir_data: bool = True, pod_selector: str | None = None,
           exclude_namespaces: list[str] | tuple = (), delete_after_timeout: bool = False,
           force_delete_stuck_after: float = 60, override_exclusion: bool = False, run_id: str = "",
           poll_interval: float = 0.25, check_mode: bool = False) -> dict:
@@ -508,7 +508,9 @@ def drain(client: Client, name: str, *, timeout: float = 300, concurrency: int =
     refused = run.refusals()
     if refused or check_mode:
         run.predict()
-        result.update(changed=bool(work or start_patch) and not refused, drained=not refused and not work,
+        # In check mode: drained when nothing is refused and no budget is expected to hold a pod.
+        result.update(changed=bool(work or start_patch) and not refused,
+                      drained=not refused and all(t.outcome != BLOCKED for t in run.tasks),
                       pods=[t.summary(options, run.started) for t in run.tasks], summary=_summary(run.tasks),
                       blocking_pdbs=run.blocking_budgets() if not refused else [],
                       elapsed_seconds=round(time.monotonic() - run.started, 3), state=recovery_state(before))

@@ -44,8 +44,7 @@ def decide(pod: dict, rules: PodRules, selected: bool = True) -> PodDecision:
     annotations = meta.get("annotations") or {}
     spec = pod.get("spec") or {}
     owner = controller_ref(pod)
-    if meta.get("deletionTimestamp"):
-        return PodDecision(WAIT, "already terminating")
+    # The exclusions first: a terminating pod the drain may not touch is neither waited for nor force-deleted.
     if meta.get("namespace") in rules.exclude_namespaces:
         return PodDecision(SKIP, f"namespace '{meta.get('namespace')}' is excluded")
     if not selected:
@@ -54,6 +53,8 @@ def decide(pod: dict, rules: PodRules, selected: bool = True) -> PodDecision:
         return PodDecision(SKIP, "mirror pod of a static pod (the kubelet owns it)")
     if owner and owner.get("kind") == "DaemonSet":
         return PodDecision(SKIP, f"DaemonSet pod (DaemonSet {owner.get('name')} keeps it on every node)")
+    if meta.get("deletionTimestamp"):
+        return PodDecision(WAIT, "already terminating")
     phase = (pod.get("status") or {}).get("phase")
     if phase in ("Succeeded", "Failed"):
         return PodDecision(DELETE, f"completed (phase {phase})", will_return=False)

@@ -86,8 +86,9 @@ REPAIR_AT = f"{DOMAIN}/repair-at"  # when the repair team took the node (REPAIR_
 REPAIRED_BY = f"{DOMAIN}/repaired-by"
 REPAIRED_AT = f"{DOMAIN}/repaired-at"
 TICKET_REF = f"{DOMAIN}/ticket-ref"  # the repair system's own reference for our ticket, when it has one
-# On a batch Job we suspended to restart it whole: the run, removed when we resume it. A Job left suspended with
-# this annotation (an interrupted run) is ours to resume; one suspended without it is someone else's.
+# Label on a batch Job we suspended to restart it whole: the run, removed when we resume it. A Job left suspended
+# with it (an interrupted run) is ours to resume, and any later run finds it by this label even when none of its pods
+# is left on a node; one suspended without it is someone else's.
 SUSPENDED_BY_RUN = f"{DOMAIN}/suspended-by-run"
 EVENT_ACTION_TRIED = "NodeRecoveryActionTried"  # an action other than a reboot recorded on the node (ACTIONS_TRIED)
 

@@ -80,8 +80,10 @@ RECREATE = "recreate"  # bare pod, recreate_unmanaged: a copy without the node b
 LOST = "lost"  # bare pod: nothing brings it back
 NONE = "none"  # DaemonSet, static pod, unknown or deleted owner
 RESTARTS = (RESTART_JOB, RESTART_COMMAND, RESTART_PODS)
+UNRECOVERED = ("timeout", "failed", "blocked")  # statuses of work that does not run again
 
 ACT_PARALLEL = 16  # workloads restarted or looked at at once
+BUDGET_RETRIES, BUDGET_RETRY_FIRST = 5, 0.5  # a refused eviction of a restart: tried again for about 15 s
 WAIT_INTERVAL = 0.5  # seconds between looks at the workloads waited for
 STOP_MARGIN = 30  # seconds beyond the longest grace period before a pod that has not stopped is force-deleted
 AT_RISK_REMAINING = 1  # a job with this many retries left (or fewer) after our restart is called out
@@ -158,7 +160,7 @@ def strategy_for(key: tuple[str, str], obj: dict | None, recreate_unmanaged: boo
     if key == BATCH_JOB:
         if is_distributed(obj):
             if (obj.get("spec") or {}).get("suspend") and v.SUSPENDED_BY_RUN not in (
-                    (obj.get("metadata") or {}).get("annotations") or {}):
+                    (obj.get("metadata") or {}).get("labels") or {}):
                 return NONE, "a distributed Job that someone else suspended: it runs no pods to restart"
             how = ("suspended until every rank has stopped with its grace period, then resumed so the Job controller "
                    "recreates all ranks together") if job_restart_method(obj) == "suspend" else (
@@ -512,6 +514,22 @@ def resolve(client: Client, pods: list[dict], recreate_unmanaged: bool) -> list[
     return sorted(workloads.values(), key=lambda w: (w.namespace or "", w.kind, w.name))
 
 
+def left_suspended_jobs(client: Client, known: set[tuple]) -> list[Workload]:
+    """Jobs an interrupted whole restart left suspended (our label on them), wherever they run: none of their pods
+    may be left on a node, and they must not stay suspended."""
+    found = []
+    for job in client.list("/apis/batch/v1/jobs", label_selector=v.SUSPENDED_BY_RUN,
+                           what="listing Jobs left suspended by an interrupted restart", resource="jobs.batch"):
+        meta = job["metadata"]
+        if (BATCH_JOB, meta["namespace"], meta["name"]) in known or not (job.get("spec") or {}).get("suspend"):
+            continue
+        found.append(Workload(api_version="batch/v1", kind="Job", namespace=meta["namespace"], name=meta["name"],
+                              obj=job, strategy=RESTART_JOB,
+                              why=f"left suspended by run {meta['labels'][v.SUSPENDED_BY_RUN]}, an interrupted "
+                                  "whole restart: resumed once its pods are gone"))
+    return found
+
+
 def workload_pods(client: Client, workload: Workload) -> list[dict]:
     """Every pod of the workload now (selected by its selector or the operator's job-name label)."""
     obj = workload.obj or {}
@@ -534,13 +552,14 @@ def workload_pods(client: Client, workload: Workload) -> list[dict]:
     return pods
 
 
-def stop_pods(client: Client, pods: list[dict], unreachable_nodes: set[str]) -> list[dict]:
+def stop_pods(client: Client, pods: list[dict], unreachable_nodes: set[str], ignore_budgets: bool = False,
+              sleep: Callable[[float], None] = time.sleep) -> list[dict]:
     """Stop pods together, each with its own grace period (time for a final checkpoint).
 
     Through the Eviction API, so Kubernetes marks them DisruptionTarget and a Job's podFailurePolicy can keep the
-    restart from consuming backoffLimit. A PodDisruptionBudget refusal falls back to a delete: the job restarts
-    as a whole, so a budget on part of it protects nothing. Pods on a node that cannot confirm termination
-    (not Ready) are deleted with grace 0 so the controller can replace them."""
+    restart from consuming backoffLimit. A PodDisruptionBudget refusal is retried for a while and then reported
+    (`how` says "refused"); only with ignore_budgets is the pod deleted instead. Pods on a node that cannot confirm
+    termination (not Ready) are deleted with grace 0 so the controller can replace them; never one on a Ready node."""
 
     def stop(pod: dict) -> dict:
         meta = pod["metadata"]
@@ -550,18 +569,28 @@ def stop_pods(client: Client, pods: list[dict], unreachable_nodes: set[str]) -> 
                    "grace_period": (pod.get("spec") or {}).get("terminationGracePeriodSeconds")}
         body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace},
                 "deleteOptions": {"preconditions": {"uid": meta.get("uid")}}}
-        try:
-            client.request("POST", path + "/eviction", body=body, what=f"evicting pod {namespace}/{name}",
-                           verb="create", resource="pods/eviction", retry_statuses=frozenset({500, 502, 503, 504}))
-            outcome["how"] = "evicted"
-        except KubernetesError as err:
-            if err.status == 404:
-                outcome["how"] = "already gone"
-                return outcome
-            if err.status not in (429, 409):
-                raise
-            delete_pod(client, namespace, name, meta.get("uid"), None, f"deleting pod {namespace}/{name}")
-            outcome["how"] = "deleted (a PodDisruptionBudget refused the eviction)"
+        delay = BUDGET_RETRY_FIRST
+        for attempt in range(BUDGET_RETRIES + 1):
+            try:
+                client.request("POST", path + "/eviction", body=body, what=f"evicting pod {namespace}/{name}",
+                               verb="create", resource="pods/eviction", retry_statuses=frozenset({500, 502, 503, 504}))
+                outcome["how"] = "evicted"
+                break
+            except KubernetesError as err:
+                if err.status in (404, 409):
+                    outcome["how"] = "already gone"
+                    return outcome
+                if err.status != 429:
+                    raise
+                if ignore_budgets:
+                    delete_pod(client, namespace, name, meta.get("uid"), None, f"deleting pod {namespace}/{name}")
+                    outcome["how"] = "deleted (a PodDisruptionBudget refused the eviction; budgets ignored as asked)"
+                    break
+                if attempt == BUDGET_RETRIES:
+                    outcome["how"] = f"refused: {err}"
+                    return outcome
+                sleep(delay)
+                delay = min(delay * 2, 5.0)
         if node in unreachable_nodes:
             delete_pod(client, namespace, name, meta.get("uid"), 0, f"force-deleting pod {namespace}/{name}")
             outcome["how"] += "; force-deleted, its node is not Ready"
@@ -573,6 +602,27 @@ def stop_pods(client: Client, pods: list[dict], unreachable_nodes: set[str]) -> 
         return list(pool.map(stop, pods))
 
 
+def budget_refusal(pods: list[dict], pdbs: list[dict]) -> str | None:
+    """Why PodDisruptionBudgets forbid stopping these pods together, or None (pure): a budget covering more of them
+    than the disruptions it allows now."""
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._drain_rules import budgets_of
+
+    covered: dict[str, int] = {}
+    found: dict[str, dict] = {}
+    for pod in pods:
+        for budget in budgets_of(pod, pdbs):
+            key = budget["metadata"]["name"]
+            covered[key] = covered.get(key, 0) + 1
+            found[key] = budget
+    refusals = []
+    for key, count in sorted(covered.items()):
+        allowed = int((found[key].get("status") or {}).get("disruptionsAllowed") or 0)
+        if count > allowed:
+            refusals.append(f"PodDisruptionBudget {key} allows {allowed} disruption(s), the restart stops {count} of "
+                            "its pods")
+    return "; ".join(refusals) or None
+
+
 @dataclass
 class RecoveryRun:
     client: Client
@@ -580,10 +630,12 @@ class RecoveryRun:
     run_id: str
     recreate_unmanaged: bool = False
     check_mode: bool = False
+    ignore_budgets: bool = False
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     node_objects: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    pdbs: dict = field(default_factory=dict)  # namespace -> its PodDisruptionBudgets
 
     # -- act -------------------------------------------------------------------------------------------------------
 
@@ -631,6 +683,12 @@ class RecoveryRun:
             workload.message = f"already restarted whole in run {self.run_id}"
             return False
         recreator = "the Job controller" if workload.strategy == RESTART_JOB else "the operator"
+        refusal = None if self.ignore_budgets else budget_refusal(pods, self.budgets(workload.namespace))
+        if refusal and not self.left_suspended(workload):
+            workload.status, workload.done = "blocked", True
+            workload.message = (f"not restarted: {refusal}; set restart_ignores_budgets to restart it anyway "
+                                "(its pods are then deleted past the budget)")
+            return False
         if workload.strategy == RESTART_COMMAND:
             return self._restart_volcano(workload, pods)
         if workload.strategy == RESTART_JOB and job_restart_method(workload.obj or {}) == "suspend":
@@ -640,8 +698,15 @@ class RecoveryRun:
             workload.action = f"would stop all {len(pods)} pods with their grace period; {recreator} recreates them"
             workload.message = workload.action
             return bool(pods)
-        workload.stopped = stop_pods(self.client, pods, self.unreachable())
+        workload.stopped = stop_pods(self.client, pods, self.unreachable(), self.ignore_budgets, self.sleep)
         self.mark_restarted(workload)
+        refused = [p for p in workload.stopped if p["how"].startswith("refused")]
+        if refused:
+            workload.status, workload.done = "failed", True
+            workload.action = workload.message = (
+                f"restart incomplete: {len(refused)} of {len(pods)} pods could not be evicted ({refused[0]['how']}); "
+                "set restart_ignores_budgets to delete them past the budget")
+            return True
         workload.status = "restart_requested" if workload.done else "restarted"
         workload.action = (f"restarted whole: stopped all {len(workload.stopped)} pods together with their grace "
                            f"period; {recreator} recreates them")
@@ -652,7 +717,7 @@ class RecoveryRun:
     def left_suspended(workload: Workload) -> bool:
         obj = workload.obj or {}
         return bool((obj.get("spec") or {}).get("suspend")) and v.SUSPENDED_BY_RUN in (
-            (obj.get("metadata") or {}).get("annotations") or {})
+            (obj.get("metadata") or {}).get("labels") or {})
 
     def _restart_suspending(self, workload: Workload, pods: list[dict]) -> bool:
         grace = max([int((p.get("spec") or {}).get("terminationGracePeriodSeconds", 30)) for p in pods] or [30])
@@ -665,15 +730,21 @@ class RecoveryRun:
         resuming = self.left_suspended(workload)
         if not resuming:
             self.client.patch(workload.path, {"metadata": {"annotations": {
-                v.RESTARTED_RUN: self.run_id, v.RESTARTED_AT: rfc3339(), v.SUSPENDED_BY_RUN: self.run_id}},
+                v.RESTARTED_RUN: self.run_id, v.RESTARTED_AT: rfc3339()}, "labels": {v.SUSPENDED_BY_RUN: self.run_id}},
                 "spec": {"suspend": True}}, what=f"suspending {workload.ref} to restart it whole", verb="patch",
                 resource="jobs.batch")
         workload.stopped = [dict(pod_summary(p), how="stopped by the Job controller (suspended)") for p in pods]
-        leftovers = self._wait_stopped(pods, grace + STOP_MARGIN)
+        forced, remaining = self._wait_stopped(pods, grace + STOP_MARGIN)
         for outcome in workload.stopped:
-            if outcome["uid"] in leftovers:
-                outcome["how"] += "; force-deleted: it did not stop within its grace period"
-        self.client.patch(workload.path, {"metadata": {"annotations": {v.SUSPENDED_BY_RUN: None}},
+            if outcome["uid"] in forced:
+                outcome["how"] += "; force-deleted: its node is not Ready and cannot confirm it stopped"
+        if remaining:  # resuming now could run two copies of a rank: the next run resumes it once they are gone
+            workload.status, workload.done = "failed", True
+            workload.action = workload.message = (
+                f"suspended, but {len(remaining)} pod(s) on Ready nodes had not stopped "
+                f"{grace + STOP_MARGIN}s later; the Job stays suspended and the next run resumes it once they are gone")
+            return True
+        self.client.patch(workload.path, {"metadata": {"labels": {v.SUSPENDED_BY_RUN: None}},
                                           "spec": {"suspend": False}},
                           what=f"resuming {workload.ref}", verb="patch", resource="jobs.batch")
         workload.status = "restarted"
@@ -684,16 +755,16 @@ class RecoveryRun:
         workload.message = workload.action
         return True
 
-    def _wait_stopped(self, pods: list[dict], timeout: float) -> set[str]:
-        """Wait until the pods are gone, so no two copies of a rank ever run; force the ones that cannot stop.
+    def _wait_stopped(self, pods: list[dict], timeout: float) -> tuple[set[str], set[str]]:
+        """Wait until the pods are gone, so no two copies of a rank ever run: (uids force-deleted, uids still there).
 
-        Pods on a node that is not Ready cannot confirm termination and are force-deleted at once; pods still
-        there after their grace period (and a margin) are force-deleted too. Returns the uids force-deleted."""
+        Pods on a node that is not Ready cannot confirm termination and are force-deleted at once; a pod on a Ready
+        node is never force-deleted (its kubelet enforces the grace period): it is waited for until the timeout."""
         forced: set[str] = set()
         unreachable = self.unreachable()
         deadline = self.clock() + timeout
         remaining = {p["metadata"]["uid"]: p for p in pods}
-        while remaining:
+        while remaining and self.clock() < deadline:
             for uid, pod in list(remaining.items()):
                 meta = pod["metadata"]
                 path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
@@ -701,16 +772,21 @@ class RecoveryRun:
                 if current is None or current["metadata"].get("uid") != uid or \
                         (current.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                     del remaining[uid]
-                elif (pod.get("spec") or {}).get("nodeName") in unreachable or self.clock() >= deadline:
-                    if uid not in forced:
-                        delete_pod(self.client, meta["namespace"], meta["name"], uid, 0,
-                                   f"force-deleting pod {meta['namespace']}/{meta['name']}")
-                        forced.add(uid)
+                elif (pod.get("spec") or {}).get("nodeName") in unreachable and uid not in forced:
+                    delete_pod(self.client, meta["namespace"], meta["name"], uid, 0,
+                               f"force-deleting pod {meta['namespace']}/{meta['name']}")
+                    forced.add(uid)
             if remaining:
                 self.sleep(0.5)
-            if remaining and self.clock() >= deadline + STOP_MARGIN:
-                break  # even a forced delete did not remove them: resume anyway, the report says so
-        return forced
+        return forced, set(remaining)
+
+    def budgets(self, namespace: str) -> list[dict]:
+        """The PodDisruptionBudgets of a namespace, read once per run."""
+        if namespace not in self.pdbs:
+            self.pdbs[namespace] = self.client.list(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets",
+                                                    what=f"listing PodDisruptionBudgets in namespace {namespace}",
+                                                    resource="poddisruptionbudgets.policy")
+        return self.pdbs[namespace]
 
     def _restart_volcano(self, workload: Workload, pods: list[dict]) -> bool:
         command = volcano_command(workload.obj or {}, workload.api_version, self.run_id,
@@ -883,7 +959,7 @@ class RecoveryRun:
 
 def recover(client: Client, nodes: list[str], evicted: list, run_id: str | None, recreate_unmanaged: bool,
             wait: bool, timeout: float, check_mode: bool, node_objects: dict[str, dict] | None = None,
-            clock: Callable[[], float] = time.monotonic) -> dict:
+            clock: Callable[[], float] = time.monotonic, ignore_budgets: bool = False) -> dict:
     """Find, recover and (unless check mode) wait for every workload that ran on the nodes. Returns the report."""
     started = clock()
     records = [evicted_pod(item, i) for i, item in enumerate(evicted or [])]
@@ -893,8 +969,8 @@ def recover(client: Client, nodes: list[str], evicted: list, run_id: str | None,
         run_id = next((((n.get("metadata") or {}).get("annotations") or {}).get(v.RUN_ID)
                        for n in node_objects.values()
                        if ((n.get("metadata") or {}).get("annotations") or {}).get(v.RUN_ID)), None)
-    run = RecoveryRun(client, list(nodes), run_id or new_run_id(), recreate_unmanaged, check_mode, clock=clock,
-                      node_objects=node_objects)
+    run = RecoveryRun(client, list(nodes), run_id or new_run_id(), recreate_unmanaged, check_mode,
+                      ignore_budgets=ignore_budgets, clock=clock, node_objects=node_objects)
     if len(nodes) == 1:
         for record in records:  # node_drain drains one node and does not repeat it per pod
             record["spec"]["nodeName"] = record["spec"].get("nodeName") or nodes[0]
@@ -903,6 +979,7 @@ def recover(client: Client, nodes: list[str], evicted: list, run_id: str | None,
     seen = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in live}
     pods = live + [r for r in records if (r["metadata"]["namespace"], r["metadata"]["name"]) not in seen]
     workloads = resolve(client, pods, recreate_unmanaged)
+    workloads += left_suspended_jobs(client, {(w.key, w.namespace, w.name) for w in workloads})
     if not check_mode:
         checks = [check for w in workloads for check in required_access(w.key, w.strategy, w.obj, w.namespace)]
         if checks:
@@ -919,7 +996,7 @@ def recover(client: Client, nodes: list[str], evicted: list, run_id: str | None,
         for workload in waited:
             if workload.status == "waiting":
                 workload.status = "not_waited"
-    unrecovered = [w for w in workloads if w.status in ("timeout", "failed")]
+    unrecovered = [w for w in workloads if w.status in UNRECOVERED]
     summaries = [w.summary() for w in workloads]
     return {
         "by_node": [node_view(name, summaries, check_mode) for name in run.nodes],
@@ -940,7 +1017,7 @@ def node_view(name: str, workloads: list[dict], check_mode: bool) -> dict:
     """What the recovery did for the work of one node (pure): its workloads, and whether they all run again."""
     mine = [w for w in workloads if name in w["nodes"]]
     refs = [f"{w['kind']} {w['namespace']}/{w['name']}" for w in mine]
-    unrecovered = [ref for ref, w in zip(refs, mine) if w["status"] in ("timeout", "failed", "not_waited")]
+    unrecovered = [ref for ref, w in zip(refs, mine) if w["status"] in UNRECOVERED + ("not_waited",)]
     return {"name": name, "workloads": refs, "recovered": not check_mode and not unrecovered,
             "unrecovered": unrecovered,
             "restarted": [ref for ref, w in zip(refs, mine) if w.get("action") and w["strategy"] in RESTARTS
@@ -956,12 +1033,13 @@ def recover_workloads(call: Call) -> dict:
     nodes = read_nodes(call.client, params["nodes"]) if params["nodes"] else []
     result = recover(call.client, params["nodes"] or [], params["evicted"] or [], params["run_id"],
                      params["recreate_unmanaged"], params["wait"], params["wait_timeout"], call.check_mode,
-                     node_objects={n["metadata"]["name"]: n for n in nodes})
+                     node_objects={n["metadata"]["name"]: n for n in nodes},
+                     ignore_budgets=params["restart_ignores_budgets"])
     result.update(started=started, finished=stamp(), diff=workloads_diff(result))
     for warning in result["warnings"]:
         call.warn(warning)
     if result["unrecovered"]:
-        first = next(w for w in result["workloads"] if w["status"] in ("timeout", "failed"))
+        first = next(w for w in result["workloads"] if w["status"] in UNRECOVERED)
         result["failed"] = True
         result["msg"] = (f"{len(result['unrecovered'])} workload(s) not running again after {params['wait_timeout']}s, "
                          f"e.g. {first['kind']} {first['namespace']}/{first['name']}: {first['message']}")

@@ -71,8 +71,12 @@ options:
   delete_emptydir_data:
     description:
       - Evict pods with emptyDir volumes, whose data is lost.
+      - True by default, unlike C(kubectl drain), and the same in the runbook - a faulty node's scratch space is lost
+        anyway when it is rebooted or repaired, and accelerator pods mount emptyDir for shared memory
+        (C(/dev/shm)), so refusing them would leave every training pod on a dead node. Set V(false) to refuse them
+        as kubectl does.
     type: bool
-    default: false
+    default: true
   pod_selector:
     description:
       - Label selector; only matching pods are drained, the others are reported as skipped.
@@ -261,7 +265,7 @@ SPEC = ModuleSpec(
         concurrency={"type": "int", "default": 32},
         grace_period={"type": "int"},
         force={"type": "bool", "default": False},
-        delete_emptydir_data={"type": "bool", "default": False},
+        delete_emptydir_data={"type": "bool", "default": True},
         pod_selector={"type": "str"},
         exclude_namespaces={"type": "list", "elements": "str", "default": []},
         delete_after_timeout={"type": "bool", "default": False},

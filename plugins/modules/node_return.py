@@ -62,18 +62,22 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Return the node once it has been healthy for 5 minutes
+- name: Return the node once it has been healthy for 5 minutes (waiting only while the delay is all that is left)
   ai_infra.node_recovery.node_return:
     name: npu-a-0003
   register: back
-  until: back.returned or back.wait_seconds is none
+  until: back.returned or back.nodes[0].wait_seconds is none
   retries: 30
   delay: 20
 
 - name: Say why it is not back
   ansible.builtin.debug:
-    msg: "{{ back.reasons }}"
+    msg: "{{ back.nodes[0].reasons }}"
   when: not back.returned
+
+- name: Return every repaired node of a pool that is proven healthy, all at once
+  ai_infra.node_recovery.node_return:
+    name: "{{ groups['pool_npu_a'] | intersect(groups['state_repaired']) }}"
 """
 
 RETURN = r"""

@@ -62,6 +62,17 @@ options:
         on a healthy node. A bare pod still on the node is deleted first, with its grace period.
     type: bool
     default: false
+  restart_ignores_budgets:
+    description:
+      - Restart a training job whole even when PodDisruptionBudgets covering its pods allow fewer disruptions than
+        the restart makes - its pods are then deleted past the budget.
+      - By default a restart never bypasses a budget. Before any whole restart the budgets of the job's pods are
+        judged; a job they protect is reported C(blocked) and not touched. What each kind's restart does otherwise -
+        a batch Job is suspended (the Job controller deletes its pods, which budgets do not see), a Volcano Job gets a
+        RestartJob Command (Volcano deletes its pods), Kubeflow jobs and JobSets have their pods evicted (a refusal is
+        retried for about 15 s, then reported).
+    type: bool
+    default: false
   wait:
     description:
       - Wait until services and batch Jobs are running again. Operator-managed jobs (Volcano, Kubeflow, JobSet)
@@ -177,7 +188,8 @@ workloads:
     status:
       description:
         - "V(recovered), V(restarted), V(restart_requested), V(already_restarted), V(recreated), V(lost), V(skipped),
-          V(timeout), V(failed), V(not_waited) or, in check mode, V(planned)."
+          V(timeout), V(failed), V(blocked) (a PodDisruptionBudget forbids the whole restart), V(not_waited) or, in
+          check mode, V(planned)."
       type: str
       returned: always
     action:
@@ -288,6 +300,7 @@ SPEC = ModuleSpec(
         nodes={"type": "list", "elements": "str"},
         evicted={"type": "list", "elements": "dict"},
         recreate_unmanaged={"type": "bool", "default": False},
+        restart_ignores_budgets={"type": "bool", "default": False},
         wait={"type": "bool", "default": True},
         wait_timeout={"type": "int", "default": 300},
         run_id={"type": "str"},

@@ -225,14 +225,14 @@ def test_bare_pod_is_refused_without_force_and_deleted_with_it(api, kubeconfig, 
     assert not exists(api, f"/api/v1/namespaces/{namespace}/pods/lonely")
 
 
-def test_emptydir_pod_needs_delete_emptydir_data(api, namespace, make_nodes):
+def test_emptydir_pod_is_refused_only_when_delete_emptydir_data_is_off(api, namespace, make_nodes):
     names = make_nodes(1)
     start(api, workloads.emptydir_service("scratch", namespace, pool_of(names)), namespace, 1)
-    refused = drain(api, names[0], run_id="r")
+    refused = drain(api, names[0], delete_emptydir_data=False, run_id="r")
     assert refused["drained"] is False and refused["changed"] is False
     assert "emptyDir" in refused["message"] and "delete_emptydir_data" in refused["message"]
     assert len(on_node(api, namespace, names[0])) == 1 and not node(api, names[0])["spec"].get("unschedulable")
-    result = drain(api, names[0], delete_emptydir_data=True, run_id="r")
+    result = drain(api, names[0], run_id="r")  # the default, the runbook's too
     assert result["drained"] is True and result["summary"]["evicted"] == 1
     assert "data is lost" in result["pods"][0]["reason"]
 

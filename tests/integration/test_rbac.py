@@ -78,6 +78,7 @@ NEEDED = [
     Access("get", "", "replicationcontrollers", WORKLOADS, why="owner of a pod, waited for"),
     Access("get", "batch", "jobs", WORKLOADS, why="owner of a pod: distributed or not, retry budget"),
     Access("patch", "batch", "jobs", WORKLOADS, why="suspend and resume a Job restarted whole; mark the restart"),
+    Access("list", "batch", "jobs", why="the Jobs an interrupted whole restart left suspended (our label), anywhere"),
     Access("get", "batch.volcano.sh", "jobs", WORKLOADS, why="a Volcano Job's retry budget"),
     Access("patch", "batch.volcano.sh", "jobs", WORKLOADS, why="mark the restart once per run"),
     Access("create", "bus.volcano.sh", "commands", WORKLOADS, why="RestartJob Command"),
@@ -111,7 +112,6 @@ REFUSED = CREATE_PODS + [
     Access("patch", "apps", "deployments", WORKLOADS),
     Access("get", "apps", "daemonsets", WORKLOADS),
     Access("delete", "batch", "jobs", WORKLOADS),
-    Access("list", "batch", "jobs", WORKLOADS),
     Access("get", "batch", "cronjobs", WORKLOADS),
     Access("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
 ]

@@ -458,6 +458,9 @@ def test_a_role_missing_a_verb_fails_naming_it(api, small_pool, namespace, tmp_p
     creds.pop("_token")
     env = dict(runbook.env(**creds))
     env.pop("K8S_AUTH_KUBECONFIG")
+    # The inventory reads through the same credentials (an inventory's kubeconfig would be handed to the run).
+    runbook.inventory.write_text(yaml.safe_dump({"plugin": "ai_infra.node_recovery.k8s_nodes",
+                                                 "label_selector": runbook.selector}))
     run = runbook.run("recover", env=env)
     assert run.returncode != 0
     assert "may not create pods/eviction" in run.stdout, run.stdout[-4000:]

@@ -118,7 +118,7 @@ def test_indexed_training_job_restarted_whole_on_healthy_nodes(api, kubeconfig, 
     train = api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")
     assert not train["spec"].get("suspend")
     assert train["metadata"]["annotations"][v.RESTARTED_RUN] == run_id
-    assert v.SUSPENDED_BY_RUN not in train["metadata"]["annotations"]
+    assert v.SUSPENDED_BY_RUN not in (train["metadata"].get("labels") or {})
     assert not train["status"].get("failed")  # the restart consumed none of backoffLimit
     for name in faulty:
         assert any(e["reason"] == v.EVENT_WORKLOAD_RESTARTED and "Job" in e["message"] for e in node_events(api, name))
@@ -415,7 +415,7 @@ def test_two_training_jobs_on_two_faulty_nodes_restart_in_one_call_each_once(api
         current = api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}")
         assert not current["spec"].get("suspend") and not current["status"].get("failed")
         assert current["metadata"]["annotations"][v.RESTARTED_RUN] == run_id
-        assert v.SUSPENDED_BY_RUN not in current["metadata"]["annotations"]
+        assert v.SUSPENDED_BY_RUN not in (current["metadata"].get("labels") or {})
     assert len(pods(api, namespace)) == 4  # the new ranks and nothing else: no copy left from a second restart
     for name, job in zip(faulty, ("alpha", "beta")):
         restarted = [e["message"] for e in node_events(api, name) if e["reason"] == v.EVENT_WORKLOAD_RESTARTED]

@@ -41,7 +41,7 @@ def test_distributed_jobs(obj, distributed):
     (w.BATCH_JOB, job(parallelism=4), False, w.RESTART_JOB),
     (w.BATCH_JOB, job(), False, w.WAIT_READY),
     (w.BATCH_JOB, job(parallelism=4, suspend=True), False, w.NONE),  # someone else suspended it
-    (w.BATCH_JOB, job(parallelism=4, suspend=True, annotations={v.SUSPENDED_BY_RUN: "r"}), False, w.RESTART_JOB),
+    (w.BATCH_JOB, job(parallelism=4, suspend=True, labels={v.SUSPENDED_BY_RUN: "r"}), False, w.RESTART_JOB),
     (w.VOLCANO_JOB, {"spec": {}}, False, w.RESTART_COMMAND),
     (w.PYTORCHJOB, {"spec": {}}, False, w.RESTART_PODS),
     (w.TFJOB, {"spec": {}}, False, w.RESTART_PODS),
