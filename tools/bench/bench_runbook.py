@@ -1,11 +1,13 @@
-"""Mean time to recovery with the recover playbook on a 1,000-node cluster (1, 10 and 50
-faulty nodes), split by step, and how a run grows with the faulty nodes against how
-it grows with the size of the cluster."""
+"""Mean time to recovery with the recover playbook on a 1,000-node cluster whose services are
+spread over the faulty nodes (1, 8, 32 and 64 faulty nodes), side by side with the kubectl
+floor (a shell that taints and drains the same number of nodes in parallel), split by step;
+and how a run grows with the size of the cluster (1,000 -> 3,000 nodes) for the three ways a
+run finds its nodes."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -15,52 +17,30 @@ from pathlib import Path
 import yaml
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
-from tools.localcluster import nodes, workloads
 
 from . import REPO, bench_cluster, log, table, write_section
+from ._scenario import (
+    CLASSIFICATION,
+    POOLS,
+    PodWatch,
+    affected,
+    fronts,
+    grow,
+    inject,
+    populate,
+    restore,
+    run_floor,
+    victims,
+    whole_again,
+)
 
-POOLS = 10
 STEPS = ("isolated", "drained", "workloads_recovered", "handed_off")
-MODULE_TIMED = ("drained", "workloads_recovered")  # steps whose module reports its own duration
-NAMESPACE = "bench"
+STEP_TEXT = {"isolated": "isolate", "drained": "drain", "workloads_recovered": "workloads running again",
+             "handed_off": "hand-off"}
 QUIET_SECONDS = 30
-
-
-def _grow(api: Client, total: int, existing: int) -> None:
-    per_pool = (total - existing) // POOLS
-    manifests = []
-    for p in range(POOLS):
-        spec = nodes.Pool(f"pool{p}", "npu", per_pool)
-        manifests += [nodes.node_manifest(spec, existing // POOLS + i) for i in range(per_pool)]
-    nodes.create_nodes(manifests, api, workers=32)
-    nodes.wait_ready([m["metadata"]["name"] for m in manifests], timeout=900, api=api, settle=True)
-    time.sleep(QUIET_SECONDS)  # the controllers' and kwok's last work on the new nodes is not the run's
-
-
-def _running(api: Client) -> list[dict]:
-    return [p for p in api.list(f"/api/v1/namespaces/{NAMESPACE}/pods")
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
-
-
-def _victims(api: Client, count: int, used: set[str]) -> list[str]:
-    """Nodes carrying work, spread over the pools (so no pool reaches the storm brake)."""
-    by_pool: dict[str, list[str]] = {}
-    for pod in _running(api):
-        node = pod["spec"]["nodeName"]
-        if node not in used:
-            by_pool.setdefault(node.rsplit("-", 1)[0], []).append(node)
-    picked: list[str] = []
-    faulty_in = {pool: sum(1 for n in used if n.rsplit("-", 1)[0] == pool) for pool in by_pool}
-    while len(picked) < count:
-        before = len(picked)
-        for pool in sorted(by_pool, key=lambda p: (faulty_in[p], p)):  # the pools with the fewest faulty nodes first
-            candidates = [n for n in sorted(set(by_pool[pool])) if n not in picked]
-            if candidates and len(picked) < count:
-                picked.append(candidates[0])
-        if len(picked) == before:
-            raise RuntimeError(f"only {len(picked)} unused nodes carry work, {count} faulty ones were asked for")
-    return picked
-
+GOAL_RATIO = 2.0  # ours within 2x the kubectl floor at every size
+GOAL_PER_NODE = 0.5  # seconds each faulty node beyond the first may add
+RUN_TIMEOUT = 1800
 
 # How a recover run finds its nodes: a k8s_nodes inventory of every node, one of only the nodes that
 # need attention (as AWX recover jobs use it), or the faulty nodes named with no node inventory
@@ -80,33 +60,41 @@ def _inventory(kubeconfig: Path, workdir: Path, how: str = "inventory") -> Path:
 
 
 def _ansible_env(kubeconfig: Path) -> dict[str, str]:
-    return {"K8S_AUTH_KUBECONFIG": str(kubeconfig), "ANSIBLE_LOCALHOST_WARNING": "false",
-            "PATH": str(REPO / ".venv" / "bin") + ":/usr/bin:/bin", "HOME": str(Path.home())}
+    """The environment of the benchmark's Ansible runs: nothing of the caller's but ANSIBLE_COLLECTIONS_PATH
+    (to benchmark another copy of the collection than the working tree the virtualenv links)."""
+    env = {"K8S_AUTH_KUBECONFIG": str(kubeconfig), "ANSIBLE_LOCALHOST_WARNING": "false",
+           "PATH": str(REPO / ".venv" / "bin") + ":/usr/bin:/bin", "HOME": str(Path.home())}
+    if os.environ.get("ANSIBLE_COLLECTIONS_PATH"):
+        env["ANSIBLE_COLLECTIONS_PATH"] = os.environ["ANSIBLE_COLLECTIONS_PATH"]
+    return env
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _timed(command: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float, float]:
     """Run a command; its wall time and the CPU time of its whole process tree (Ansible's forks and
     module processes are waited for, so their time adds up here). Wall time on two cores shared with
     the simulated cluster moves with the cluster's own work; the CPU time is the run's alone."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = _children_cpu()
     started = time.monotonic()
-    proc = subprocess.run(command, capture_output=True, text=True, **kwargs)
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return proc, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT, **kwargs)
+    return proc, time.monotonic() - started, _children_cpu() - before
 
 
-def _recover(kubeconfig: Path, workdir: Path, label: str, parallel: int, victims: list[str],
+def _recover(kubeconfig: Path, workdir: Path, label: str, parallel: int, faulty: list[str],
              how: str = "inventory") -> tuple[float, float, dict]:
-    """One recover run for the victims, found as HOW says: wall time, CPU time, report."""
+    """One recover run for the faulty nodes, found as HOW says: wall time, CPU time, report."""
     workdir.mkdir(parents=True, exist_ok=True)
     named = how == "named"
-    extra = {**({"recover_nodes": victims} if named else {}),
+    extra = {**({"recover_nodes": faulty} if named else {}),
              "node_recovery_report_dir": str(workdir / "reports"), "node_recovery_max_parallel": parallel,
              "repair_handoff_ticket_dir": str(workdir / "tickets"), "recover_workloads_wait_timeout": 300,
              "node_recovery_lock_name": f"bench-{label}",
              # No flap protection here: the run's own reaction time is measured, not the policy's wait.
-             "node_recovery_classification": {"catalog": [{"type": "NT_NPU_ECC_COUNT", "min_duration": 0}]}}
+             "node_recovery_classification": CLASSIFICATION}
     source = [] if named else ["-i", str(_inventory(kubeconfig, workdir, how))]
     proc, wall, cpu = _timed([str(REPO / ".venv/bin/ansible-playbook"), *source, "ai_infra.node_recovery.recover",
                               "-e", json.dumps(extra)], env=_ansible_env(kubeconfig), cwd=workdir)
@@ -132,126 +120,178 @@ def _load_inventory(kubeconfig: Path, workdir: Path, how: str) -> float:
     return statistics.median(times)
 
 
-def _when(stamp: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+class Bench:
+    """The 1,000-node cluster, its spread services and the pod watch, and the runs made on it."""
+
+    def __init__(self, api: Client, kubeconfig: Path, watch: PodWatch, wanted: dict[str, int], work: Path) -> None:
+        self.api, self.kubeconfig, self.watch, self.wanted, self.work = api, kubeconfig, watch, wanted, work
+        self.used: set[str] = set()
+
+    def pick(self, count: int) -> list[str]:
+        picked = victims(self.api, count, self.used)
+        self.used.update(picked)
+        return picked
+
+    def ours(self, count: int, label: str, parallel: int, how: str = "named") -> dict:
+        """The fault injected on fresh nodes and the recover run for them: MTTR from the injection to the
+        run's end (tickets and report written) or to the services whole again, whichever is later."""
+        faulty = self.pick(count)
+        services = affected(self.api, faulty)
+        goal = self.watch.expect(whole_again(self.wanted, services, faulty))
+        injected = inject(self.api, faulty)
+        wall, cpu, report = _recover(self.kubeconfig, self.work / label, label, parallel, faulty, how)
+        ended = time.time()
+        whole = goal.wait(300, f"the services of {label} to be whole again")
+        tickets = len(list((self.work / label / "tickets").glob("*.json")))
+        restore(self.api, faulty)  # repaired and returned: the next runs start from a healthy cluster
+        return {"started": injected, "ended": ended, "whole": whole, "mttr": max(ended, whole) - injected,
+                "run": wall, "cpu": cpu, "report": report, "tickets": tickets, "faulty": count,
+                "services": len(services)}
+
+    def floor(self, count: int) -> dict:
+        """The kubectl floor on fresh nodes; put back afterwards."""
+        faulty = self.pick(count)
+        services = affected(self.api, faulty)
+        before = _children_cpu()
+        measured = run_floor(self.kubeconfig, faulty, services, self.watch, self.wanted)
+        measured["cpu"] = _children_cpu() - before
+        measured["services"] = len(services)
+        restore(self.api, faulty)
+        return measured
 
 
-def _steps(report: dict) -> dict[str, tuple[float, float | None]]:
-    """Per step, the mean wall time since the step before it (Ansible's own work included), and the
-    mean time the step's module reported for itself where it reports one (drain, workloads)."""
-    wall: dict[str, list[float]] = {s: [] for s in STEPS}
-    own: dict[str, list[float]] = {s: [] for s in MODULE_TIMED}
-    for node in report["nodes"]:
-        previous = None
-        for step in node["timeline"]:
-            if step["step"] in wall and previous is not None:
-                wall[step["step"]].append((_when(step["at"]) - previous).total_seconds())
-            if step["step"] in own and step["seconds"] is not None:
-                own[step["step"]].append(step["seconds"])
-            previous = _when(step["at"])
-    return {s: (statistics.mean(wall[s]) if wall[s] else 0.0, statistics.mean(own[s]) if own.get(s) else None)
-            for s in STEPS}
+def _split(measured: dict) -> dict[str, float | None]:
+    """Where one of our runs spent its time, from the report's timeline: for each step, from the moment
+    the step before it was finished on every node (the injection for the first) until this step was
+    finished on every node; the run's end after the last; the module's own mean time per node beside."""
+    front = fronts(measured["report"], STEPS)
+    split: dict[str, float | None] = {}
+    previous = measured["started"]
+    first_start = front["isolated"]["first_start"]
+    split["start"] = first_start - previous if first_start is not None else None
+    if first_start is not None:
+        previous = first_start
+    for step in STEPS:
+        end = front[step]["last_end"]
+        split[step] = end - previous if end is not None else None
+        split[f"{step} own"] = front[step]["own"]
+        previous = end if end is not None else previous
+    split["end"] = measured["ended"] - previous
+    split["whole"] = measured["whole"] - measured["started"]
+    return split
 
 
-def _cell(wall: float, own: float | None) -> str:
-    return f"{wall:.1f} s" + (f" ({own:.1f} s)" if own is not None else "")
+def _s(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f} s"
 
 
-def run(quick: bool = False) -> None:
-    sizes = (300, 600) if quick else (1000, 3000)
-    counts = (1, 5) if quick else (1, 10, 50)
-    rows, growth, run_seconds, run_cpu = [], [], {}, {}
-    work = REPO / ".localcluster-bench-runbook" / "runs"
-    # Slow heartbeats: the figures are the run's, not the CPU kwok and the apiserver spend keeping
-    # thousands of simulated nodes alive on the same two cores.
-    with bench_cluster("runbook", heartbeat_seconds=600, lease_seconds=600) as (kubeconfig, _env):
-        api = Client({"kubeconfig": str(kubeconfig)}, pool_size=64)
-        log(f"creating {sizes[0]} nodes in {POOLS} pools")
-        _grow(api, sizes[0], 0)
-        api.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NAMESPACE}})
-        time.sleep(3)
-        for p in range(POOLS):
-            workloads.apply(api, workloads.inference_service(f"svc{p}", NAMESPACE, replicas=sizes[0] // POOLS // 2,
-                                                             node_selector={nodes.POOL_LABEL: f"pool{p}"}, accelerators=4,
-                                                             min_available=0))
-        deadline = time.monotonic() + 600
-        while len(_running(api)) < sizes[0] // 2 and time.monotonic() < deadline:
-            time.sleep(2)
-        used: set[str] = set()
-
-        def scenario(count: int, label: str, how: str = "inventory") -> tuple[float, float, dict, float]:
-            victims = _victims(api, count, used)
-            used.update(victims)
-            injected = time.monotonic()
-            nodes.set_condition(victims, "NT_NPU_ECC_COUNT", "True", api=api)
-            wall, cpu, report = _recover(kubeconfig, work / label, label, parallel=10, victims=victims, how=how)
-            return wall, cpu, report, time.monotonic() - injected
-
-        def growth_rows(size: int) -> dict[str, float]:
-            # The least of two runs each, alternating, so a burst of cluster work does not count against one.
-            runs: dict[str, list[tuple[float, float]]] = {how: [] for how in HOW}
-            for attempt in range(2):
-                for how in HOW:
-                    wall, cpu, _report, _mttr = scenario(counts[1], f"{size}-{counts[1]}-{how}-{attempt}", how)
-                    runs[how].append((wall, cpu))
-            figures = {}
-            for how, measured in runs.items():
-                figures[f"wall {how}"] = min(wall for wall, _cpu in measured)
-                figures[f"cpu {how}"] = min(cpu for _wall, cpu in measured)
-                if how != "named":
-                    figures[f"reading {how}"] = _load_inventory(kubeconfig, work / f"load-{size}-{how}", how)
-                growth.append([f"{size:,}", f"{counts[1]}", HOW_TEXT[how], f"{figures[f'wall {how}']:.1f} s",
-                               f"{figures[f'cpu {how}']:.1f} s",
-                               f"{figures[f'reading {how}']:.1f} s" if how != "named" else "none"])
-            return figures
-
-        for count in counts:
-            log(f"{count} faulty of {sizes[0]}")
-            seconds, cpu, report, mttr = scenario(count, f"{sizes[0]}-{count}")
-            steps = _steps(report)
-            run_seconds[count], run_cpu[count] = seconds, cpu
-            rows.append([f"{count}", f"{mttr:.0f} s", f"{seconds:.0f} s", f"{cpu:.0f} s"]
-                        + [_cell(*steps[s]) for s in STEPS])
-        log(f"{counts[1]} faulty of {sizes[0]}, found in each of the ways {', '.join(HOW)}, twice each")
-        small = growth_rows(sizes[0])
-        log(f"growing the cluster to {sizes[1]}")
-        _grow(api, sizes[1], sizes[0])
-        large = growth_rows(sizes[1])
-        per_faulty = {figures: (by_count[counts[-1]] - by_count[counts[-2]]) / (counts[-1] - counts[-2])
-                      for figures, by_count in (("wall", run_seconds), ("cpu", run_cpu))}
-    write_section("runbook", "Mean time to recovery (recover playbook)",
-                  _section(sizes, counts, rows, growth, small, large, per_faulty, repeat_cpu=run_cpu[counts[1]]))
+def _per_node(by_count: dict[int, float]) -> dict[int, float]:
+    """What each faulty node beyond the first added, from one faulty node to each larger count."""
+    first = min(by_count)
+    return {n: (by_count[n] - by_count[first]) / (n - first) for n in by_count if n != first}
 
 
-def _section(sizes: tuple[int, int], counts: tuple[int, ...], rows: list[list[str]], growth: list[list[str]],
-             small: dict[str, float], large: dict[str, float], per_faulty: dict[str, float],
-             repeat_cpu: float) -> str:
-    """The section's text; repeat_cpu is the CPU time of the MTTR table's run that repeats the first growth
-    row's configuration (same faulty count, same size, inventory of every node): how far identical runs differ."""
+def mttr_section(counts: tuple[int, ...], parallel: int, size: int, floors: dict[int, list[dict]],
+                 ours: dict[int, list[dict]]) -> str:
+    """The MTTR part of the section: figures, goals and whether they are met, all from the measurements."""
+    best_floor = {n: min(m["mttr"] for m in floors[n]) for n in counts}
+    best_ours = {n: min(m["mttr"] for m in ours[n]) for n in counts}
+    ratio = {n: best_ours[n] / best_floor[n] for n in counts}
+    per_ours, per_floor = _per_node(best_ours), _per_node(best_floor)
+    runs = min(len(v) for v in ours.values())
+    rows = [[f"{n}", ", ".join(_s(m["mttr"]) for m in floors[n]), ", ".join(_s(m["mttr"]) for m in ours[n]),
+             f"**{ratio[n]:.1f}x**", _s(per_floor.get(n), 2) if n in per_floor else "",
+             _s(per_ours.get(n), 2) if n in per_ours else ""] for n in counts]
+    text = (f"{size:,} kwok nodes in {POOLS} pools, an inference Deployment per pool with a replica on half its "
+            "nodes at most one per node (required anti-affinity on the hostname) and a PodDisruptionBudget of "
+            "`maxUnavailable: 20%`; every faulty node carries a replica, and the faulty nodes of a run are spread "
+            "over the pools. For each count the **kubectl floor** and **ours** alternate "
+            f"({runs} run(s) each, on fresh nodes each time; the nodes are put back afterwards):\n\n"
+            "- kubectl floor: `tools/bench/kubectl_floor.sh`, a shell that taints every node and runs `kubectl "
+            "drain --ignore-daemonsets --delete-emptydir-data --timeout=300s` for all of them in parallel, then "
+            "`kubectl wait`s until the Deployments they carried are available again;\n"
+            f"- ours: `{CLASSIFICATION['catalog'][0]['type']}=True` written on every faulty node at once (action "
+            "repair; its `min_duration` set to 0 through `node_recovery_classification`, so the figure is the run's "
+            "own reaction, not the flap-protection wait), then `ansible-playbook ai_infra.node_recovery.recover "
+            "-e '{\"recover_nodes\": [...], ...}'` with no node inventory, as the event source and the watcher "
+            f"run it, `node_recovery_max_parallel` {parallel} (every faulty node in one batch).\n\n"
+            "MTTR: from the fault injected (the floor: from the shell's start) until every replica of the "
+            "affected Deployments runs Ready on a schedulable node as a watch on the pods shows it, and the "
+            "process has ended (ours: tickets and the run report written), whichever is later. The figure compared "
+            "is the lesser of each method's runs.\n\n"
+            + table(["faulty nodes", "kubectl floor", "ours", "ours / floor",
+                     "floor: added per faulty node beyond the first", "ours: added per faulty node beyond the first"],
+                    rows))
+    largest, first = max(counts), min(counts)
+    ratio_met = all(r <= GOAL_RATIO for r in ratio.values())
+    worst = max(counts, key=lambda n: ratio[n])
+    text += (f"\n\nGoal: ours within {GOAL_RATIO:g}x the floor at every size: "
+             + ("**met**" if ratio_met else "**not met**")
+             + f" (at most {ratio[worst]:.1f}x, at {worst} faulty node(s)"
+             + ("" if ratio_met else "; over at " + ", ".join(f"{n} ({ratio[n]:.1f}x)" for n in counts
+                                                                  if ratio[n] > GOAL_RATIO)) + "). ")
+    if per_ours:
+        slope = per_ours[largest]
+        text += (f"Goal: each faulty node beyond the first adds under {GOAL_PER_NODE:g} s: "
+                 + ("**met**" if slope < GOAL_PER_NODE else "**not met**")
+                 + f" (from {first} to {largest} faulty nodes ours added {slope:.2f} s per node, "
+                   f"{best_ours[largest] - best_ours[first]:+.1f} s in all; the floor {per_floor[largest]:.2f} s).")
+    return text
+
+
+def split_section(counts: tuple[int, ...], floors: dict[int, list[dict]], ours: dict[int, list[dict]]) -> str:
+    """Where the time goes, for the run of each method the MTTR table compares."""
+    rows, has_start = [], False
+    for n in counts:
+        run = min(ours[n], key=lambda m: m["mttr"])
+        split = _split(run)
+        has_start = has_start or split["start"] is not None
+        rows.append([f"{n}", _s(split["start"]), *(
+            _s(split[s]) + (f" ({split[f'{s} own']:.1f} s)" if split[f"{s} own"] is not None else "")
+            for s in STEPS), _s(split["end"]), _s(split["whole"]), _s(run["mttr"]), f"{run['cpu']:.0f} s"])
+    floor_rows = []
+    for n in counts:
+        run = min(floors[n], key=lambda m: m["mttr"])
+        drained = run["drained"] - run["started"] if run["drained"] else None
+        floor_rows.append([f"{n}", _s(drained), _s(run["whole"] - run["started"]), _s(run["ended"] - run["started"]),
+                           _s(run["mttr"]), f"{run['cpu']:.1f} s"])
+    tickets_ok = all(m["tickets"] >= m["faulty"] for runs in ours.values() for m in runs)
+    return ("### Where the time goes\n\n"
+            "Ours, from the report's per-node timeline (a step ends at its `finished`, else its `at`; it starts "
+            "at its `started`, else its end less its `seconds`; the module's own time is the difference): "
+            "each column "
+            "runs from the moment the step before it was done on every faulty node (the injection for the "
+            "first) until this step was done on every faulty node"
+            + (" (isolate from the earliest start of isolation; before it, starting ansible-playbook, the lock "
+               "and the plan)" if has_start else
+               "; steps carry no start time, so isolate includes starting ansible-playbook, the lock and the plan")
+            + "; in brackets the mean time the step's module reported for its own work on a node. "
+            "The last columns say when the services were whole again as the pod watch saw it, the MTTR, and the "
+            "CPU time of the run's processes.\n\n"
+            + table(["faulty nodes", "start-up, lock, plan", *(STEP_TEXT[s] for s in STEPS),
+                     "report, lock released, exit", "services whole (from the injection)", "MTTR", "CPU"], rows)
+            + "\n\nThe kubectl floor, from the shell's start:\n\n"
+            + table(["faulty nodes", "every drain returned", "services whole", "shell ended", "MTTR", "CPU"],
+                    floor_rows)
+            + "\n\n" + ("Every run of ours wrote a repair ticket for each faulty node."
+                        if tickets_ok else "Some runs of ours wrote fewer repair tickets than faulty nodes: "
+                        + ", ".join(f"{m['tickets']} of {m['faulty']}" for runs in ours.values() for m in runs
+                                    if m["tickets"] < m["faulty"]) + ".") + "\n\n")
+
+
+def growth_section(sizes: tuple[int, int], growth_faulty: int, growth: list[list[str]], small: dict[str, float],
+                   large: dict[str, float], per_faulty_cpu: float | None) -> str:
     per_node_ms = {key: (large[key] - small[key]) / (sizes[1] - sizes[0]) * 1000 for key in small}
-    return (f"{sizes[0]:,} kwok nodes in {POOLS} pools, an inference Deployment per pool (half the nodes carry a "
-            "replica); each faulty node gets `NT_NPU_ECC_COUNT=True` (action repair; its minimum duration set to 0 so "
-            "the figures are the run's own reaction, not the flap-protection wait). "
-            "The recover playbook runs with `max_parallel` 10. MTTR: from the "
-            "injection to the end of the run, when every affected workload is running elsewhere and every node is "
-            "handed to repair. Step times are means per node of the wall time since the step before it, Ansible's own "
-            "work included (isolate: from the fault's lastTransitionTime, so it includes starting the playbook, the "
-            "lock and the plan, and waiting for the node's batch); in brackets the time the drain and workload "
-            "modules reported for their own work.\n\n"
-            + table(["faulty nodes", "MTTR", "recover run", "its CPU time", "isolate", "drain", "workloads running again",
-                     "hand-off"], rows)
-            + f"\n\nEach faulty node beyond the first {counts[-2]} added {per_faulty['wall']:.1f} s to the run "
-              f"({per_faulty['cpu']:.1f} s of CPU): "
-              "Ansible runs each node through the roles' tasks, each module a process of its own on the same two "
-              "cores, and nodes beyond `max_parallel` wait for a batch."
-            + f"\n\n### The same {counts[1]} faulty nodes in a larger cluster\n\n"
+    against = (f", against {per_faulty_cpu:.1f} s for each further faulty node in the MTTR runs"
+               if per_faulty_cpu is not None else "")
+    return (f"### The same {growth_faulty} faulty nodes in a larger cluster\n\n"
             + table(["cluster nodes", "faulty nodes", "the run finds its nodes in", "recover run (wall)",
                      "CPU time of the run's processes", "of which reading the inventory (CPU)"], growth)
-            + "\n\nThe plan reads every node (the storm brake judges whole pools) inside one module, which hands "
-              "Ansible only the unhealthy nodes and the per-pool counts; the planning play runs on the nodes asked "
-              "for, not on every host of the inventory; every later step touches only the faulty nodes. "
-              "The CPU time is the run's own cost: wall time on two cores shared with the simulated cluster also "
-              "moves with the work the control plane and kwok do for the cluster's nodes. "
+            + f"\n\n`node_recovery_max_parallel` {growth_faulty}. The plan reads every node (the storm brake judges "
+              "whole pools) inside one module, which hands Ansible only the unhealthy nodes and the per-pool counts; "
+              "the planning play runs on the nodes asked for, not on every host of the inventory; every later step "
+              "touches only the faulty nodes. The CPU time is the run's own cost: wall time on two cores shared with "
+              "the simulated cluster also moves with the work the control plane and kwok do for the cluster's nodes. "
               f"Each node of the larger cluster changed the CPU time of the run for named nodes (as the event "
               f"source and the watcher run it) by {per_node_ms['cpu named']:+.2f} ms, of the run over the inventory "
               f"of the nodes that need attention (as the AWX recover job runs it) by "
@@ -261,15 +301,84 @@ def _section(sizes: tuple[int, int], counts: tuple[int, ...], rows: list[list[st
               f"So {sizes[1] - sizes[0]:,} more nodes changed these runs by "
               f"{large['cpu named'] - small['cpu named']:+.1f} s, "
               f"{large['cpu attention'] - small['cpu attention']:+.1f} s and "
-              f"{large['cpu inventory'] - small['cpu inventory']:+.1f} s of CPU, against "
-              f"{per_faulty['cpu']:.1f} s for each further faulty node; two identical runs differ by several seconds "
-              f"too (the MTTR table's run of {counts[1]} faulty nodes repeats the first row: {repeat_cpu:.0f} s "
-              f"against {small['cpu inventory']:.1f} s), partly because the modules that wait (drain, workloads) poll for as "
-              "long as the cluster takes. Beyond reading it, an inventory of every node "
-              "costs the run through Ansible's process model: every task forks the controller, which holds every host "
-              "of the inventory, so each of the some 35 tasks per faulty node gets slower as the inventory grows; "
-              "hence `include_healthy: false` for recover and return_to_service jobs. "
-              "The cluster runs with slow kwok heartbeats "
-              "(600 s), each figure is the least of two runs, and the larger cluster is measured once its new nodes "
-              f"are settled and {QUIET_SECONDS} s have passed, so that these figures are the run's own and not the "
-              "CPU the simulated nodes take on the same two cores.\n")
+              f"{large['cpu inventory'] - small['cpu inventory']:+.1f} s of CPU{against}; identical runs differ by "
+              "seconds too, partly because the modules that wait (drain, workloads) poll for as long as the cluster "
+              "takes. The cluster runs with slow kwok heartbeats (600 s), each figure is the least of two runs, "
+              f"and the larger cluster is measured once its new nodes are settled and {QUIET_SECONDS} s have passed, "
+              "so that these figures are the run's own and not the CPU the simulated nodes take on the same two "
+              "cores.\n")
+
+
+def run(quick: bool = False) -> None:
+    sizes = (200, 400) if quick else (1000, 3000)
+    counts = (1, 4) if quick else (1, 8, 32, 64)
+    rounds = 2
+    parallel = max(counts)
+    growth_faulty = 4 if quick else 10
+    work = REPO / ".localcluster-bench-runbook" / "runs"
+    floors: dict[int, list[dict]] = {n: [] for n in counts}
+    ours: dict[int, list[dict]] = {n: [] for n in counts}
+    growth: list[list[str]] = []
+    load: list[float] = []
+    # Slow heartbeats: the figures are the run's, not the CPU kwok and the apiserver spend keeping
+    # thousands of simulated nodes alive on the same two cores.
+    with bench_cluster("runbook", heartbeat_seconds=600, lease_seconds=600) as (kubeconfig, _env):
+        api = Client({"kubeconfig": str(kubeconfig)}, pool_size=64)
+        wanted = populate(api, sizes[0])
+        watch = PodWatch(kubeconfig)
+        watch.start()
+        watch.listed.wait(60)
+        watch.check()
+        bench = Bench(api, kubeconfig, watch, wanted, work)
+        time.sleep(QUIET_SECONDS)
+        for attempt in range(rounds):
+            for n in counts:
+                # ABBA: the floor first in even rounds, ours first in odd ones, so a drift of the machine's
+                # load does not favour one method.
+                order = ("floor", "ours") if attempt % 2 == 0 else ("ours", "floor")
+                for method in order:
+                    load.append(_loadavg())
+                    log(f"round {attempt + 1}: {n} faulty of {sizes[0]}, {method}")
+                    if method == "floor":
+                        floors[n].append(bench.floor(n))
+                    else:
+                        ours[n].append(bench.ours(n, f"mttr-{n}-{attempt}", parallel))
+                    log(f"  MTTR {(floors if method == 'floor' else ours)[n][-1]['mttr']:.1f} s")
+
+        def growth_rows(size: int) -> dict[str, float]:
+            # The least of two runs each, alternating, so a burst of cluster work does not count against one.
+            runs: dict[str, list[tuple[float, float]]] = {how: [] for how in HOW}
+            for attempt in range(2):
+                for how in HOW:
+                    load.append(_loadavg())
+                    measured = bench.ours(growth_faulty, f"{size}-{growth_faulty}-{how}-{attempt}", growth_faulty,
+                                          how)
+                    runs[how].append((measured["run"], measured["cpu"]))
+            figures = {}
+            for how, measured in runs.items():
+                figures[f"wall {how}"] = min(wall for wall, _cpu in measured)
+                figures[f"cpu {how}"] = min(cpu for _wall, cpu in measured)
+                if how != "named":
+                    figures[f"reading {how}"] = _load_inventory(kubeconfig, work / f"load-{size}-{how}", how)
+                growth.append([f"{size:,}", f"{growth_faulty}", HOW_TEXT[how], f"{figures[f'wall {how}']:.1f} s",
+                               f"{figures[f'cpu {how}']:.1f} s",
+                               f"{figures[f'reading {how}']:.1f} s" if how != "named" else "none"])
+            return figures
+
+        log(f"{growth_faulty} faulty of {sizes[0]}, found in each of the ways {', '.join(HOW)}, twice each")
+        small = growth_rows(sizes[0])
+        log(f"growing the cluster to {sizes[1]}")
+        grow(api, sizes[1], sizes[0], QUIET_SECONDS)
+        large = growth_rows(sizes[1])
+        watch.stop()
+    cpu_by_count = {n: min(ours[n], key=lambda m: m["mttr"])["cpu"] for n in counts}
+    per_faulty_cpu = _per_node(cpu_by_count)[max(counts)] if len(counts) > 1 else None
+    body = (mttr_section(counts, parallel, sizes[0], floors, ours) + "\n\n" + split_section(counts, floors, ours)
+            + growth_section(sizes, growth_faulty, growth, small, large, per_faulty_cpu)
+            + f"\nLoad average (1 min) at the start of the runs: {min(load):.1f}-{max(load):.1f} on "
+              f"{os.cpu_count()} cores, the simulated cluster's work and whatever else ran on the machine included.\n")
+    write_section("runbook", "Mean time to recovery (recover playbook)", body)
+
+
+def _loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
