@@ -7,13 +7,15 @@ import datetime as dt
 import json
 import os
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
 
-from .helpers import REPO, VENV_BIN, node
+from .helpers import REPO, VENV_BIN, localnodes, node
 
 RECORD_PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "record_recover.yml"
 
@@ -135,3 +137,14 @@ def runs_of(path: Path) -> list[dict]:
             opened = [r for r in runs if r["ended"] is None and r["nodes"] == entry["run"]["nodes"]]
             opened[-1]["ended"] = entry["time"]
     return runs
+
+
+def fault_at_once(api: Client, names: list[str], ctype: str, message: str | None = None) -> float:
+    """A burst: the fault written on every node concurrently, as a failed switch makes it happen;
+    returns the seconds from the first write's start to the last write's end."""
+    since = dt.timedelta(minutes=10)
+    began = time.monotonic()
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(lambda name: localnodes.set_condition(name, ctype, "True", message=message, ago=since, api=api),
+                      names))
+    return time.monotonic() - began
