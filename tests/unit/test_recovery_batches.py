@@ -1,5 +1,6 @@
 """Recovery batches of the node_faults source, on a fake clock: which needs_recovery events
-become one batch, when it is emitted, and which nodes are asked for again (retries)."""
+become one batch, when it is emitted, and which nodes are asked for again (retries); and
+what the source hands to its queue, fed node JSON without any API."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import datetime as dt
 import pytest
 
 from ansible_collections.ai_infra.node_recovery.extensions.eda.plugins.event_source.node_faults import (
+    NodeFaultSource,
     SourceError,
     validate_args,
 )
@@ -279,3 +281,41 @@ def test_batch_options_default_and_null_means_default():
         "coalesce_seconds": 2, "retry_seconds": 60, "max_attempts": 3}
     given = validate_args({"coalesce_seconds": None, "retry_seconds": 5.5, "max_attempts": None})
     assert (given["coalesce_seconds"], given["retry_seconds"], given["max_attempts"]) == (2, 5.5, 3)
+
+
+def _source_with_sink(**args):
+    """The source's own bookkeeping fed node JSON directly (no API): what it hands to the queue, in order."""
+    from concurrent.futures import Future
+
+    source = NodeFaultSource({"coalesce_seconds": 0, **args}, client=object())
+    handed: list[dict] = []
+
+    def sink(event):
+        handed.append(event)
+        done = Future()
+        done.set_result(None)
+        return done
+
+    source._sink = sink
+    return source, handed
+
+
+def test_the_source_hands_over_a_nodes_event_before_its_batch():
+    source, handed = _source_with_sink()
+    source._observe(node("npu-a-0001", conditions=[condition("NT_NPU_OTHER", "True", age=600)]))
+    assert [e.get("transition", e.get("type")) for e in handed] == ["faulty", RECOVERY_BATCH]
+    assert handed[1]["nodes"] == ["npu-a-0001"] and handed[1]["events"][0] is not handed[0]
+
+
+def test_batches_are_made_from_transitions_the_filter_does_not_emit():
+    source, handed = _source_with_sink(transitions=[])
+    source._observe(node("npu-a-0001", conditions=[condition("NT_NPU_OTHER", "True", age=600)]))
+    assert [e["type"] for e in handed] == [RECOVERY_BATCH]
+
+
+def test_the_watchers_source_makes_no_batches():
+    source = NodeFaultSource({"coalesce_seconds": 0}, client=object(), recovery_batches=False)
+    handed = []
+    source._sink = lambda event: handed.append(event)
+    source._observe(node("npu-a-0001", conditions=[condition("NT_NPU_OTHER", "True", age=600)]))
+    assert [e["transition"] for e in handed] == ["faulty"]

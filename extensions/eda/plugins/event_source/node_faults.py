@@ -312,15 +312,17 @@ class NodeFaultSource:
         if event is None or not emit:
             return []
         event["resource_version"] = node["metadata"].get("resourceVersion")
+        if self.batches is not None:
+            # Every transition, emitted or not: a batch follows the node's episode, not the event filter.
+            # Before the event is handed over: a consumer may change it (ansible-rulebook adds meta).
+            self.batches.observe(event, time.monotonic(), now)
         futures = []
         if event["transition"] in self.kinds and self._sink is not None:
             self.stats["events"] += 1
             # Scheduled under the lock so events of one node reach the queue in the order they happened.
             futures.append(self._sink(event))
         if self.batches is not None:
-            # Every transition, emitted or not: a batch follows the node's episode, not the event filter.
-            self.batches.observe(event, time.monotonic(), now)
-            futures += self._batch_due_locked()
+            futures += self._batch_due_locked()  # after the node's own event
             self._timer_wakeup.notify()
         return futures
 
