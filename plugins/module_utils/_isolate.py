@@ -50,6 +50,7 @@ ISOLATION_ANNOTATIONS = (v.ISOLATED_BY, v.ISOLATED_AT, v.ISOLATION_REASON, v.COR
 UNSPECIFIED_REASON = "unspecified"
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 
+
 class NodeRefused(NodeRecoveryError):
     """The node may not be acted on (excluded, for instance); str() is one sentence."""
 
@@ -206,7 +207,9 @@ def isolate_nodes(call: Call) -> dict:
         reasons_of = None
         if not params["reasons"]:  # each node's own faults, judged as it is now
             catalog, options = catalog_from(params), options_from(params)
-            reasons_of = lambda node: fault_types(classify_node(node, catalog, options, utcnow()))  # noqa: E731
+
+            def reasons_of(node: dict) -> list[str]:
+                return fault_types(classify_node(node, catalog, options, utcnow()))
         if not call.check_mode:
             require_access(client, [("patch", "nodes", "", None), ("create", "events", "", "default")])
 

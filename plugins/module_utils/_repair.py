@@ -305,8 +305,6 @@ def hand_over(client: Client, name: str, state: str, by: str, ticket_ref: str | 
             "diff": {"before": view(before), "after": view(after)}}
 
 
-
-
 def workloads_of(name: str, workloads: list[dict]) -> list[dict]:
     """The workloads (as workload_recover reports them) that ran on the node; one without nodes is everyone's."""
     return [w for w in workloads if not w.get("nodes") or name in w["nodes"]]

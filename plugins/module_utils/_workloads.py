@@ -834,7 +834,7 @@ class RecoveryRun:
         if current:
             force = current_node in self.unreachable()
             delete_pod(self.client, namespace, name, current["metadata"].get("uid"), 0 if force else None,
-                        f"deleting pod {namespace}/{name} before re-creating it")
+                       f"deleting pod {namespace}/{name} before re-creating it")
             if not self._wait_gone(path, current["metadata"].get("uid")):
                 workload.status, workload.done = "failed", True
                 workload.message = "the original pod did not go away in time, so it was not re-created"

@@ -172,8 +172,8 @@ nodes:
   elements: dict
   contains:
     name: {description: Name of the node., type: str, returned: always}
-    changed: {description: Whether this node was changed (or would be, in check mode)., type: bool, returned: always}
-    failed: {description: Whether draining this node failed (bad input, API failure; see C(msg))., type: bool,
+    changed: {description: "Whether this node was changed (or would be, in check mode).", type: bool, returned: always}
+    failed: {description: "Whether draining this node failed (bad input, API failure; see C(msg)).", type: bool,
              returned: always}
     msg: {description: Why draining this node failed., type: str, returned: when failed}
     started: {description: When the drain of this node started (UTC)., type: str, returned: always}

@@ -110,7 +110,7 @@ nodes:
   elements: dict
   contains:
     name: {description: Name of the node., type: str, returned: always}
-    changed: {description: Whether this node was changed (or would be, in check mode)., type: bool, returned: always}
+    changed: {description: "Whether this node was changed (or would be, in check mode).", type: bool, returned: always}
     failed: {description: Whether acting on this node failed (see C(msg))., type: bool, returned: always}
     msg: {description: Why acting on this node failed., type: str, returned: when failed}
     message:

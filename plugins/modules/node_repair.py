@@ -24,7 +24,7 @@ description:
     Kubernetes Event. A repaired node stays isolated until P(ai_infra.node_recovery.node_return#module) proves it
     healthy.
   - V(recorded) only records the node's current faults in its fault history (and O(action_tried), if given). It
-    returns RV(escalate) when a fault happened O(escalate_after) times within O(history_window). So a fault that
+    returns RV(nodes[].escalate) when a fault happened O(escalate_after) times within O(history_window). So a fault that
     comes back after a reboot goes to repair instead of another reboot (like MindCluster's fault frequency).
   - The fault history (annotation C(node-recovery.ai-infra.io/fault-history)) keeps, per fault type, when each
     episode began (its condition's C(lastTransitionTime), else the isolation time). Recording the same episode again
@@ -194,7 +194,7 @@ nodes:
   elements: dict
   contains:
     name: {description: Name of the node., type: str, returned: always}
-    changed: {description: Whether this node was changed (or would be, in check mode)., type: bool, returned: always}
+    changed: {description: "Whether this node was changed (or would be, in check mode).", type: bool, returned: always}
     failed: {description: Whether acting on this node failed (see C(msg))., type: bool, returned: always}
     msg: {description: Why acting on this node failed., type: str, returned: when failed}
     started: {description: When acting on this node started (UTC)., type: str, returned: always}

@@ -18,9 +18,9 @@ description:
     same catalog options; the return adds the healthy delay and refuses C(Unknown) whatever O(nt_unknown) says.
   - Then our taint and isolation annotations are removed and the node is uncordoned, but only if the cordon is ours.
     A node a person cordoned stays cordoned. The state becomes C(returned), an Event (C(NodeRecoveryReturned)) is
-    written on the node, and the node's repair ticket is reported closed in RV(ticket).
-  - A node that is not ready to return is left unchanged; RV(returned) is false and RV(reasons) says why, with
-    RV(wait_seconds) when only the healthy delay is missing. So a playbook can retry with C(until).
+    written on the node, and the node's repair ticket is reported closed in RV(nodes[].ticket).
+  - A node that is not ready to return is left unchanged; RV(returned) is false and RV(nodes[].reasons) says why, with
+    RV(nodes[].wait_seconds) when only the healthy delay is missing. So a playbook can retry with C(until).
 author:
   - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
@@ -88,7 +88,7 @@ nodes:
   elements: dict
   contains:
     name: {description: Name of the node., type: str, returned: always}
-    changed: {description: Whether this node was changed (or would be, in check mode)., type: bool, returned: always}
+    changed: {description: "Whether this node was changed (or would be, in check mode).", type: bool, returned: always}
     failed: {description: Whether acting on this node failed (see C(msg))., type: bool, returned: always}
     msg: {description: Why acting on this node failed., type: str, returned: when failed}
     started: {description: When acting on this node started (UTC)., type: str, returned: always}

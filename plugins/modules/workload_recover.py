@@ -146,8 +146,8 @@ by_node:
     workloads: {description: "The workloads whose pods ran there, as C(Kind namespace/name).", type: list,
                 elements: str, returned: always}
     recovered: {description: Whether all of them run again (never true in check mode)., type: bool, returned: always}
-    unrecovered: {description: Those that do not (timed out, failed or not waited for)., type: list, elements: str,
-                  returned: always}
+    unrecovered: {description: "Those that do not (timed out, failed, blocked or not waited for).", type: list,
+                  elements: str, returned: always}
     restarted: {description: Training jobs restarted whole., type: list, elements: str, returned: always}
     lost: {description: "Bare pods lost, as C(namespace/name).", type: list, elements: str, returned: always}
     messages: {description: One line per workload saying where it stands., type: list, elements: str,
