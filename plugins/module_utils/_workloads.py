@@ -29,7 +29,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch impo
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError, object_path
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import require_access
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import read_nodes
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import node_is_ready, read_nodes
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._pods import (
     controller_ref,
     delete_pod,
@@ -649,9 +649,8 @@ class RecoveryRun:
                           what=f"annotating {workload.ref}", verb="patch", resource=workload.kind.lower() + "s")
 
     def unreachable(self) -> set[str]:
-        return {name for name, node in self.node_objects.items()
-                if not any(c.get("type") == "Ready" and c.get("status") == "True"
-                           for c in (node.get("status") or {}).get("conditions") or [])}
+        """The nodes whose kubelet cannot confirm that a pod stopped."""
+        return {name for name, node in self.node_objects.items() if not node_is_ready(node)}
 
     def act(self, workload: Workload) -> bool:
         """Carry out the workload's strategy (in check mode: say what it would do). True when it changes something."""

@@ -20,6 +20,7 @@ import time
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.module_utils.errors import UnsupportedError
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
@@ -28,6 +29,9 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner imp
 
 display = Display()
 PARENT_CHECK_SECONDS = 0.5
+# NODE_RECOVERY_IN_PROCESS=false runs every module as a process of its own, as any module does (a way out, and the
+# baseline the benchmark compares with).
+IN_PROCESS_SWITCH = "NODE_RECOVERY_IN_PROCESS"
 
 
 def stop_with_controller() -> None:
@@ -50,7 +54,8 @@ class InProcessAction(ActionBase):
 
     def _on_controller(self) -> bool:
         return (self._connection.transport == "local" and not self._play_context.become
-                and not self._task.async_val and (HAS_KUBERNETES or not self.spec.connects))
+                and not self._task.async_val and (HAS_KUBERNETES or not self.spec.connects)
+                and boolean(os.environ.get(IN_PROCESS_SWITCH, "true"), strict=False))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
