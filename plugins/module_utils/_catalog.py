@@ -9,6 +9,7 @@ extend or override it entry by entry with a YAML file or a variable.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -103,14 +104,23 @@ faults:
 
 ENTRY_FIELDS = ("type", "fault_status", "category", "severity", "action", "min_duration", "description",
                 "unknown", "source")
+UNCATALOGUED_FIELDS = tuple(field for field in ENTRY_FIELDS if field != "type")
+TOP_LEVEL_KEYS = ("defaults", "faults")
+DEFAULTS_KEYS = ("uncatalogued", "nt_unknown")
 UNKNOWN_POLICIES = ("suspect", "fault", "ignore")
 SOURCES = ("condition", "allocatable")
 CONDITION_STATUSES = ("True", "False", "Unknown")
+# A week: a longer wait before a fault counts is a typo (and a wait past ~292 years overflows a timer).
+MAX_MIN_DURATION = 7 * 24 * 3600
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
+_CHOICES = {"action": ACTIONS, "category": CATEGORIES, "severity": SEVERITIES, "unknown": UNKNOWN_POLICIES,
+            "source": SOURCES}
+_SHOWN = 60  # characters of a value quoted in a message
+MAX_FILE_BYTES = 16 * 2 ** 20
 
 
 class CatalogError(NodeRecoveryError, ValueError):
-    """The catalog is malformed; str() names the entry and the field."""
+    """The catalog is malformed; str() is one sentence naming the entry and the field."""
 
 
 @dataclass(frozen=True)
@@ -139,104 +149,184 @@ class Catalog:
         return [entry.__dict__ | {"fault_status": list(entry.fault_status)} for entry in self.entries.values()]
 
 
+def _kind(value: Any) -> str:
+    """What a value is, in the words of YAML: 'a list', 'a number', 'null'."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _show(value: Any, limit: int | None = _SHOWN) -> str:
+    """A value quoted for a message: one line (control characters escaped), at most limit characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    if limit is not None and len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"'{text}'"
+
+
+def _show_path(path: Any) -> str:
+    """A file's path for a message: whole, on one line."""
+    return _show(os.fsdecode(path), limit=None)
+
+
 def parse_duration(value: Any, where: str = "duration") -> int:
     """Seconds from 90, '90', '90s', '5m', '1h30m'; CatalogError otherwise."""
-    if isinstance(value, bool):
-        raise CatalogError(f"{where}: '{value}' is not a duration (use seconds or a string like 90s, 5m, 1h)")
+    hint = "use seconds or a string like 90s, 5m, 1h"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise CatalogError(f"{where} must be a duration ({hint}), not {_kind(value)}")
     if isinstance(value, int) and value >= 0:
         return value
-    match = _DURATION.match(str(value).strip()) if isinstance(value, str) and value.strip() else None
+    match = _DURATION.match(value.strip()) if isinstance(value, str) and value.strip() else None
     if not match or not any(match.groups()):
-        raise CatalogError(f"{where}: '{value}' is not a duration (use seconds or a string like 90s, 5m, 1h)")
+        raise CatalogError(f"{where}: {_show(value)} is not a duration ({hint})")
     hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
     return hours * 3600 + minutes * 60 + seconds
 
 
 def _check_choice(value: Any, choices: tuple[str, ...], where: str, field: str) -> str:
+    if not isinstance(value, str):
+        raise CatalogError(f"{where}: {field} must be one of {', '.join(choices)}, not {_kind(value)}")
     if value not in choices:
-        raise CatalogError(f"{where}: {field} '{value}' is not one of {', '.join(choices)}")
+        raise CatalogError(f"{where}: {field} {_show(value)} is not one of {', '.join(choices)}")
     return value
 
 
-def _entry(raw: Any, index: int, base: FaultEntry | None, origin: str) -> FaultEntry:
-    where = f"fault catalog {origin} entry {index + 1}"
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{where}: must be a mapping with at least 'type' and 'action', not {type(raw).__name__}")
+def _unknown_key(mapping: dict, known: tuple[str, ...]) -> Any:
+    """The first key of mapping that is not known (keys of any type, in a stable order), or None."""
+    unknown = sorted((key for key in mapping if key not in known), key=lambda key: (str(type(key)), str(key)))
+    return unknown[0] if unknown else None
+
+
+def _condition_type(raw: dict, where: str) -> str:
     ctype = raw.get("type")
-    if not isinstance(ctype, str) or not ctype.strip():
-        raise CatalogError(f"{where}: field 'type' (the condition type) is missing or empty")
-    where = f"{where} ({ctype})"
-    unknown_fields = sorted(set(raw) - set(ENTRY_FIELDS))
-    if unknown_fields:
-        raise CatalogError(f"{where}: unknown field '{unknown_fields[0]}' (known: {', '.join(ENTRY_FIELDS)})")
-    if base is None and "action" not in raw:
-        raise CatalogError(f"{where}: field 'action' is missing (one of {', '.join(ACTIONS)})")
+    if ctype is None:
+        raise CatalogError(f"{where}: field 'type' (the condition type) is missing")
+    if not isinstance(ctype, str):
+        raise CatalogError(f"{where}: field 'type' (the condition type) must be a string, not {_kind(ctype)}")
+    if not ctype.strip():
+        raise CatalogError(f"{where}: field 'type' (the condition type) is empty")
+    if any(ch.isspace() or not ch.isprintable() for ch in ctype):
+        raise CatalogError(f"{where}: field 'type' {_show(ctype)} is not a condition type "
+                           "(it has spaces or control characters)")
+    return ctype
+
+
+def _fields(raw: dict, where: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of one entry (or of defaults.uncatalogued), each checked; CatalogError names the first wrong one."""
+    unknown = _unknown_key(raw, known)
+    if unknown is not None:
+        raise CatalogError(f"{where}: unknown field {_show(unknown)} (known: {', '.join(known)})")
     fields: dict[str, Any] = {}
-    for field in ("action", "category", "severity", "unknown", "source"):
+    for field, choices in _CHOICES.items():
         if field in raw:
-            choices = {"action": ACTIONS, "category": CATEGORIES, "severity": SEVERITIES,
-                       "unknown": UNKNOWN_POLICIES, "source": SOURCES}[field]
             fields[field] = _check_choice(raw[field], choices, where, field)
     if "min_duration" in raw:
-        fields["min_duration"] = parse_duration(raw["min_duration"], f"{where}: min_duration")
+        seconds = parse_duration(raw["min_duration"], f"{where}: min_duration")
+        if seconds > MAX_MIN_DURATION:
+            raise CatalogError(f"{where}: min_duration {_show(raw['min_duration'])} is longer than a week "
+                               f"(at most {MAX_MIN_DURATION // 3600}h)")
+        fields["min_duration"] = seconds
     if "description" in raw:
-        fields["description"] = str(raw["description"])
+        if not isinstance(raw["description"], str):
+            raise CatalogError(f"{where}: description must be a string, not {_kind(raw['description'])}")
+        fields["description"] = raw["description"]
     if "fault_status" in raw:
-        statuses = raw["fault_status"]
-        statuses = [statuses] if isinstance(statuses, (str, bool)) else statuses
-        if not isinstance(statuses, list) or not statuses:
-            raise CatalogError(f"{where}: fault_status must be a list of True, False or Unknown")
-        # YAML turns an unquoted True into a boolean; accept it as the status string.
-        normalised = tuple(str(s) if not isinstance(s, bool) else ("True" if s else "False") for s in statuses)
-        for status in normalised:
-            _check_choice(status, CONDITION_STATUSES, where, "fault_status")
-        fields["fault_status"] = normalised
-    if base is not None:
-        return replace(base, **fields)
-    return FaultEntry(type=ctype, **fields)
+        fields["fault_status"] = _statuses(raw["fault_status"], where)
+    return fields
+
+
+def _statuses(statuses: Any, where: str) -> tuple[str, ...]:
+    expected = "a list of True, False or Unknown (for example [\"True\"])"
+    if not isinstance(statuses, list):
+        raise CatalogError(f"{where}: fault_status must be {expected}, not {_kind(statuses)}")
+    if not statuses:
+        raise CatalogError(f"{where}: fault_status must be {expected}, not an empty list")
+    normalised = []
+    for number, status in enumerate(statuses, 1):
+        if isinstance(status, bool):  # YAML reads an unquoted True as a boolean: take it as the status
+            status = "True" if status else "False"
+        if not isinstance(status, str):
+            raise CatalogError(f"{where}: fault_status item {number} must be one of "
+                               f"{', '.join(CONDITION_STATUSES)}, not {_kind(status)}")
+        normalised.append(_check_choice(status, CONDITION_STATUSES, where, "fault_status"))
+    return tuple(normalised)
 
 
 def _sections(document: Any, origin: str) -> tuple[dict, list]:
+    where = f"fault catalog {origin}"
     if document is None:
         return {}, []
     if isinstance(document, list):
         return {}, document
-    if isinstance(document, dict):
-        unknown = sorted(set(document) - {"defaults", "faults"})
-        if unknown:
-            raise CatalogError(f"fault catalog {origin}: unknown top-level key '{unknown[0]}' (known: defaults, faults)")
-        defaults = document.get("defaults") or {}
-        faults = document.get("faults") or []
-        if not isinstance(defaults, dict):
-            raise CatalogError(f"fault catalog {origin}: 'defaults' must be a mapping")
-        if not isinstance(faults, list):
-            raise CatalogError(f"fault catalog {origin}: 'faults' must be a list of entries")
-        return defaults, faults
-    raise CatalogError(f"fault catalog {origin}: must be a list of entries or a mapping with 'faults'")
+    if not isinstance(document, dict):
+        raise CatalogError(f"{where}: must be a list of entries or a mapping with 'faults' (and 'defaults'), "
+                           f"not {_kind(document)}")
+    unknown = _unknown_key(document, TOP_LEVEL_KEYS)
+    if unknown is not None:
+        raise CatalogError(f"{where}: unknown top-level key {_show(unknown)} (known: {', '.join(TOP_LEVEL_KEYS)})")
+    defaults = document.get("defaults")
+    faults = document.get("faults")
+    if defaults is not None and not isinstance(defaults, dict):
+        raise CatalogError(f"{where}: 'defaults' must be a mapping (with {' and '.join(DEFAULTS_KEYS)}), "
+                           f"not {_kind(defaults)}")
+    if faults is not None and not isinstance(faults, list):
+        raise CatalogError(f"{where}: 'faults' must be a list of entries, not {_kind(faults)}")
+    return defaults or {}, faults or []
 
 
 def _apply(catalog: Catalog, document: Any, origin: str) -> Catalog:
+    """The catalog with one document (a file's or the variable's) applied: every entry checked before any is used."""
     defaults, faults = _sections(document, origin)
     entries = dict(catalog.entries)
-    for index, raw in enumerate(faults):
-        base = entries.get(raw.get("type")) if isinstance(raw, dict) else None
-        entry = _entry(raw, index, base, origin)
-        entries[entry.type] = entry
+    first_index: dict[str, int] = {}
+    for index, raw in enumerate(faults, 1):
+        where = f"fault catalog {origin} entry {index}"
+        if not isinstance(raw, dict):
+            raise CatalogError(f"{where}: must be a mapping with at least 'type' and 'action', not {_kind(raw)}")
+        ctype = _condition_type(raw, where)
+        where = f"{where} ({_show(ctype)[1:-1]})"
+        if ctype in first_index:
+            raise CatalogError(f"{where}: type {_show(ctype)} is already given by entry {first_index[ctype]} "
+                               "(give each type once)")
+        first_index[ctype] = index
+        fields = _fields(raw, where, ENTRY_FIELDS)
+        base = entries.get(ctype)
+        if base is None and "action" not in fields:
+            raise CatalogError(f"{where}: field 'action' is missing (one of {', '.join(ACTIONS)})")
+        entries[ctype] = replace(base, **fields) if base is not None else FaultEntry(type=ctype, **fields)
+    where = f"fault catalog {origin} defaults"
+    unknown = _unknown_key(defaults, DEFAULTS_KEYS)
+    if unknown is not None:
+        raise CatalogError(f"{where}: unknown key {_show(unknown)} (known: {', '.join(DEFAULTS_KEYS)})")
     uncatalogued = catalog.uncatalogued
-    if "uncatalogued" in defaults:
-        raw = dict(defaults["uncatalogued"] or {}, type="*")
-        uncatalogued = _entry(raw, 0, uncatalogued, f"{origin} defaults.uncatalogued")
+    raw = defaults.get("uncatalogued")
+    if raw is not None:
+        if not isinstance(raw, dict):
+            raise CatalogError(f"{where}.uncatalogued must be a mapping of entry fields (such as action, severity, "
+                               f"min_duration), not {_kind(raw)}")
+        uncatalogued = replace(uncatalogued, **_fields(raw, f"{where}.uncatalogued", UNCATALOGUED_FIELDS))
     nt_unknown = catalog.nt_unknown
     if "nt_unknown" in defaults:
-        nt_unknown = _check_choice(defaults["nt_unknown"], UNKNOWN_POLICIES, f"fault catalog {origin} defaults",
-                                   "nt_unknown")
-    unknown_keys = sorted(set(defaults) - {"uncatalogued", "nt_unknown"})
-    if unknown_keys:
-        raise CatalogError(f"fault catalog {origin} defaults: unknown key '{unknown_keys[0]}'")
+        nt_unknown = _check_choice(defaults["nt_unknown"], UNKNOWN_POLICIES, where, "nt_unknown")
     return Catalog(entries=entries, uncatalogued=uncatalogued, nt_unknown=nt_unknown)
 
 
 _DEFAULT: Catalog | None = None
+
+
+def _empty() -> Catalog:
+    return Catalog(entries={}, uncatalogued=FaultEntry(type="*", action="repair"), nt_unknown="suspect")
 
 
 def default_catalog() -> Catalog:
@@ -244,27 +334,54 @@ def default_catalog() -> Catalog:
     if _DEFAULT is None:
         import yaml
 
-        empty = Catalog(entries={}, uncatalogued=FaultEntry(type="*", action="repair"), nt_unknown="suspect")
-        _DEFAULT = _apply(empty, yaml.safe_load(DEFAULT_CATALOG), "default")
+        _DEFAULT = _apply(_empty(), yaml.safe_load(DEFAULT_CATALOG), "default")
     return _DEFAULT
 
 
-def load_catalog(overrides: Any = None, path: str | None = None, use_default: bool = True) -> Catalog:
-    """The default catalog, then the file at path, then the overrides variable (list or mapping)."""
+def _yaml_problem(err: Exception) -> str:
+    """One line about why a text is not YAML: the parser's problem and where, or the error itself."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def read_catalog_file(path: Any) -> Any:
+    """The YAML document of a catalog file; CatalogError (one sentence) for anything that is not one."""
     import yaml
 
-    catalog = default_catalog() if use_default else Catalog(
-        entries={}, uncatalogued=FaultEntry(type="*", action="repair"), nt_unknown="suspect")
-    if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                document = yaml.safe_load(handle)
-        except OSError as err:
-            raise CatalogError(f"cannot read the fault catalog file '{path}': {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise CatalogError(f"the fault catalog file '{path}' is not valid YAML: {err}".splitlines()[0]) from None
-        catalog = _apply(catalog, document, f"file '{path}'")
-    if overrides:
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        shown = "an empty string" if isinstance(path, str) else _kind(path)
+        raise CatalogError(f"catalog_file must be the path of a YAML file, not {shown}")
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(MAX_FILE_BYTES + 1)  # a catalog is kilobytes, an endless device is not one
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        reason = getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
+        raise CatalogError(f"cannot read the fault catalog file {_show_path(path)}: {reason}") from None
+    if len(text) > MAX_FILE_BYTES:
+        raise CatalogError(f"the fault catalog file {_show_path(path)} is larger than "
+                           f"{MAX_FILE_BYTES // 2 ** 20} MiB, which no catalog is")
+    try:
+        # Bytes: the parser finds the encoding (UTF-8, or UTF-16 with a byte order mark) and names bad bytes.
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise CatalogError(f"the fault catalog file {_show_path(path)} is not valid YAML: "
+                           "it nests too deeply") from None
+    except Exception as err:  # the parser fails in many ways (YAMLError, ValueError for a date like 2024-13-45)
+        raise CatalogError(f"the fault catalog file {_show_path(path)} is not valid YAML: "
+                           f"{_yaml_problem(err)}") from None
+
+
+def load_catalog(overrides: Any = None, path: Any = None, use_default: bool = True) -> Catalog:
+    """The default catalog, then the file at path, then the overrides variable (list or mapping).
+
+    Whatever the data, the only exception is CatalogError, whose message is one sentence naming the
+    entry (by position and type) and the field."""
+    catalog = default_catalog() if use_default else _empty()
+    if path is not None:
+        catalog = _apply(catalog, read_catalog_file(path), f"file {_show_path(path)}")
+    if overrides is not None:
         catalog = _apply(catalog, overrides, "variable")
     return catalog
 
