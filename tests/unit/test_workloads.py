@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _workloads as w
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _workload_rules as w
 
 
 def job(parallelism=None, completion_mode=None, completions=None, backoff=None, failed=None, succeeded=None,
@@ -116,21 +116,6 @@ def test_expected_job_pods(obj, count):
     assert w.expected_job_pods(obj) == count
 
 
-@pytest.mark.parametrize("selector, text", [
-    (None, None),
-    ({}, None),
-    ({"matchLabels": {"b": "2", "a": "1"}}, "a=1,b=2"),
-    ({"matchLabels": {"app": "x"}, "matchExpressions": [
-        {"key": "tier", "operator": "In", "values": ["a", "b"]},
-        {"key": "env", "operator": "NotIn", "values": ["dev"]},
-        {"key": "gpu", "operator": "Exists"},
-        {"key": "spot", "operator": "DoesNotExist"}]},
-     "app=x,tier in (a,b),env notin (dev),gpu,!spot"),
-])
-def test_label_selector(selector, text):
-    assert w.label_selector(selector) == text
-
-
 def test_scheduler_reason_prefers_the_podscheduled_message_then_events():
     unscheduled = {"spec": {}, "status": {"phase": "Pending", "conditions": [
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
@@ -215,12 +200,6 @@ def test_evicted_record_with_the_pod_itself_keeps_its_spec():
 def test_malformed_evicted_records_are_one_sentence(item, message):
     with pytest.raises(w.WorkloadError, match=message):
         w.evicted_pod(item, 0)
-
-
-def test_controller_ref_ignores_non_controller_owners():
-    assert w.controller_ref({"metadata": {"ownerReferences": [{"kind": "ConfigMap", "name": "x"}]}}) is None
-    assert w.controller_ref({"metadata": {"ownerReferences": [
-        {"kind": "ConfigMap", "name": "x"}, {"kind": "ReplicaSet", "name": "r", "controller": True}]}})["name"] == "r"
 
 
 def test_collection_paths():
