@@ -202,11 +202,11 @@ def isolate_nodes(call: Call) -> dict:
     params = call.params
     names = unique(params["name"])
     run_id = params["run_id"] or new_run_id()
+    catalog, options = catalog_from(params), options_from(params)  # a malformed catalog is refused, used or not
     client = call.client
     if params["state"] == "isolated":
         reasons_of = None
         if not params["reasons"]:  # each node's own faults, judged as it is now
-            catalog, options = catalog_from(params), options_from(params)
 
             def reasons_of(node: dict) -> list[str]:
                 return fault_types(classify_node(node, catalog, options, utcnow()))

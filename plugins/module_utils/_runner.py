@@ -91,23 +91,33 @@ def range_problem(ranges: Mapping[str, Range], params: Mapping[str, Any]) -> str
     return None
 
 
+# The credential fields of a kubeconfig (as kubernetes.core hides them): only these, so the names of users,
+# clusters and servers stay readable in results instead of being masked wherever they appear.
+_USER_SECRETS = ("token", "password", "client-key-data", "client-certificate-data")
+
+
 def secret_values(params: Mapping[str, Any]) -> set[str]:
-    """Values to keep out of results beyond the options marked no_log: kubeconfig content given inline."""
-    found: set[str] = set()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-        elif isinstance(value, str) and len(value) > 3:
-            found.add(value)
-
-    if isinstance(params.get("kubeconfig"), dict):
-        walk(params["kubeconfig"])
-    return found
+    """Values to keep out of results and logs beyond the options marked no_log: the credentials of kubeconfig
+    content given inline."""
+    kubeconfig = params.get("kubeconfig")
+    if not isinstance(kubeconfig, dict):
+        return set()
+    found: list[Any] = []
+    for entry in kubeconfig.get("users") or []:
+        user = (entry or {}).get("user") or {} if isinstance(entry, dict) else {}
+        if not isinstance(user, dict):
+            continue
+        found += [user.get(key) for key in _USER_SECRETS]
+        provider = user.get("auth-provider") or {}
+        found += list(((provider.get("config") or {}) if isinstance(provider, dict) else {}).values())
+        execution = user.get("exec") or {}
+        found += [item.get("value") for item in (execution.get("env") or []) if isinstance(item, dict)] \
+            if isinstance(execution, dict) else []
+    for entry in kubeconfig.get("clusters") or []:
+        cluster = (entry or {}).get("cluster") or {} if isinstance(entry, dict) else {}
+        if isinstance(cluster, dict):
+            found.append(cluster.get("certificate-authority-data"))
+    return {value for value in found if isinstance(value, str) and value}
 
 
 def execute(spec: ModuleSpec, params: dict[str, Any], *, check_mode: bool = False, diff: bool = False,
@@ -137,8 +147,12 @@ def run_module(spec: ModuleSpec) -> None:
     """The module process: AnsibleModule validates the arguments, execute does the rest."""
     from ansible.module_utils.basic import AnsibleModule
 
-    module = AnsibleModule(argument_spec=spec.full_argument_spec(), supports_check_mode=True, **spec.checks())
-    module.no_log_values.update(secret_values(module.params))
+    class Module(AnsibleModule):
+        def _log_invocation(self) -> None:  # the invocation is logged from __init__: hide the credentials first
+            self.no_log_values.update(secret_values(self.params))
+            super()._log_invocation()
+
+    module = Module(argument_spec=spec.full_argument_spec(), supports_check_mode=True, **spec.checks())
     result, warnings = execute(spec, module.params, check_mode=module.check_mode, diff=module._diff)
     for warning in warnings:
         module.warn(warning)

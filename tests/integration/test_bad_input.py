@@ -204,9 +204,6 @@ def test_the_same_tasks_with_a_valid_catalog_do_change_the_cluster(api, kubeconf
     assert any(tickets.iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="node_isolate loads the catalog only when it judges reasons itself: a "
-                                       "malformed catalog given with reasons is ignored (see the report of "
-                                       "the hostile-data work); remove this mark once it is checked always")
 def test_node_isolate_with_reasons_still_refuses_a_malformed_catalog(api, kubeconfig, make_nodes, tmp_path):
     (node,) = make_nodes(1)
     options, sentence = catalog_options("type a list", tmp_path)
@@ -385,10 +382,6 @@ def test_inline_kubeconfig_in_the_inventory_never_leaks(api, inline_kubeconfig, 
     assert sorted(files_under(scratch)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="_runner.secret_values hides every string of an inline kubeconfig (user "
-                                       "and cluster names, the server URL), so results lose node names and the "
-                                       "server that contain them (see the report of the hostile-data work); "
-                                       "remove this mark once only credentials are hidden")
 def test_inline_kubeconfig_hides_credentials_not_the_names_in_results(api, inline_kubeconfig, make_nodes, tmp_path):
     user = inline_kubeconfig["users"][0]["name"]  # 'admin': a word a node or pool name may well contain
     names = make_nodes(1, pool=unique(user))

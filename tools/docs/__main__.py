@@ -42,8 +42,11 @@ enabled and hands the node to repair if the fault persists, `repair` isolates, d
 and hands the node to repair), `fault_status` (statuses that mean faulty, default
 `["True"]`), `category` (npu, gpu, network, runtime, storage, node), `severity`
 (info, warning, major, critical), `min_duration` (how long since `lastTransitionTime`
-before the fault counts: flap protection; `90`, `90s`, `5m`, `1h30m`), `unknown`
-(how status `Unknown` counts for this type), `description`.
+before the fault counts: flap protection; `90`, `90s`, `5m`, `1h30m`, at most `168h`),
+`unknown` (how status `Unknown` counts for this type), `source` (`condition`, the default,
+or `allocatable` for the device-plugin's card count), `description` (text). `fault_status`
+is a list. Each type appears once in a file and once in the variable: the variable
+overrides the file, and both override the defaults.
 
 Rules that are not entries: an `NT_*` condition that is `True` but not listed is a
 fault with the `defaults.uncatalogued` handling, flagged `uncatalogued`; an `Unknown`
