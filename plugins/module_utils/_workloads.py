@@ -25,6 +25,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
     rfc3339,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import stamp
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import parse_time
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
     Client,
     KubernetesError,
@@ -285,8 +286,15 @@ class RecoveryRun:
     # -- act -------------------------------------------------------------------------------------------------------
 
     def already_restarted(self, workload: Workload) -> bool:
+        """Restarted by this run, or by any run after the isolation of every node of it being remediated: a whole
+        restart already moved its ranks off those nodes, so another would only cost a checkpoint reload."""
         annotations = ((workload.obj or {}).get("metadata") or {}).get("annotations") or {}
-        return annotations.get(v.RESTARTED_RUN) == self.run_id
+        if annotations.get(v.RESTARTED_RUN) == self.run_id:
+            return True
+        restarted = parse_time(annotations.get(v.RESTARTED_AT))
+        isolated = [parse_time(((self.node_objects.get(name) or {}).get("metadata") or {}).get("annotations", {})
+                               .get(v.ISOLATED_AT)) for name in {p.get("node") for p in workload.pods} & set(self.nodes)]
+        return bool(restarted and isolated) and all(t is not None and t <= restarted for t in isolated)
 
     def mark_restarted(self, workload: Workload) -> None:
         self.client.patch(workload.path, {"metadata": {"annotations": {v.RESTARTED_RUN: self.run_id,
@@ -323,8 +331,10 @@ class RecoveryRun:
         # An operator's pace is not ours to wait for; a batch Job's controller runs here, so its ranks are waited for.
         workload.done = workload.strategy != RESTART_JOB
         if self.already_restarted(workload) and not self.left_suspended(workload):
+            annotations = ((workload.obj or {}).get("metadata") or {}).get("annotations") or {}
             workload.status = "already_restarted"
-            workload.message = f"already restarted whole in run {self.run_id}"
+            workload.message = (f"already restarted whole since its nodes were isolated (run "
+                                f"{annotations.get(v.RESTARTED_RUN)}, {annotations.get(v.RESTARTED_AT)})")
             return False
         recreator = "the Job controller" if workload.strategy == RESTART_JOB else "the operator"
         refusal = None if self.ignore_budgets else budget_refusal(pods, self.budgets(workload.namespace))

@@ -227,3 +227,27 @@ def test_collection_paths():
 ])
 def test_access_checked_before_the_first_write(key, strategy, obj, expected):
     assert w.required_access(key, strategy, obj, "ns") == expected
+
+
+def restart_judge(run_id, restarted_run, restarted_at, isolated_at):
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._workloads import RecoveryRun
+
+    node = {"metadata": {"name": "n1", "annotations": {v.ISOLATED_AT: isolated_at} if isolated_at else {}}}
+    run = RecoveryRun(client=None, nodes=["n1"], run_id=run_id, node_objects={"n1": node})
+    annotations = {v.RESTARTED_RUN: restarted_run, v.RESTARTED_AT: restarted_at} if restarted_run else {}
+    workload = w.Workload(api_version="batch/v1", kind="Job", namespace="ml", name="train",
+                          obj={"metadata": {"annotations": annotations}}, pods=[{"node": "n1"}])
+    return run.already_restarted(workload)
+
+
+@pytest.mark.parametrize("case, args, expected", [
+    ("this run restarted it", ("r2", "r2", "2026-11-29T12:00:00Z", "2026-11-29T11:00:00Z"), True),
+    ("an earlier run restarted it after the node was isolated: once per fault episode",
+     ("r2", "r1", "2026-11-29T12:00:00Z", "2026-11-29T11:59:00Z"), True),
+    ("restarted before this fault began: its ranks may sit on the node again",
+     ("r2", "r1", "2026-11-29T11:00:00Z", "2026-11-29T11:59:00Z"), False),
+    ("never restarted", ("r2", None, None, "2026-11-29T11:59:00Z"), False),
+    ("a node nobody isolated: only the run id counts", ("r2", "r1", "2026-11-29T12:00:00Z", None), False),
+])
+def test_a_training_job_is_restarted_once_per_fault_episode(case, args, expected):
+    assert restart_judge(*args) is expected, case
