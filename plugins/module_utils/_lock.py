@@ -176,8 +176,12 @@ def _lease_body(namespace: str, name: str, holder: str, duration: int, now: dt.d
     transitions = int(spec_before.get("leaseTransitions") or 0) + (0 if same_holder or not previous else 1)
     metadata: dict[str, Any] = dict((previous or {}).get("metadata") or {"name": name, "namespace": namespace})
     metadata["labels"] = {**(metadata.get("labels") or {}), "app.kubernetes.io/managed-by": v.COLLECTION}
+    annotations = dict(metadata.get("annotations") or {})
     if run_id:
-        metadata["annotations"] = {**(metadata.get("annotations") or {}), v.RUN_ID: run_id}
+        annotations[v.RUN_ID] = run_id
+    elif not same_holder:
+        annotations.pop(v.RUN_ID, None)  # the previous holder's run is not this one
+    metadata["annotations"] = annotations
     return {
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
         "spec": {"holderIdentity": holder, "leaseDurationSeconds": int(duration),

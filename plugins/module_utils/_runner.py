@@ -32,6 +32,8 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client imp
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 
 Range = tuple[Any, Any]  # (minimum or None, maximum or None)
+# Set by the action plugin for a module process on the controller's own machine: the run's ansible-playbook.
+CONTROLLER_PID = "NODE_RECOVERY_CONTROLLER_PID"
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,9 @@ def run_module(spec: ModuleSpec) -> None:
             super()._log_invocation()
 
     module = Module(argument_spec=spec.full_argument_spec(), supports_check_mode=True, **spec.checks())
-    result, warnings = execute(spec, module.params, check_mode=module.check_mode, diff=module._diff)
+    controller = os.environ.get(CONTROLLER_PID, "")
+    result, warnings = execute(spec, module.params, check_mode=module.check_mode, diff=module._diff,
+                               controller_pid=int(controller) if controller.isdigit() else None)
     for warning in warnings:
         module.warn(warning)
     if result.get("failed"):

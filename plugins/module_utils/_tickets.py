@@ -29,11 +29,15 @@ class TicketError(NodeRecoveryError):
 
 
 def episode_start(node: dict, classified: dict, now: dt.datetime) -> dt.datetime:
-    """When this fault episode began: the isolation of it, else its earliest fault, else now."""
-    times = [parse_time(annotations_of(node).get(v.ISOLATED_AT))]
-    if times[0] is None:
-        times = [parse_time(f.get("since")) for f in classified["faults"]]
-    return min([t for t in times if t is not None] or [now])
+    """When this fault episode began: its isolation, or the repair team's hand-back when the node was handed
+    back and goes to repair again (a new ticket); else its earliest fault; else now."""
+    annotations = annotations_of(node)
+    marks = [t for t in (parse_time(annotations.get(v.ISOLATED_AT)), parse_time(annotations.get(v.REPAIRED_AT)))
+             if t is not None]
+    if marks:
+        return max(marks)
+    faults = [t for t in (parse_time(f.get("since")) for f in classified["faults"]) if t is not None]
+    return min(faults or [now])
 
 
 def ticket_id(name: str, episode: dt.datetime) -> str:

@@ -417,6 +417,11 @@ def budget_refusal(pods: list[dict], pdbs: list[dict]) -> str | None:
     return "; ".join(refusals) or None
 
 
+def restarted_whole(workload: dict) -> bool:
+    """A training job this call restarted whole and whose restart went through (a failed or blocked one did not)."""
+    return workload["strategy"] in RESTARTS and bool(workload.get("action")) and workload["status"] not in UNRECOVERED
+
+
 def node_view(name: str, workloads: list[dict], check_mode: bool) -> dict:
     """What the recovery did for the work of one node (pure): its workloads, and whether they all run again."""
     mine = [w for w in workloads if name in w["nodes"]]
@@ -424,8 +429,7 @@ def node_view(name: str, workloads: list[dict], check_mode: bool) -> dict:
     unrecovered = [ref for ref, w in zip(refs, mine) if w["status"] in UNRECOVERED + ("not_waited",)]
     return {"name": name, "workloads": refs, "recovered": not check_mode and not unrecovered,
             "unrecovered": unrecovered,
-            "restarted": [ref for ref, w in zip(refs, mine) if w.get("action") and w["strategy"] in RESTARTS
-                          and not check_mode],
+            "restarted": [ref for ref, w in zip(refs, mine) if restarted_whole(w) and not check_mode],
             "lost": [f"{w['namespace']}/{w['name']}" for w in mine if w["status"] == "lost"],
             "messages": [f"{ref}: {w['message']}" for ref, w in zip(refs, mine) if w.get("message")]}
 

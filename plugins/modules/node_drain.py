@@ -122,9 +122,9 @@ attributes:
   diff_mode:
     support: full
 notes:
-  - "RBAC: C(get)/C(patch) on C(nodes); C(list) on C(pods) and C(poddisruptionbudgets); C(create) on C(pods/eviction);
-    C(delete) on C(pods); C(create) on C(events) in namespace C(default). Missing permissions are found before the first
-    write."
+  - "RBAC: C(get)/C(patch) on C(nodes); C(list) and C(watch) on C(pods); C(list) and C(get) on C(poddisruptionbudgets);
+    C(create) on C(pods/eviction); C(delete) on C(pods); C(create) on C(events) in namespace C(default). Missing
+    permissions are found before the first write."
 seealso:
   - module: ai_infra.node_recovery.node_isolate
   - module: kubernetes.core.k8s_drain
@@ -199,11 +199,13 @@ nodes:
         pdb: {description: The PodDisruptionBudget that blocked it., type: str, returned: always}
         attempts: {description: Eviction or deletion requests made., type: int, returned: always}
         grace_period: {description: "Grace period the pod was given, in seconds.", type: int, returned: always}
+        node: {description: The node the pod was on., type: str, returned: always}
         will_return: {description: Whether a controller recreates the pod elsewhere., type: bool, returned: always}
         seconds: {description: Seconds from the start of the drain until the pod was gone., type: float, returned: always}
       sample:
         - {namespace: serving, name: llm-7d9f-abcde, owner: ReplicaSet/llm-7d9f, action: evict, outcome: evicted,
-           reason: managed by ReplicaSet llm-7d9f, pdb: null, attempts: 1, grace_period: 30, will_return: true, seconds: 1.2}
+           reason: managed by ReplicaSet llm-7d9f, pdb: null, attempts: 1, grace_period: 30, will_return: true, seconds: 1.2,
+           node: npu-a-0003}
     summary:
       description: Number of pods per outcome.
       returned: always

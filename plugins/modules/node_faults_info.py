@@ -97,6 +97,8 @@ nodes:
                    elements: dict, returned: always}
     state: {description: "Recovery state from the collection's annotations (V(none), V(isolated), V(draining), ...).",
             type: str, returned: always}
+    isolated_by_us: {description: "Whether this collection isolated the node (its annotation or taint is there).",
+                     type: bool, returned: always}
     cordon_owner: {description: "Who holds the cordon: V(none), V(node_recovery) or V(person).", type: str,
                    returned: always}
   sample:

@@ -42,7 +42,8 @@ options:
     description:
       - Fault types that justify the isolation, for every node given. The first one becomes the taint value.
       - When empty, each node's own faults as they are now, classified with the fault catalog (the classification
-        options); a node already isolated by this collection keeps its recorded reasons when it has no fault now.
+        options); a node already isolated by this collection keeps its recorded reasons when it has no fault now, and
+        a node with neither is isolated with the reason C(unspecified) (it was asked for by name).
     type: list
     elements: str
     default: []

@@ -183,7 +183,7 @@ EXAMPLES = r"""
 - name: It does, so repair rather than reboot again
   ai_infra.node_recovery.node_repair:
     name: npu-a-0003
-  when: history.escalate
+  when: history.nodes[0].escalate
 """
 
 RETURN = r"""
@@ -195,12 +195,15 @@ nodes:
   contains:
     name: {description: Name of the node., type: str, returned: always}
     changed: {description: "Whether this node was changed (or would be, in check mode).", type: bool, returned: always}
-    failed: {description: Whether acting on this node failed (see C(msg))., type: bool, returned: always}
+    failed: {description: "Whether acting on this node failed (see C(msg)).", type: bool, returned: always}
     msg: {description: Why acting on this node failed., type: str, returned: when failed}
     started: {description: When acting on this node started (UTC)., type: str, returned: always}
     finished: {description: When acting on this node finished (UTC)., type: str, returned: always}
     ticket_id:
-      description: Id of the repair ticket (new, or the one the node already has).
+      description:
+        - Id of the repair ticket (new, or the one the node already has). One per fault episode - derived from the
+          node's isolation (or the repair team's last hand-back), else its earliest fault - so a retried hand-off
+          sends the same id and a receiver can de-duplicate by it.
       returned: when O(state) is not V(recorded)
       type: str
       sample: NR-20261129T120000Z-npu-a-0003
@@ -225,6 +228,27 @@ nodes:
     state:
       description: The node's recovery state afterwards.
       returned: when O(state) is not V(recorded)
+      type: str
+    ticket_ref:
+      description: The repair system's own reference, when there is one.
+      returned: when O(state) is V(in_repair) or V(repaired)
+      type: str
+    by:
+      description: Who took the node or gave it back (O(by)).
+      returned: when O(state) is V(in_repair) or V(repaired)
+      type: str
+    at:
+      description: When (UTC).
+      returned: when O(state) is V(in_repair) or V(repaired)
+      type: str
+    recorded:
+      description: The fault types whose occurrence this call added to the history (an episode counts once).
+      returned: when O(state=recorded)
+      type: list
+      elements: str
+    action:
+      description: The node's strongest catalog action now.
+      returned: when O(state=recorded)
       type: str
     escalate:
       description: Whether a current fault reached O(escalate_after) occurrences within O(history_window).

@@ -66,7 +66,7 @@ EXAMPLES = r"""
   ai_infra.node_recovery.node_return:
     name: npu-a-0003
   register: back
-  until: back.returned or back.nodes[0].wait_seconds is none
+  until: back.returned or back.nodes[0].wait_seconds | default(none) is none
   retries: 30
   delay: 20
 
@@ -94,7 +94,8 @@ nodes:
     started: {description: When acting on this node started (UTC)., type: str, returned: always}
     finished: {description: When acting on this node finished (UTC)., type: str, returned: always}
     returned:
-      description: Whether the node is back in service (also true when it already was).
+      description: Whether the node is back in service (also true when it already was; false in check mode, where
+        RV(nodes[].changed) says whether it would return).
       returned: always
       type: bool
     reasons:
@@ -128,7 +129,7 @@ nodes:
       returned: always
       type: str
 returned:
-  description: Whether every node given is returned to service (or already was).
+  description: Whether every node given is returned to service (or already was); false in check mode.
   returned: always
   type: bool
 failed_nodes:

@@ -24,16 +24,24 @@ description:
     gone, so all ranks are recreated together and no rank ever runs twice; a Job admitted by Kueue is evicted pod by
     pod instead. A Volcano Job gets a C(bus.volcano.sh/v1alpha1) Command with action C(RestartJob) (what
     C(vcctl job restart) creates). Kubeflow jobs and JobSets have every pod stopped through the Eviction API with
-    its grace period, and their operator recreates them. The restart is recorded on the job (annotation
-    C(node-recovery.ai-infra.io/restarted-run)) so a second call in the same run does not restart it again.
+    its grace period, and their operator recreates them. The restart is recorded on the job (annotations
+    C(node-recovery.ai-infra.io/restarted-run) and C(restarted-at)), and a job is restarted once per fault episode -
+    not again by this run, nor by a later run once it was restarted after every remediated node it ran on was
+    isolated.
+  - A whole restart never force-deletes a pod on a Ready node (its kubelet enforces the grace period). A batch Job
+    whose rank does not stop within its grace period and a margin stays suspended, with the label
+    C(node-recovery.ai-infra.io/suspended-by-run), and is reported failed. Any later run finds such Jobs by that label,
+    wherever they run, and resumes them once their pods are gone. Pods on a node that is not Ready are force-deleted
+    at once, since their kubelet can confirm nothing.
   - The retry budget of each training job is reported (C(backoffLimit) vs C(status.failed), C(maxRetry) vs
-    C(status.retryCount), C(runPolicy.backoffLimit), C(failurePolicy.maxRestarts) vs C(status.restarts)), and a job
-    about to exhaust it is called out in RV(warnings).
+    C(status.retryCount), C(runPolicy.backoffLimit), C(failurePolicy.maxRestarts) vs C(status.restartsCountTowardsMax)
+    or C(status.restarts)), and a job about to exhaust it is called out in RV(warnings).
   - B(Bare pods) are reported lost; with O(recreate_unmanaged) they are re-created from their spec without the node
     binding.
   - DaemonSet and static pods belong to their node and are left alone.
   - Every action is recorded as a Kubernetes Event (reason C(NodeRecoveryWorkloadRestarted)) on the node.
-  - Fails, with the full report, when a workload is not recovered within O(wait_timeout).
+  - Fails, with the full report, when a workload does not run again - it timed out (O(wait_timeout)), its restart
+    failed, or a PodDisruptionBudget blocked it (see O(restart_ignores_budgets)) - also with O(wait=false).
 author:
   - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
@@ -86,7 +94,7 @@ options:
     default: 300
   run_id:
     description:
-      - Id of the remediation run. A training job already restarted in this run is not restarted again.
+      - Id of the remediation run, recorded on every job it restarts (a job is restarted once per fault episode).
       - Defaults to the run id the isolation recorded on the nodes (annotation C(node-recovery.ai-infra.io/run-id)),
         or a new id.
     type: str
@@ -187,7 +195,8 @@ workloads:
       returned: always
     status:
       description:
-        - "V(recovered), V(restarted), V(restart_requested), V(already_restarted), V(recreated), V(lost), V(skipped),
+        - "V(recovered), V(restarted), V(restart_requested), V(already_restarted), V(recreated), V(already_recreated),
+          V(lost), V(skipped),
           V(timeout), V(failed), V(blocked) (a PodDisruptionBudget forbids the whole restart), V(not_waited) or, in
           check mode, V(planned)."
       type: str
@@ -268,7 +277,7 @@ lost:
   type: list
   elements: str
 unrecovered:
-  description: Workloads that timed out or failed.
+  description: Workloads that do not run again (timed out, failed or blocked by a PodDisruptionBudget).
   returned: always
   type: list
   elements: str

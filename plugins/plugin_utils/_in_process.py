@@ -25,7 +25,12 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import HAS_KUBERNETES, remove_certificate_files
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, execute, secret_values
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import (
+    CONTROLLER_PID,
+    ModuleSpec,
+    execute,
+    secret_values,
+)
 
 display = Display()
 PARENT_CHECK_SECONDS = 0.5
@@ -60,6 +65,8 @@ class InProcessAction(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         if not self._on_controller():
+            if self._connection.transport == "local":  # still this machine: the module may watch the run's life
+                self._task.environment = [*(self._task.environment or []), {CONTROLLER_PID: str(os.getppid())}]
             result.update(self._execute_module(module_name=self._task.resolved_action, module_args=self._task.args,
                                                task_vars=task_vars, wrap_async=self._task.async_val))
             return result

@@ -1,7 +1,8 @@
 """Fixtures for tests against the real local control plane (never a mock of the API).
 
 The cluster is session-scoped: reused when already up, started (and stopped at the
-end) otherwise. Tests that act on nodes create their own, with a pool label of their
+end) otherwise, with the default pools in either case, so `pytest tests/integration`
+works on a fresh machine as `make integration` does. Tests that act on nodes create their own, with a pool label of their
 own, so tests never see each other's faults."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
 from tools.localcluster import cluster as localcluster
+from tools.localcluster import nodes as localnodes
 
 from .helpers import NodeFactory, exists, unique, wait_for
 
@@ -22,6 +24,9 @@ def cluster():
     if not localcluster.is_up():
         localcluster.up(verbose=False)
         started_here = True
+    # As `make integration` (localcluster up) leaves it: the default pools some tests read; creating a node that
+    # exists already changes nothing, so a cluster started by `up --no-populate` gets them too.
+    localnodes.wait_ready(localnodes.populate())
     yield localcluster.status()
     if started_here and not os.environ.get("KEEP_LOCALCLUSTER"):
         localcluster.down(verbose=False)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import sanitize
 
 from .helpers import (
     VENV_BIN,
@@ -22,11 +23,13 @@ from .helpers import (
     node,
     run_module,
     service_account_kubeconfig,
-    wait_for,
+    unique,
 )
 
 GOLDEN = Path(__file__).parent / "golden" / "inventory_list.json"
-GOLDEN_POOL = "golden"
+# The pool's name is this test session's own (two sessions on one cluster never share nodes); the golden
+# file says "golden" where it stands.
+GOLDEN_POOL = unique("golden")
 
 
 def inventory(tmp_path: Path, config: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -38,15 +41,8 @@ def inventory(tmp_path: Path, config: dict, *args: str, env: dict | None = None)
 
 @pytest.fixture
 def golden_pool(api, make_nodes):
-    """Four nodes in a fixed pool, one of each kind of signal: healthy, condition fault,
+    """Four nodes in the session's golden pool, one of each kind of signal: healthy, condition fault,
     allocatable card loss, Unknown check (suspect)."""
-    for name in [f"{GOLDEN_POOL}-{i:04d}" for i in range(4)]:  # leftovers of an interrupted run
-        try:
-            api.request("DELETE", f"/api/v1/nodes/{name}")
-        except Exception:  # noqa: BLE001 - absent is fine
-            pass
-    wait_for(lambda: not api.list("/api/v1/nodes", label_selector=f"{localnodes.POOL_LABEL}={GOLDEN_POOL}"), 30,
-             "old golden nodes gone")
     names = make_nodes(4, pool=GOLDEN_POOL)
 
     def inject() -> None:
@@ -84,13 +80,14 @@ def plain(value):
 
 
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 
 
 def normalise(text: str) -> tuple[dict, dict[str, list]]:
     """What truly varies between runs is masked - times and ages, the cluster's uid, the path of its
     kubeconfig - and returned apart by key, to be checked on their own; everything else must match the
     golden file."""
-    data = json.loads(text)
+    data = json.loads(text.replace(GOLDEN_POOL, "golden").replace(sanitize(GOLDEN_POOL), "golden"))
     masked: dict[str, list] = {}
 
     def mask(key: str, value, label: str):
@@ -113,6 +110,8 @@ def normalise(text: str) -> tuple[dict, dict[str, list]]:
             return mask(key, value, "<seconds>")
         if isinstance(value, str) and TIME.fullmatch(value):
             return mask("time", value, "<time>")
+        if isinstance(value, str) and IPV4.fullmatch(value):  # the pool's addresses follow its (session's) name
+            return mask("address", value, "<address>")
         return value
 
     return scrub(data), masked
@@ -129,6 +128,9 @@ def test_inventory_list_matches_golden_file(api, tmp_path, kubeconfig, golden_po
         pytest.fail(f"{GOLDEN.name} rewritten: review the diff and run again without UPDATE_GOLDEN")
     assert actual == json.loads(GOLDEN.read_text())
     # The masked values, each checked for what it must be.
+    addresses = {a["address"] for n in golden_pool for a in node(api, n)["status"]["addresses"]
+                 if a["type"] == "InternalIP"}
+    assert set(masked["address"]) == addresses  # ansible_host and the classification: each node's InternalIP
     uid = api.get("/api/v1/namespaces/kube-system")["metadata"]["uid"]
     assert set(masked["node_recovery_cluster_id"]) == {uid}
     assert set(masked["kubeconfig"]) == {kubeconfig}
@@ -160,7 +162,7 @@ def test_inventory_groups_and_variables(tmp_path, kubeconfig, golden_pool):
     assert members("fault_allocatable_card_loss") == {alloc}
     assert members("action_reboot_then_repair") == {card_lose, alloc}
     assert members("category_npu") == {card_lose, alloc}
-    assert members("pool_golden") == set(golden_pool)
+    assert members(f"pool_{sanitize(GOLDEN_POOL)}") == set(golden_pool)
     assert members("state_none") == set(golden_pool)
     assert members("accel_huawei_Ascend910") == set(golden_pool)
     assert data["_meta"]["hostvars"][alloc]["k8s_labels"]["accelerator"] == {"__ansible_unsafe": "huawei-Ascend910"}
@@ -187,7 +189,7 @@ def test_inventory_of_the_nodes_that_need_attention(tmp_path, api, kubeconfig, g
 
     data = listed()
     assert set(data["_meta"]["hostvars"]) == {card_lose, alloc, unknown}
-    assert set(data["pool_golden"]["hosts"]) == {card_lose, alloc, unknown}
+    assert set(data[f"pool_{sanitize(GOLDEN_POOL)}"]["hosts"]) == {card_lose, alloc, unknown}
     # a group variable of cluster_default, which --list shows on each host
     assert plain(data["_meta"]["hostvars"][card_lose]["node_recovery_pools"])[GOLDEN_POOL] == {
         "total": 4, "healthy": 1, "suspect": 1, "faulty": 2, "actionable": 2, "faulty_fraction": 0.5}
