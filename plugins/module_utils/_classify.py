@@ -190,6 +190,9 @@ def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.dateti
         "internal_ip": addresses.get("InternalIP"),
         "hostname": addresses.get("Hostname"),
         "provider_id": (node.get("spec") or {}).get("providerID"),
+        # What the kubelet reports of its machine: a reboot over SSH checks it reached this very machine.
+        "boot_id": (status.get("nodeInfo") or {}).get("bootID") or None,
+        "machine_id": (status.get("nodeInfo") or {}).get("machineID") or None,
         "ready": ready,
         "health": health,
         "action": action,

@@ -225,5 +225,7 @@ def slim_node(node: dict) -> dict:
                      "annotations": {k: val for k, val in (meta.get("annotations") or {}).items()
                                      if k != "kubectl.kubernetes.io/last-applied-configuration"}},
         "spec": {k: spec[k] for k in ("unschedulable", "providerID", "taints") if k in spec},
-        "status": {k: status[k] for k in ("conditions", "capacity", "allocatable", "addresses") if k in status},
+        "status": {**{k: status[k] for k in ("conditions", "capacity", "allocatable", "addresses") if k in status},
+                   "nodeInfo": {k: val for k, val in (status.get("nodeInfo") or {}).items()
+                                if k in ("bootID", "machineID")}},
     }

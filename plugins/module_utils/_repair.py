@@ -12,6 +12,7 @@ parts come first; the API calls follow; a batch of nodes is handled at once.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -370,3 +371,27 @@ def reboot_verdict(recorded: dict | None, classified: dict, enabled: bool, escal
     return {"name": classified.get("name") or (recorded or {}).get("name"), "reboot": reason is None,
             "isolated": bool(classified.get("isolated_by_us")),
             "reason": reason, "repair": reason not in (None, NO_FAULT_NOW, NOT_ISOLATED), "faults": faults}
+
+
+def reboot_target_problem(classified: dict, address: str, identity: list[str] | None = None) -> str | None:
+    """Why a reboot over SSH must not go ahead (pure): the address to connect to is not an IP address, or the
+    machine reached there is not the node (its boot id and machine id against the kubelet's). None: go ahead.
+    Without `identity` (not read yet) only the address is judged."""
+    name = classified.get("name")
+    try:
+        ipaddress.ip_address(str(address))
+    except ValueError:
+        return (f"{name}: the address to reboot it at, '{address}', is not an IP address (the node reports no "
+                "InternalIP?), so it is not rebooted")
+    if identity is None:
+        return None
+    expected = {"boot id": classified.get("boot_id"), "machine id": classified.get("machine_id")}
+    if not any(expected.values()):
+        return f"{name}: the node reports neither a boot id nor a machine id, so the machine at {address} cannot be " \
+               "proven to be it; it is not rebooted"
+    found = dict(zip(("boot id", "machine id"), [line.strip().replace("-", "") for line in identity] + ["", ""]))
+    for what, value in expected.items():
+        if value and value.replace("-", "") != found[what]:
+            return (f"{name}: the machine at {address} is not this node (its {what} is '{found[what] or 'unknown'}', "
+                    f"the node's is '{value}'), so it is not rebooted")
+    return None

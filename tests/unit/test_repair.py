@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
+
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _repair as r
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 
@@ -69,3 +71,23 @@ def test_actions_tried_are_updated_in_place_within_a_run():
     for i in range(r.MAX_ACTIONS + 5):
         many = r.append_action(many, {"action": "reboot"}, f"run-{i}", NOW)
     assert len(many) == r.MAX_ACTIONS and many[-1]["run_id"] == f"run-{r.MAX_ACTIONS + 4}"
+
+
+BOOT = "0d7c4bde-8f23-4b0e-9d3c-5a1f2e3d4c5b"
+MACHINE = "4f0e3c8e6d5a4b6e9a431c2f3e4d5a6b"
+
+
+@pytest.mark.parametrize("address, identity, node_ids, problem", [
+    ("10.0.0.7", None, (BOOT, MACHINE), None),
+    ("fd00::7", [BOOT, MACHINE], (BOOT, MACHINE), None),
+    ("npu-a-0003", None, (BOOT, MACHINE), "'npu-a-0003', is not an IP address"),
+    ("10.0.0.7", ["ffffffff-8f23-4b0e-9d3c-5a1f2e3d4c5b", MACHINE], (BOOT, MACHINE), "is not this node (its boot id"),
+    ("10.0.0.7", [BOOT, "0" * 32], (BOOT, MACHINE), "is not this node (its machine id"),
+    ("10.0.0.7", [BOOT], (BOOT, MACHINE), "its machine id is 'unknown'"),
+    ("10.0.0.7", [BOOT, MACHINE], (None, None), "cannot be proven to be it"),
+    ("10.0.0.7", [BOOT.replace("-", ""), MACHINE], (BOOT, None), None),  # dashes or not, the same id
+])
+def test_a_reboot_over_ssh_reaches_only_the_node_it_is_for(address, identity, node_ids, problem):
+    classified = {"name": "npu-a-0003", "boot_id": node_ids[0], "machine_id": node_ids[1]}
+    found = r.reboot_target_problem(classified, address, identity)
+    assert found is None if problem is None else (problem in found and found.startswith("npu-a-0003: ")), found
