@@ -20,6 +20,9 @@ DEFAULT_MAX_PARALLEL = 32
 NAME_SPEC: dict[str, Any] = {"type": "list", "elements": "str", "required": True, "aliases": ["names"]}
 MAX_PARALLEL_SPEC: dict[str, Any] = {"type": "int", "default": DEFAULT_MAX_PARALLEL}
 MAX_PARALLEL_RANGE = (1, 256)
+# What every batch module takes: the nodes and how many at once.
+BATCH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {"name": NAME_SPEC, "max_parallel": MAX_PARALLEL_SPEC}
+BATCH_RANGES = {"max_parallel": MAX_PARALLEL_RANGE}
 
 
 def stamp() -> str:

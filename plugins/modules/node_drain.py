@@ -251,18 +251,13 @@ run_id:
   type: str
 """
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import (
-    MAX_PARALLEL_RANGE,
-    MAX_PARALLEL_SPEC,
-    NAME_SPEC,
-)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import BATCH_ARGUMENT_SPEC, BATCH_RANGES
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._drain import drain_nodes
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 
 SPEC = ModuleSpec(
     argument_spec=dict(
-        name=NAME_SPEC,
-        max_parallel=MAX_PARALLEL_SPEC,
+        **BATCH_ARGUMENT_SPEC,
         timeout={"type": "int", "default": 300},
         concurrency={"type": "int", "default": 32},
         grace_period={"type": "int"},
@@ -276,7 +271,7 @@ SPEC = ModuleSpec(
         run_id={"type": "str"},
     ),
     run=drain_nodes,
-    ranges={"max_parallel": MAX_PARALLEL_RANGE, "timeout": (0, None), "concurrency": (1, None),
+    ranges={**BATCH_RANGES, "timeout": (0, None), "concurrency": (1, None),
             "grace_period": (0, None), "force_delete_stuck_after": (0, None)},
 )
 

@@ -153,28 +153,23 @@ run_id:
   type: str
 """
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import (
-    MAX_PARALLEL_RANGE,
-    MAX_PARALLEL_SPEC,
-    NAME_SPEC,
-)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import BATCH_ARGUMENT_SPEC, BATCH_RANGES
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import EFFECTS, isolate_nodes
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 
 SPEC = ModuleSpec(
     argument_spec=dict(
-        name=NAME_SPEC,
+        **BATCH_ARGUMENT_SPEC,
         state={"type": "str", "choices": ["isolated", "released"], "default": "isolated"},
         reasons={"type": "list", "elements": "str", "default": []},
         effect={"type": "str", "choices": list(EFFECTS), "default": "NoSchedule"},
         force={"type": "bool", "default": False},
-        max_parallel=MAX_PARALLEL_SPEC,
         run_id={"type": "str"},
         **CLASSIFY_ARG_SPEC,
     ),
     run=isolate_nodes,
-    ranges={"max_parallel": MAX_PARALLEL_RANGE},
+    ranges=BATCH_RANGES,
 )
 
 

@@ -297,11 +297,7 @@ message:
   type: str
 """
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import (
-    MAX_PARALLEL_RANGE,
-    MAX_PARALLEL_SPEC,
-    NAME_SPEC,
-)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import BATCH_ARGUMENT_SPEC, BATCH_RANGES
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._repair import repair_nodes
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
@@ -309,8 +305,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook im
 
 SPEC = ModuleSpec(
     argument_spec=dict(
-        name=NAME_SPEC,
-        max_parallel=MAX_PARALLEL_SPEC,
+        **BATCH_ARGUMENT_SPEC,
         state={"type": "str", "default": "requested", "choices": ["requested", "in_repair", "repaired", "recorded"]},
         by={"type": "str"},
         ticket_ref={"type": "str"},
@@ -331,7 +326,7 @@ SPEC = ModuleSpec(
         **CLASSIFY_ARG_SPEC,
     ),
     run=repair_nodes,
-    ranges={"max_parallel": MAX_PARALLEL_RANGE, "history_window": (1, None), "escalate_after": (1, None),
+    ranges={**BATCH_RANGES, "history_window": (1, None), "escalate_after": (1, None),
             "webhook_timeout": (1, None), "webhook_retries": (0, None), "events_limit": (0, None)},
     check=lambda params: url_problem("webhook_url", params["webhook_url"]),
     required_if=(("state", "in_repair", ("by",)), ("state", "repaired", ("by",))),

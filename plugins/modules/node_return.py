@@ -143,25 +143,20 @@ message:
   type: str
 """
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import (
-    MAX_PARALLEL_RANGE,
-    MAX_PARALLEL_SPEC,
-    NAME_SPEC,
-)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import BATCH_ARGUMENT_SPEC, BATCH_RANGES
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._return import return_nodes
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 
 SPEC = ModuleSpec(
     argument_spec=dict(
-        name=NAME_SPEC,
-        max_parallel=MAX_PARALLEL_SPEC,
+        **BATCH_ARGUMENT_SPEC,
         healthy_delay={"type": "int", "default": 300},
         run_id={"type": "str"},
         **CLASSIFY_ARG_SPEC,
     ),
     run=return_nodes,
-    ranges={"max_parallel": MAX_PARALLEL_RANGE, "healthy_delay": (0, None)},
+    ranges={**BATCH_RANGES, "healthy_delay": (0, None)},
 )
 
 
