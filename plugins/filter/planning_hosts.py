@@ -15,7 +15,7 @@ description:
     (a C(--limit @file) falls back to every host, narrowed by the limit), else none.
 author:
   - ai_infra node_recovery maintainers (!UNKNOWN)
-positional: limit
+positional: limit, inventory
 options:
   _input:
     description: Node names asked for, or null.
@@ -24,11 +24,20 @@ options:
   limit:
     description: The C(ansible_limit) magic variable, or null.
     type: str
+  inventory:
+    description:
+      - The inventory's hosts (C(groups['all'])). When given, only the nodes asked for that are inventory hosts go
+        into the play (the others are planned all the same, from the cluster), so a run with no node inventory logs
+        no warning per node.
+    type: list
+    elements: str
 """
 
 EXAMPLES = r"""
 - name: Plan the run
-  hosts: "{{ recover_nodes | default(none) | ai_infra.node_recovery.planning_hosts(ansible_limit | default(none)) }}"
+  hosts: >-
+    {{ recover_nodes | default(none) | ai_infra.node_recovery.planning_hosts(ansible_limit | default(none),
+       groups['all']) }}
   gather_facts: false
   tasks: []
 """
@@ -43,11 +52,12 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 
-def planning_hosts(nodes, limit=None):
+def planning_hosts(nodes, limit=None, inventory=None):
     if nodes is not None:
         if not isinstance(nodes, (list, tuple)) or not all(isinstance(n, str) and n for n in nodes):
             raise AnsibleFilterError("the nodes asked for must be a list of node names")
-        return [*nodes, "localhost"]
+        known = set(inventory) if inventory is not None else None
+        return [n for n in nodes if known is None or n in known] + ["localhost"]
     if limit:
         return ["all" if str(limit).startswith("@") else str(limit), "localhost"]
     return ["localhost"]

@@ -45,7 +45,10 @@ class WatcherProcess:
 
     def __exit__(self, *exc) -> None:
         if self.proc.poll() is None:
-            self.stop()
+            try:
+                self.stop()
+            except subprocess.TimeoutExpired:  # a run still going: a second signal interrupts it (as on Ctrl-C twice)
+                self.stop()
 
     def alive(self) -> bool:
         assert self.proc.poll() is None, f"the watcher exited with {self.proc.returncode}:\n{self.text()[-3000:]}"
