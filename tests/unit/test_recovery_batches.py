@@ -278,9 +278,9 @@ def test_bad_batch_options_are_one_sentence(args, message):
 
 def test_batch_options_default_and_null_means_default():
     assert {k: validate_args({})[k] for k in ("coalesce_seconds", "retry_seconds", "max_attempts")} == {
-        "coalesce_seconds": 2, "retry_seconds": 60, "max_attempts": 3}
+        "coalesce_seconds": 1, "retry_seconds": 60, "max_attempts": 3}
     given = validate_args({"coalesce_seconds": None, "retry_seconds": 5.5, "max_attempts": None})
-    assert (given["coalesce_seconds"], given["retry_seconds"], given["max_attempts"]) == (2, 5.5, 3)
+    assert (given["coalesce_seconds"], given["retry_seconds"], given["max_attempts"]) == (1, 5.5, 3)
 
 
 def _source_with_sink(**args):

@@ -209,7 +209,7 @@ def test_bad_settings_are_one_sentence_and_change_nothing(tmp_path, settings, me
 
 def test_defaults_suit_a_rack():
     settings = Settings(data_dir=None)
-    assert (settings.max_parallel, settings.max_runs, settings.coalesce_seconds) == (32, 1, 2.0)
+    assert (settings.max_parallel, settings.max_runs, settings.coalesce_seconds) == (32, 1, 1.0)
 
 
 def test_a_burst_waits_for_the_window_and_becomes_one_run(tmp_path):

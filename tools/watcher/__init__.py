@@ -75,7 +75,7 @@ class Settings:
     extra_vars: dict[str, Any] = field(default_factory=dict)
     max_parallel: int = 32  # nodes in remediation at once (a rack)
     max_runs: int = 1  # playbook runs at once
-    coalesce_seconds: float = 2.0  # a run waits this long after its first node for the rest of a burst
+    coalesce_seconds: float = 1.0  # a run waits this long after its first node for the rest of a burst
     max_unhealthy: str = "20%"  # storm brake, as in the recover playbook: a count or a percentage of a pool
     stop_timeout: float = 900.0  # on SIGTERM, how long running playbooks may take to finish
     interrupt_grace: float = 30.0  # after SIGINT, how long before the run is killed

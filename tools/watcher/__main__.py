@@ -51,10 +51,10 @@ def parser() -> argparse.ArgumentParser:
                         help="nodes in remediation at once, and so at most in one run (default 32: a rack)")
     limits.add_argument("--max-runs", type=int, default=1,
                         help="playbook runs at once (default 1: the recover playbook holds one lock)")
-    limits.add_argument("--coalesce-seconds", type=float, default=2,
+    limits.add_argument("--coalesce-seconds", type=float, default=1,
                         help="a run starts this long after its first node became ready and takes every node "
                              "ready by then, so a burst of faults is one run; nodes that became ready during "
-                             "a run start at once when it ends (default 2; 0: no wait)")
+                             "a run start at once when it ends (default 1; 0: no wait)")
     limits.add_argument("--max-unhealthy", default="20%",
                         help="storm brake: faulty nodes a pool may have, a count or a percentage (default 20%%)")
     limits.add_argument("--stop-timeout", type=float, default=900,
