@@ -89,7 +89,11 @@ def cluster_state(api, names: list[str]) -> dict:
     for name in names:
         node = api.get(f"/api/v1/nodes/{name}")
         events = api.list("/api/v1/events", field_selector=f"involvedObject.kind=Node,involvedObject.name={name}")
-        state[name] = {"labels": node["metadata"].get("labels"), "annotations": node["metadata"].get("annotations"),
+        # The controller-manager's TTL controller sets node.alpha.kubernetes.io/ttl from the size of the whole
+        # cluster, whenever other tests add or remove nodes: not a change of ours.
+        annotations = {k: val for k, val in (node["metadata"].get("annotations") or {}).items()
+                       if k != "node.alpha.kubernetes.io/ttl"}
+        state[name] = {"labels": node["metadata"].get("labels"), "annotations": annotations,
                        "unschedulable": node["spec"].get("unschedulable"), "taints": node["spec"].get("taints"),
                        "events": sorted((e["reason"], e["metadata"]["uid"]) for e in events
                                         if (e.get("source") or {}).get("component") == COLLECTION)}

@@ -319,28 +319,52 @@ def test_forbidden_verb_is_named(api, namespace, tmp_path):
     assert "verb 'create' on resource 'leases.coordination.k8s.io'" in result["msg"], result["msg"]
 
 
-def run_async(directory: Path, args: dict) -> dict:
-    """The task as a module process (async is never run inside the controller's worker)."""
+def run_async(directory: Path, args: dict, hold: int = 0) -> dict:
+    """The task as a module process (async is never run inside the controller's worker), the run going on for
+    `hold` seconds after it."""
     out = directory / "result.json"
     play = start_play(directory, [
         {"name": "lock as a module process", "ai_infra.node_recovery.remediation_lock": args, "async": 60,
          "poll": 1, "register": "result", "ignore_errors": True},
         {"name": "save result", "ansible.builtin.copy": {"content": "{{ result | to_json }}", "dest": str(out)}},
+        {"name": "the run goes on", "ansible.builtin.pause": {"seconds": hold}, "when": hold > 0},
     ])
     output, _ = play.communicate(timeout=300)
     assert out.exists(), output
     return json.loads(out.read_text())
 
 
-def test_keep_alive_needs_the_controller_and_works_without_it_when_asked(api, kubeconfig, namespace, tmp_path):
+def run_detached(directory: Path, args: dict) -> dict:
+    """The module as a process of its own outside any run (as on a host that is not the controller): it knows of
+    no ansible-playbook whose life the lock could follow."""
+    arguments = directory / "args.json"
+    arguments.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    proc = subprocess.run([str(VENV_BIN / "python"), "-m",
+                           "ansible_collections.ai_infra.node_recovery.plugins.modules.remediation_lock",
+                           str(arguments)], capture_output=True, text=True, timeout=120,
+                          env={k: val for k, val in os.environ.items() if k != "NODE_RECOVERY_CONTROLLER_PID"})
+    return json.loads(proc.stdout)
+
+
+def test_keep_alive_follows_the_run_in_a_module_process_on_the_controller_and_needs_one(api, kubeconfig, namespace,
+                                                                                      tmp_path):
     base = {"namespace": namespace, "name": "remote", "holder": "remote-run", "kubeconfig": kubeconfig}
-    refused = run_async(tmp_path, base)
+    # async runs the module as a process of its own; on the controller it still keeps the lock for its run.
+    kept = run_async(tmp_path, {**base, "duration": 3}, hold=6)
+    assert kept["changed"] is True and kept.get("keep_alive_pid"), kept
+    spec = lease_of(api, namespace, "remote")["spec"]
+    renewed = (dt.datetime.fromisoformat(spec["renewTime"].replace("Z", "+00:00"))
+               - dt.datetime.fromisoformat(spec["acquireTime"].replace("Z", "+00:00"))).total_seconds()
+    assert renewed >= 3, f"renewed {renewed:.1f}s after it was taken: the renewer did not follow the run"
+    # A module process that belongs to no run (a host that is not the controller) cannot: one sentence, nothing taken.
+    base = {**base, "name": "elsewhere"}
+    refused = run_detached(tmp_path, base)
     assert refused["failed"] is True and "\n" not in refused["msg"]
     assert "delegate_to: localhost" in refused["msg"] and "keep_alive: false" in refused["msg"]
-    assert not exists(api, LEASES.format(ns=namespace) + "/remote"), "a refused task takes nothing"
-    taken = run_async(tmp_path, {**base, "keep_alive": False})
+    assert not exists(api, LEASES.format(ns=namespace) + "/elsewhere"), "a refused task takes nothing"
+    taken = run_detached(tmp_path, {**base, "keep_alive": False})
     assert taken["changed"] is True and "keep_alive_pid" not in taken
-    assert lease_of(api, namespace, "remote")["spec"]["holderIdentity"] == "remote-run"
+    assert lease_of(api, namespace, "elsewhere")["spec"]["holderIdentity"] == "remote-run"
 
 
 def test_bad_options_each_one_sentence_and_nothing_changes(api, kubeconfig, namespace):
