@@ -50,4 +50,13 @@ options:
         V(ignore) disregards it. Defaults to the catalog's C(defaults.nt_unknown) (V(suspect)).
     type: str
     choices: [suspect, fault, ignore]
+  domain_labels:
+    description:
+      - Node labels whose values are failure domains (a rack, a leaf switch, a zone), for example
+        V([topology.kubernetes.io/zone, example.com/rack]). Each classified node carries its value of each (C(domains));
+        M(ai_infra.node_recovery.node_faults_info) counts the nodes of each value as it counts pools, for the
+        failure-domain budgets of the C(recover) playbook (C(node_recovery_domains)).
+    type: list
+    elements: str
+    default: []
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog im
 
 HEALTHY, SUSPECT, FAULTY = "healthy", "suspect", "faulty"
 UNPOOLED = "unpooled"
+# A node keeps its newest isolation times of this long a span, so no budget may judge a longer window.
+MAX_WINDOW = 90 * 86400
+MAX_ISOLATIONS_KEPT = 32
 _ACTION_RANK = {action: rank for rank, action in enumerate(v.ACTIONS)}
 
 
@@ -36,6 +40,8 @@ class Options:
     # How an Unknown NT_* condition counts when its catalog entry does not say; None: the catalog's default.
     nt_unknown: str | None = None
     resource_categories: dict[str, str] = field(default_factory=lambda: {"huawei.com/": "npu", "nvidia.com/": "gpu"})
+    # Node labels whose values are failure domains (a rack, a leaf switch, a zone), counted like pools.
+    domain_labels: tuple[str, ...] = ()
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
@@ -115,6 +121,37 @@ def recovery_state(node: dict) -> str:
     annotations = (node.get("metadata") or {}).get("annotations") or {}
     state = annotations.get(v.STATE)
     return state if state in v.STATES else v.STATE_NONE
+
+
+def _json(raw: Any) -> Any:
+    try:
+        return json.loads(raw) if isinstance(raw, str) and raw else None
+    except ValueError:
+        return None
+
+
+def isolation_times(node: dict) -> list[str]:
+    """When we newly isolated the node (its isolations annotation), oldest first; unreadable entries are dropped."""
+    times = _json(((node.get("metadata") or {}).get("annotations") or {}).get(v.ISOLATIONS))
+    return sorted({t for t in times if isinstance(t, str) and parse_time(t)}) if isinstance(times, list) else []
+
+
+def attempts_record(node: dict) -> dict | None:
+    """The attempts annotation ({episode, count, run}), or None when it is missing or unreadable."""
+    record = _json(((node.get("metadata") or {}).get("annotations") or {}).get(v.ATTEMPTS))
+    if not isinstance(record, dict) or not isinstance(record.get("episode"), str) \
+            or not isinstance(record.get("count"), int) or isinstance(record.get("count"), bool):
+        return None
+    return record
+
+
+def attempts_in_episode(node: dict) -> int:
+    """How many runs acted on the node in its current fault episode (its isolation by us); 0 when not isolated."""
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    record = attempts_record(node)
+    if not isolated_by_us(node) or record is None or record["episode"] != annotations.get(v.ISOLATED_AT):
+        return 0
+    return max(record["count"], 0)
 
 
 def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.datetime) -> dict:
@@ -206,6 +243,11 @@ def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.dateti
         "excluded": labels.get(v.EXCLUDE_LABEL) == "true",
         "isolated_by_us": isolated_by_us(node),
         "spare": any(t.get("key") == v.SPARE_TAINT_KEY for t in (node.get("spec") or {}).get("taints") or []),
+        "isolated_at": ((meta.get("annotations") or {}).get(v.ISOLATED_AT) or None) if isolated_by_us(node) else None,
+        "domains": {label: labels[label] for label in options.domain_labels if labels.get(label)},
+        "isolations": isolation_times(node),
+        "attempts": attempts_in_episode(node),
+        "repeat_offender": (meta.get("annotations") or {}).get(v.REPEAT_OFFENDER) or None,
     }
 
 
@@ -221,19 +263,48 @@ def needs_attention(classified: dict) -> bool:
     return classified["health"] != HEALTHY or classified["isolated_by_us"]
 
 
+def _count(counts: dict, node: dict) -> None:
+    counts["total"] += 1
+    counts[node["health"]] += 1
+    if node["health"] == FAULTY and node["action"] != "observe":
+        counts["actionable"] += 1
+
+
+def _new_counts() -> dict:
+    return {"total": 0, HEALTHY: 0, SUSPECT: 0, FAULTY: 0, "actionable": 0}
+
+
+def _with_fraction(scopes: dict[str, dict]) -> dict[str, dict]:
+    for counts in scopes.values():
+        counts["faulty_fraction"] = round(counts[FAULTY] / counts["total"], 4) if counts["total"] else 0.0
+    return scopes
+
+
 def summarize(classified: Iterable[dict]) -> dict[str, dict]:
     """Per-pool counts (and '_cluster' for all nodes): what the storm brake judges."""
     pools: dict[str, dict] = {}
     for node in classified:
         for key in (node["pool"], "_cluster"):
-            counts = pools.setdefault(key, {"total": 0, HEALTHY: 0, SUSPECT: 0, FAULTY: 0, "actionable": 0})
-            counts["total"] += 1
-            counts[node["health"]] += 1
-            if node["health"] == FAULTY and node["action"] != "observe":
-                counts["actionable"] += 1
-    for counts in pools.values():
-        counts["faulty_fraction"] = round(counts[FAULTY] / counts["total"], 4) if counts["total"] else 0.0
-    return pools
+            _count(pools.setdefault(key, _new_counts()), node)
+    return _with_fraction(pools)
+
+
+def summarize_domains(classified: Iterable[dict], labels: Iterable[str]) -> dict[str, dict[str, dict]]:
+    """Per domain label, per value, the same counts as summarize() (a node without the label is in no domain of it)."""
+    domains: dict[str, dict[str, dict]] = {label: {} for label in labels}
+    for node in classified:
+        for label, value in (node.get("domains") or {}).items():
+            if label in domains:
+                _count(domains[label].setdefault(value, _new_counts()), node)
+    return {label: _with_fraction(values) for label, values in domains.items()}
+
+
+def recent_isolations(classified: Iterable[dict], now: dt.datetime, window: int) -> dict[str, Any]:
+    """The new isolations of the last `window` seconds, over every node given: what the rolling cap judges."""
+    cutoff = now - dt.timedelta(seconds=window)
+    recent = sorted(({"name": node["name"], "at": at} for node in classified for at in node.get("isolations") or []
+                     if (parse_time(at) or cutoff) > cutoff), key=lambda item: (item["at"], item["name"]))
+    return {"window_seconds": window, "count": len(recent), "nodes": recent}
 
 
 def fault_types(classified: dict) -> list[str]:

@@ -9,6 +9,8 @@ our annotation belongs to a person and is never lifted here.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -22,8 +24,13 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import batch_result, for_each_node, unique
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
+    MAX_ISOLATIONS_KEPT,
+    MAX_WINDOW,
+    attempts_record,
     classify_node,
     fault_types,
+    isolation_times,
+    parse_time,
     recovery_state,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, require_access
@@ -97,8 +104,8 @@ def cordon_patch(node: dict) -> dict:
     return {"spec": {"unschedulable": True}, "metadata": {"annotations": {v.CORDONED_BY_US: "true"}}}
 
 
-def isolation_patch(node: dict, reasons: list[str], run_id: str, effect: str, now: str) -> dict | None:
-    """Merge patch isolating `node` (None when it already is, as asked). Pure."""
+def _isolating_patch(node: dict, reasons: list[str], run_id: str, effect: str, now: str) -> dict | None:
+    """Merge patch isolating `node` (None when it already is, as asked)."""
     annotations = annotations_of(node)
     ours = annotations.get(v.ISOLATED_BY) == v.COLLECTION
     if not reasons and ours:  # no reasons given: keep the ones recorded
@@ -116,11 +123,53 @@ def isolation_patch(node: dict, reasons: list[str], run_id: str, effect: str, no
     if not patch and not changed_annotations and (state == v.STATE_ISOLATED or state in BEYOND_ISOLATED):
         return None
     extra = {**wanted, v.RUN_ID: run_id}
-    if not ours or v.ISOLATED_AT not in annotations:
+    if newly_isolating(node):
+        # A new isolation: its time joins the node's isolation times (the rolling cap, the loop breaker) in the
+        # same write, so no isolation is ever left uncounted.
         extra[v.ISOLATED_AT] = now
+        extra[v.ISOLATIONS] = isolations_with(node, now)
     if state in BEYOND_ISOLATED or state == v.STATE_ISOLATED:
         return combine(patch, {"metadata": {"annotations": extra}})
     return combine(patch, state_patch(v.STATE_ISOLATED, extra))
+
+
+def newly_isolating(node: dict) -> bool:
+    """Whether isolating the node now starts a new fault episode (it is not isolated by us yet)."""
+    annotations = annotations_of(node)
+    return annotations.get(v.ISOLATED_BY) != v.COLLECTION or v.ISOLATED_AT not in annotations
+
+
+def isolations_with(node: dict, now: str) -> str:
+    """The node's isolations annotation with `now` added, pruned to the newest within the longest window."""
+    when = parse_time(now) or dt.datetime.now(dt.timezone.utc)
+    cutoff = when - dt.timedelta(seconds=MAX_WINDOW)
+    times = sorted({*[t for t in isolation_times(node) if (parse_time(t) or when) >= cutoff], now})
+    return json.dumps(times[-MAX_ISOLATIONS_KEPT:], separators=(",", ":"))
+
+
+def attempt_annotation(node: dict, run_id: str, now: str) -> str | None:
+    """The attempts annotation counting run `run_id` in the node's fault episode (its isolation; `now` for one
+    starting), or None when this run is counted already. Another episode, or none recorded, starts at 1."""
+    episode = now if newly_isolating(node) else annotations_of(node)[v.ISOLATED_AT]
+    record = attempts_record(node)
+    count = 1
+    if record is not None and record["episode"] == episode:
+        if record.get("run") == run_id:
+            return None
+        count = record["count"] + 1
+    return json.dumps({"episode": episode, "count": count, "run": run_id}, separators=(",", ":"))
+
+
+def isolation_patch(node: dict, reasons: list[str], run_id: str, effect: str, now: str,
+                    record_attempt: bool = False) -> dict | None:
+    """Merge patch isolating `node` (None when it already is, as asked). With `record_attempt`, the run is
+    also counted as an attempt of the node's fault episode, in the same write. Pure."""
+    isolating = _isolating_patch(node, reasons, run_id, effect, now)
+    attempt = attempt_annotation(node, run_id, now) if record_attempt else None
+    if attempt is None:
+        return isolating
+    counted = {"metadata": {"annotations": {v.ATTEMPTS: attempt, v.RUN_ID: run_id}}}
+    return combine(isolating, counted) if isolating else counted
 
 
 def release_patch(node: dict, run_id: str | None) -> dict | None:
@@ -144,7 +193,7 @@ def release_patch(node: dict, run_id: str | None) -> dict | None:
 
 def isolate(client: Client, name: str, reasons: list[str], run_id: str, effect: str = "NoSchedule",
             force: bool = False, check_mode: bool = False,
-            reasons_of: Callable[[dict], list[str]] | None = None) -> dict:
+            reasons_of: Callable[[dict], list[str]] | None = None, record_attempt: bool = False) -> dict:
     """Cordon, taint and annotate `name` as isolated by the collection (see module node_isolate). With no
     reasons given, reasons_of(node) names them from the node as it is now."""
     if effect not in EFFECTS:
@@ -155,11 +204,18 @@ def isolate(client: Client, name: str, reasons: list[str], run_id: str, effect: 
     if not check_mode:
         require_access(client, [("patch", "nodes", "", None), ("create", "events", "", "default")])
     now = rfc3339()
-    before, after, changed = write_node(client, name, lambda n: isolation_patch(n, reasons, run_id, effect, now),
-                                        check_mode, f"isolating node {name}", current=node)
+    before, after, changed = write_node(
+        client, name, lambda n: isolation_patch(n, reasons, run_id, effect, now, record_attempt), check_mode,
+        f"isolating node {name}", current=node)
     taint = our_taints(after)
+    attempts = attempts_record(after) if record_attempt else None
     if not changed:
         message = f"node '{name}' is already isolated by {v.COLLECTION}"
+    elif _isolating_patch(before, reasons, run_id, effect, now) is None:
+        # Only this run's attempt was counted: the isolation itself stands as it was (no new Event).
+        message = (f"node '{name}' is already isolated by {v.COLLECTION}; run {run_id} "
+                   f"{'would be' if check_mode else 'is'} attempt {(attempts or {}).get('count')} of this fault "
+                   f"episode (isolated at {annotations_of(after).get(v.ISOLATED_AT)})")
     else:
         person = annotations_of(after).get(v.CORDONED_BY_US) == "false"
         cordon = "the cordon a person set stays theirs" if person else "cordoned"
@@ -215,7 +271,8 @@ def isolate_nodes(call: Call) -> dict:
 
         def act(name: str) -> dict:
             return isolate(client, name, params["reasons"], run_id, effect=params["effect"], force=params["force"],
-                           check_mode=call.check_mode, reasons_of=reasons_of)
+                           check_mode=call.check_mode, reasons_of=reasons_of,
+                           record_attempt=params["record_attempt"])
     else:
         def act(name: str) -> dict:
             return release_isolation(client, name, run_id=run_id, check_mode=call.check_mode)

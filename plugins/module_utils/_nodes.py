@@ -17,12 +17,15 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Optional
 
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import Catalog, load_catalog
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
     Options,
     classify_node,
     needs_attention,
+    recent_isolations,
     summarize,
+    summarize_domains,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
     Client,
@@ -112,6 +115,7 @@ CLASSIFY_ARG_SPEC: dict[str, dict[str, Any]] = {
     "flavor_count_labels": {"type": "list", "elements": "str", "default": list(_DEFAULTS.flavor_count_labels)},
     "accelerator_resources": {"type": "list", "elements": "str", "default": list(_DEFAULTS.accelerator_resources)},
     "nt_unknown": {"type": "str", "choices": ["suspect", "fault", "ignore"]},
+    "domain_labels": {"type": "list", "elements": "str", "default": []},
 }
 
 
@@ -122,6 +126,7 @@ def options_from(params: dict[str, Any]) -> Options:
         flavor_count_labels=tuple(params.get("flavor_count_labels") or _DEFAULTS.flavor_count_labels),
         accelerator_resources=tuple(params.get("accelerator_resources") or _DEFAULTS.accelerator_resources),
         nt_unknown=params.get("nt_unknown"),
+        domain_labels=tuple(dict.fromkeys(label for label in params.get("domain_labels") or () if label)),
     )
 
 
@@ -185,7 +190,7 @@ def classify_all(nodes: Iterable[dict], catalog: Catalog, options: Options,
     return [classify_node(node, catalog, options, now) for node in nodes]
 
 
-def fault_summary(classified: list[dict]) -> dict[str, Any]:
+def fault_summary(classified: list[dict], domain_labels: Iterable[str] = ()) -> dict[str, Any]:
     """What node_faults_info returns beside the per-node facts."""
     faulty = [{"name": n["name"], "pool": n["pool"], "action": n["action"],
                "faults": sorted({f["type"] for f in n["faults"]}), "state": n["state"],
@@ -195,7 +200,30 @@ def fault_summary(classified: list[dict]) -> dict[str, Any]:
         "faulty_nodes": faulty,
         "suspect_nodes": [n["name"] for n in classified if n["health"] == "suspect"],
         "pools": summarize(classified),
+        "domains": summarize_domains(classified, domain_labels),
     }
+
+
+def paused_by(configmap: dict | None) -> dict | None:
+    """The pause switch as node_faults_info reports it: None when the ConfigMap does not exist."""
+    if configmap is None:
+        return None
+    meta = configmap.get("metadata") or {}
+    data = configmap.get("data") or {}
+    return {"configmap": f"{meta.get('namespace')}/{meta.get('name')}",
+            "reason": str(data.get("reason") or "").strip() or "no reason given",
+            "by": str(data.get("by") or "").strip() or None,
+            "since": str(data.get("since") or "").strip() or meta.get("creationTimestamp")}
+
+
+def read_pause(client: Client, namespace: str, name: str) -> dict | None:
+    """Whether a person paused every face of the collection (the ConfigMap exists); an empty name: not checked."""
+    if not name:
+        return None
+    found = client.get_or_none(f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+                               what=f"reading the pause switch (ConfigMap {namespace}/{name})", verb="get",
+                               resource="configmaps")
+    return paused_by(found)
 
 
 def faults_info(call: Call) -> dict[str, Any]:
@@ -207,10 +235,15 @@ def faults_info(call: Call) -> dict[str, Any]:
         read = read_nodes(call.client, params["names"], missing=missing)
     else:
         read = read_nodes(call.client, params["names"], params["label_selector"])
-    classified = classify_all(read, catalog, options_from(params))
-    result = fault_summary(classified)
+    options = options_from(params)
+    now = utcnow()
+    classified = classify_all(read, catalog, options, now)
+    result = fault_summary(classified, options.domain_labels)
+    result["isolations"] = recent_isolations(classified, now, params["isolation_window"])
     result["missing_nodes"] = missing
     result["cluster"] = cluster_identity(call.client)
+    # Read after the nodes, so a credential that may not list nodes is told that first.
+    result["paused"] = read_pause(call.client, params["pause_namespace"] or v.PAUSE_NAMESPACE, params["pause_name"])
     result["nodes"] = classified if params["include_healthy"] else [n for n in classified if needs_attention(n)]
     return result
 

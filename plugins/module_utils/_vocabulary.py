@@ -35,6 +35,10 @@ FAULT_HISTORY = f"{DOMAIN}/fault-history"  # JSON: {fault type: [RFC 3339 times]
 ACTIONS_TRIED = f"{DOMAIN}/actions"  # JSON list: [{"action": "reboot", "at": ..., "result": ...}]
 REPAIR_BY = f"{DOMAIN}/repair-by"
 RETURNED_AT = f"{DOMAIN}/returned-at"
+# Fleet budgets and the loop breaker (issue 14)
+ISOLATIONS = f"{DOMAIN}/isolations"  # JSON list: when the node was newly isolated (RFC 3339), the newest kept
+ATTEMPTS = f"{DOMAIN}/attempts"  # JSON: {"episode": isolated-at, "count": runs that acted, "run": the last one}
+REPEAT_OFFENDER = f"{DOMAIN}/repeat-offender"  # written with the hand-off: why; no automatic return until repaired
 
 # Pod annotations honoured by the drain
 PROTECTED_POD = f"{DOMAIN}/protected"
@@ -91,6 +95,10 @@ TICKET_REF = f"{DOMAIN}/ticket-ref"  # the repair system's own reference for our
 # is left on a node; one suspended without it is someone else's.
 SUSPENDED_BY_RUN = f"{DOMAIN}/suspended-by-run"
 EVENT_ACTION_TRIED = "NodeRecoveryActionTried"  # an action other than a reboot recorded on the node (ACTIONS_TRIED)
+
+# The pause switch: a ConfigMap of this name (in namespace default by default) pauses every face.
+PAUSE_CONFIGMAP = "node-recovery-pause"
+PAUSE_NAMESPACE = "default"
 
 # Hot spares
 SPARE_FOR = f"{DOMAIN}/spare-for"  # the isolated node a spare was brought into service for

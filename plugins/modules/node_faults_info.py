@@ -16,6 +16,9 @@ description:
   - A fault counts once it has lasted its catalog entry's C(min_duration) since C(lastTransitionTime)
     (flap protection); until then it is listed in RV(nodes[].pending_faults) and the node is a suspect.
   - Read-only; the same judgement as the P(ai_infra.node_recovery.k8s_nodes#inventory) inventory plugin.
+  - Also reports what the budgets of the C(recover) playbook judge - the counts per pool and per failure domain
+    (O(domain_labels)), the recent new isolations over every node read (RV(isolations)), and the pause switch
+    (RV(paused)), a ConfigMap that pauses every face of the collection while it exists.
 author:
   - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
@@ -40,6 +43,24 @@ options:
       - The pool summary always counts every node.
     type: bool
     default: true
+  isolation_window:
+    description:
+      - Seconds back from now in which new isolations count for RV(isolations) (the rolling cap's window; at most 90
+        days, which is as long as a node keeps its isolation times).
+    type: int
+    default: 3600
+  pause_namespace:
+    description: Namespace of the pause switch ConfigMap.
+    type: str
+    default: default
+  pause_name:
+    description:
+      - Name of the pause switch ConfigMap. While it exists, RV(paused) says so and the collection's playbooks act on
+        nothing. An empty name does not check it.
+      - Create it with C(kubectl create configmap node-recovery-pause -n default --from-literal=reason="...")
+        (optionally C(--from-literal=by=...)); delete it to resume.
+    type: str
+    default: node-recovery-pause
 extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
   - ai_infra.node_recovery.classification
@@ -50,7 +71,8 @@ attributes:
   diff_mode:
     support: none
 notes:
-  - "RBAC: C(get) and C(list) on C(nodes); C(get) on the C(kube-system) namespace (to tell clusters apart)."
+  - "RBAC: C(get) and C(list) on C(nodes); C(get) on the C(kube-system) namespace (to tell clusters apart); C(get) on
+    the pause switch ConfigMap (a missing one is not paused, a forbidden one fails the module with one sentence)."
 """
 
 EXAMPLES = r"""
@@ -101,6 +123,19 @@ nodes:
                      type: bool, returned: always}
     cordon_owner: {description: "Who holds the cordon: V(none), V(node_recovery) or V(person).", type: str,
                    returned: always}
+    isolated_at: {description: "When this collection isolated the node (this fault episode), or null.", type: str,
+                  returned: always}
+    domains: {description: "The node's value of each label of O(domain_labels) it carries.", type: dict,
+              returned: always}
+    isolations: {description: "When this collection newly isolated the node (its isolations annotation).",
+                 type: list, elements: str, returned: always}
+    attempts: {description: "How many runs acted on the node in its current fault episode (0 when not isolated).",
+               type: int, returned: always}
+    repeat_offender:
+      description: "Why the node was handed to repair as a repeat offender (its annotation), or null; it does not
+        return to service automatically until the repair team marks it repaired."
+      type: str
+      returned: always
   sample:
     - name: npu-a-0003
       pool: npu-a
@@ -141,8 +176,28 @@ pools:
   returned: always
   type: dict
   sample: {npu-a: {total: 16, healthy: 15, suspect: 0, faulty: 1, actionable: 1, faulty_fraction: 0.0625}}
+domains:
+  description: Per label of O(domain_labels), per value of it, the same counts as RV(pools) (a node without the label
+    is in no domain of it), which the failure-domain budgets judge.
+  returned: always
+  type: dict
+  sample: {example.com/rack: {r07: {total: 4, healthy: 2, suspect: 0, faulty: 2, actionable: 2, faulty_fraction: 0.5}}}
+isolations:
+  description: The new isolations of the last O(isolation_window) seconds over every node read (also healthy and
+    returned ones), which the rolling cap judges - C(window_seconds), C(count) and C(nodes) (name and time, oldest
+    first).
+  returned: always
+  type: dict
+  sample: {window_seconds: 3600, count: 1, nodes: [{name: npu-a-0003, at: "2026-11-29T11:40:00Z"}]}
+paused:
+  description: The pause switch - C(configmap) (namespace/name), C(reason), C(by) and C(since) (as the ConfigMap's
+    data says, else when it was created) - or null when it does not exist.
+  returned: always
+  type: dict
+  sample: {configmap: default/node-recovery-pause, reason: switch maintenance, by: alice, since: "2026-11-29T11:00:00Z"}
 """
 
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import MAX_WINDOW
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC, faults_info
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 
@@ -152,9 +207,13 @@ SPEC = ModuleSpec(
         label_selector={"type": "str"},
         include_healthy={"type": "bool", "default": True},
         ignore_missing={"type": "bool", "default": False},
+        isolation_window={"type": "int", "default": 3600},
+        pause_namespace={"type": "str", "default": "default"},
+        pause_name={"type": "str", "default": "node-recovery-pause"},
         **CLASSIFY_ARG_SPEC,
     ),
     run=faults_info,
+    ranges={"isolation_window": (1, MAX_WINDOW)},
 )
 
 

@@ -13,6 +13,9 @@ description:
     and records in annotations who isolated it (this collection), why (the fault types), when and the run id;
     the recovery state moves to C(isolated) unless the node is already further along (draining, drained, in repair).
     A Kubernetes Event is recorded on the Node.
+  - A new isolation also adds its time to the node's C(node-recovery.ai-infra.io/isolations) annotation (the newest 32
+    of the last 90 days), in the same write; the rolling cap and the loop breaker of the C(recover) playbook count
+    them. Releasing or returning the node keeps them.
   - Takes a batch of nodes and acts on them at once (at most O(max_parallel) at a time), each judged, audited and
     reported on its own; one node's failure does not stop the others and is named in the result.
   - A node that is already cordoned by a person stays theirs - the annotation C(node-recovery.ai-infra.io/cordoned)
@@ -58,6 +61,15 @@ options:
   force:
     description:
       - Isolate even a node labelled C(node-recovery.ai-infra.io/exclude=true).
+    type: bool
+    default: false
+  record_attempt:
+    description:
+      - Count this run (O(run_id)) as an attempt of each node's fault episode in the
+        C(node-recovery.ai-infra.io/attempts) annotation, written with the isolation, or alone on a node this
+        collection already isolated; the same run is counted once. The C(recover) playbook does, and stops retrying
+        a node after C(node_recovery_max_attempts) runs of one episode.
+      - A node already isolated then reports a change (its count) but gets no new Event.
     type: bool
     default: false
   max_parallel:
@@ -165,6 +177,7 @@ SPEC = ModuleSpec(
         reasons={"type": "list", "elements": "str", "default": []},
         effect={"type": "str", "choices": list(EFFECTS), "default": "NoSchedule"},
         force={"type": "bool", "default": False},
+        record_attempt={"type": "bool", "default": False},
         run_id={"type": "str"},
         **CLASSIFY_ARG_SPEC,
     ),
