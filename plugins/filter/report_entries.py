@@ -53,13 +53,15 @@ def _detail(fault: dict) -> str:
 def report_entries(nodes, plan):
     if not isinstance(plan, dict) or "act" not in plan:
         raise AnsibleFilterError("report_entries expects the plan from the remediation_plan filter")
-    acting = {a["name"] for a in plan["act"]}
+    acting = {a["name"]: a for a in plan["act"]}
     reasons = {s["name"]: s["reason"] for s in plan.get("skip") or []}
     entries = []
     for node in nodes:
         name = node["name"]
         if name in acting:
-            outcome = f"would be remediated ({node['action']})"
+            offence = acting[name].get("repeat_offender")
+            outcome = (f"would be remediated ({acting[name].get('action') or node['action']})"
+                       + (f": repeat offender, {offence['reason']}" if offence else ""))
         else:
             outcome = reasons.get(name, node["health"])
         details = [_detail(f) for f in node.get("faults") or []]

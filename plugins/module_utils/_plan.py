@@ -101,6 +101,13 @@ def allowed_unhealthy(max_unhealthy: Any, total: int, minimum: int = 1, name: st
     raise PolicyError(f"{name} '{max_unhealthy}' is neither a count (like 3) nor a percentage (like 20%)")
 
 
+def _kind(value: Any) -> str:
+    for kind, text in ((bool, "a boolean"), (str, "a string"), ((int, float), "a number"), ((list, tuple), "a list")):
+        if isinstance(value, kind):
+            return text
+    return type(value).__name__
+
+
 def _whole(value: Any, name: str, low: int, high: int | None = None, none_ok: bool = False) -> int | None:
     """A whole number in range (digits from -e key=value count too), or one sentence naming the option."""
     if value is None or value == "":
@@ -129,7 +136,7 @@ def checked_policy(policy: Policy, names: Mapping[str, str] | None = None) -> Po
         budgets = {}
     if not isinstance(budgets, Mapping):
         raise PolicyError(f"{name('domain_budgets')} must be a mapping of node label to max_unhealthy (like "
-                          f"{{topology.kubernetes.io/zone: 20%}}), not {type(budgets).__name__}")
+                          f"{{topology.kubernetes.io/zone: 20%}}), not {_kind(budgets)}")
     for label, budget in budgets.items():
         if not isinstance(label, str) or not label.strip():
             raise PolicyError(f"{name('domain_budgets')} has a label that is not a node label name: {label!r}")
@@ -232,23 +239,24 @@ def _used_isolations(isolations: Any, nodes: list[dict], policy: Policy, now: dt
     return isolations
 
 
-def repeat_offence(node: dict, policy: Policy, now: dt.datetime, counting_now: bool | None = None) -> dict | None:
-    """Whether the node is a repeat offender: isolated more than repeat_after times within repeat_window, counting
-    the isolation a remediation starts now (`counting_now`, by default when the node is not isolated by us)."""
-    if not policy.repeat_after:
+def repeat_offence(node: dict, repeat_after: int, repeat_window: int, now: dt.datetime,
+                   counting_now: bool | None = None) -> dict | None:
+    """Whether the classified node is a repeat offender: isolated more than repeat_after times within repeat_window
+    seconds, counting the isolation a remediation starts now (`counting_now`, by default when the node is not
+    isolated by us). The loop breaker of the plan and of the hand-off to repair (0: never)."""
+    if not repeat_after:
         return None
-    cutoff = now - dt.timedelta(seconds=policy.repeat_window)
+    cutoff = now - dt.timedelta(seconds=repeat_window)
     times = {t for t in node.get("isolations") or [] if (parse_time(t) or now) >= cutoff}
     if node.get("isolated_by_us") and node.get("isolated_at"):
         times.add(node["isolated_at"])  # the current episode counts, however old
     if counting_now is None:
         counting_now = not node.get("isolated_by_us")
     count = len(times) + (1 if counting_now else 0)
-    if count <= policy.repeat_after:
+    if count <= repeat_after:
         return None
-    return {"isolations": count, "window_seconds": policy.repeat_window, "after": policy.repeat_after,
-            "reason": f"repeat offender: isolated {count} times within {human_seconds(policy.repeat_window)} "
-                      f"(more than {policy.repeat_after})"}
+    return {"isolations": count, "window_seconds": repeat_window, "after": repeat_after,
+            "reason": f"isolated {count} times within {human_seconds(repeat_window)} (more than {repeat_after})"}
 
 
 def _waiting(node: dict) -> bool:
@@ -319,7 +327,8 @@ def plan(classified: Iterable[dict], policy: Policy, targets: Iterable[str] | No
     for node in sorted(nodes, key=_urgency):
         if wanted is not None and node["name"] not in wanted:
             continue
-        offence = repeat_offence(node, policy, now) if node["health"] == FAULTY else None
+        offence = repeat_offence(node, policy.repeat_after, policy.repeat_window, now) \
+            if node["health"] == FAULTY else None
         ruled = _skip(node, policy, offence)
         if ruled:
             skip.append({"name": node["name"], "reason": ruled[1], "rule": ruled[0]})

@@ -44,6 +44,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes impo
     utcnow,
     write_node,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan import repeat_offence
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._tickets import (
     build_ticket,
     deliver_directory,
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
 
 DEFAULT_WINDOW = 24 * 3600
 DEFAULT_ESCALATE_AFTER = 2
+DEFAULT_REPEAT_AFTER = 3
+DEFAULT_REPEAT_WINDOW = 7 * 86400
 MAX_ACTIONS = 20  # actions kept on the node; older ones fall off
 DEFAULT_HEALTHY_DELAY = 300
 OPEN_REPAIR_STATES = (v.STATE_REPAIR_PENDING, v.STATE_IN_REPAIR)
@@ -218,8 +221,11 @@ def record(client: Client, name: str, catalog: Catalog, options: Options, window
 def request_repair(client: Client, name: str, catalog: Catalog, options: Options, *, window: int, escalate_after: int,
                    action: dict | None, workloads: list[dict], requested_by: str, note: str | None, run_id: str,
                    directory: str | None, webhook: dict | None, events_limit: int, check_mode: bool,
-                   now: dt.datetime | None = None) -> dict:
-    """Mark the node repair-pending and hand over a ticket with the evidence bundle (files and/or webhook)."""
+                   now: dt.datetime | None = None, repeat_after: int = DEFAULT_REPEAT_AFTER,
+                   repeat_window: int = DEFAULT_REPEAT_WINDOW) -> dict:
+    """Mark the node repair-pending and hand over a ticket with the evidence bundle (files and/or webhook). A repeat
+    offender (isolated more than repeat_after times within repeat_window) says so in its ticket and is marked, so it
+    does not return to service before the repair team hands it back."""
     now = now or utcnow()
     warnings: list[str] = []
     node = read_node(client, name)
@@ -233,10 +239,12 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
     classified = judged["classified"]
     if not classified["cordoned"]:
         warnings.append(f"node '{name}' is schedulable: isolate it before it is repaired")
+    offence = repeat_offence(classified, repeat_after, repeat_window, now, counting_now=False)
     events = node_events(client, name, limit=events_limit) if events_limit > 0 else []
     ticket = build_ticket(ticket=ticket_id(name, episode_start(node, classified, now)), node=node,
                           classified=classified, events=events, workloads=workloads, actions=judged["actions"],
-                          history=judged["history"], window=window, requested_by=requested_by, note=note, run_id=run_id, now=now)
+                          history=judged["history"], window=window, requested_by=requested_by, note=note,
+                          run_id=run_id, now=now, repeat_offender=offence)
     markdown = render_markdown(ticket)
     delivered: dict = {}
     if not check_mode:
@@ -249,7 +257,9 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
 
     def build(current: dict) -> dict:
         latest = _history_patch(current, catalog, options, window, action, run_id, now, [])[0]
-        return combine(state_patch(v.STATE_REPAIR_PENDING, dict(latest, **{
+        # The repeat-offender mark goes with the hand-off: node_return refuses the node until it is repaired.
+        mark = {v.REPEAT_OFFENDER: f"{offence['reason']}; ticket {ticket['ticket']}"} if offence else {}
+        return combine(state_patch(v.STATE_REPAIR_PENDING, dict(latest, **mark, **{
             v.TICKET: ticket["ticket"], v.REPAIR_REQUESTED_AT: rfc3339(now), v.RUN_ID: run_id,
             v.REPAIR_BY: None, v.REPAIR_AT: None, v.REPAIRED_BY: None, v.REPAIRED_AT: None, v.TICKET_REF: None}),
             when=now))
@@ -263,7 +273,9 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
                      + f"; run {run_id}", "Warning")
     return {"changed": True, "ticket_id": ticket["ticket"], "ticket": ticket, "markdown": markdown,
             "state": v.STATE_REPAIR_PENDING, "delivered": delivered, "escalated": escalated, "warnings": warnings,
-            "message": f"node '{name}' {'would be' if check_mode else 'is'} repair-pending with ticket {ticket['ticket']}",
+            "repeat_offender": offence,
+            "message": f"node '{name}' {'would be' if check_mode else 'is'} repair-pending with ticket {ticket['ticket']}"
+                       + (f" as a repeat offender ({offence['reason']})" if offence else ""),
             "diff": {"before": view(before), "after": view(after)}}
 
 
@@ -334,7 +346,8 @@ def repair_nodes(call: Call) -> dict:
                                     workloads=workloads_of(name, params["workloads"]),
                                     requested_by=params["by"] or v.COLLECTION, note=params["note"], run_id=run_id,
                                     directory=params["directory"], webhook=webhook,
-                                    events_limit=params["events_limit"], check_mode=call.check_mode)
+                                    events_limit=params["events_limit"], check_mode=call.check_mode,
+                                    repeat_after=params["repeat_after"], repeat_window=params["repeat_window"])
         else:
             result = hand_over(call.client, name, state, params["by"], params["ticket_ref"], params["note"], run_id,
                                call.check_mode)

@@ -34,8 +34,18 @@ MARKDOWN = """# Node recovery report: {{ report.playbook }} run {{ report.run_id
 
 {{ report.started }} to {{ report.finished }}{% if report.check_mode %} (check mode: nothing was changed){% endif %}.
 
+{% if report.paused %}**Paused by ConfigMap {{ report.paused.configmap }}{% if report.paused.by %} (by {{ report.paused.by }}\
+{% if report.paused.since %}, since {{ report.paused.since }}{% endif %}){% elif report.paused.since %} (since \
+{{ report.paused.since }}){% endif %}: {{ report.paused.reason }}. Nothing was acted on; delete the ConfigMap to resume.**
+
+{% endif -%}
 {% if report.storm %}**Storm detected: nothing was isolated.** Over budget:
 {% for s in report.storm_scopes %}- {{ s.scope }}: {{ s.faulty }} faulty of {{ s.total }} (allowed {{ s.allowed }})
+{% endfor %}
+{% endif -%}
+{% if report.budgets %}Budgets that stopped or held nodes:
+{% for b in report.budgets %}- {{ b.budget }}{% if b.scope %} {{ b.scope }}{% endif %}: {{ b.detail }}: \
+{{ b.nodes | join(', ') }}
 {% endfor %}
 {% endif -%}
 {{ report.summary_line }}
@@ -69,10 +79,17 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 </style></head><body>
 <h1>Node recovery: {{ report.playbook }} run {{ report.run_id }}</h1>
 <p>{{ report.started }} to {{ report.finished }}{% if report.check_mode %} <b>(check mode: nothing was changed)</b>{% endif %}</p>
+{% if report.paused %}<div class="storm"><b>Paused by ConfigMap {{ report.paused.configmap }}</b>
+{% if report.paused.by %} by {{ report.paused.by }}{% endif %}{% if report.paused.since %}, since
+{{ report.paused.since }}{% endif %}: {{ report.paused.reason }}. Nothing was acted on; delete the ConfigMap to
+resume.</div>{% endif %}
 {% if report.storm %}<div class="storm"><b>Storm detected: nothing was isolated.</b><ul>
 {% for s in report.storm_scopes %}<li>{{ s.scope }}: {{ s.faulty }} faulty of {{ s.total }}
 (allowed {{ s.allowed }})</li>{% endfor %}
 </ul></div>{% endif %}
+{% if report.budgets %}<h2>Budgets that stopped or held nodes</h2><ul>
+{% for b in report.budgets %}<li><b>{{ b.budget }}</b>{% if b.scope %} {{ b.scope }}{% endif %}: {{ b.detail }}:
+{{ b.nodes | join(', ') }}</li>{% endfor %}</ul>{% endif %}
 <p>{{ report.summary_line }}</p>
 <table><tr><th>node</th><th>pool</th><th>faults</th><th>action</th><th>outcome</th></tr>
 {% for n in report.nodes %}<tr><td>{{ n.name }}</td><td>{{ n.pool }}</td><td>{{ n.faults | join(', ') }}</td>
@@ -133,6 +150,11 @@ def build(playbook: str, run_id: str, nodes: list[dict], plan: dict | None, star
         "check_mode": check_mode,
         "storm": bool(plan.get("storm")),
         "storm_scopes": plan.get("storm_scopes") or [],
+        "paused": plan.get("paused") or None,
+        # Which budget stopped or held what (pause, storm, domain, the caps, attempts, repeat offenders).
+        "budgets": plan.get("budgets") or [],
+        "domain_holds": plan.get("domain_holds") or [],
+        "isolations": plan.get("isolations"),
         "skipped": plan.get("skip") or [],
         "pools": plan.get("pools") or {},
         "nodes": [dict({"faults": [], "details": [], "failed": False, "action": None, "pool": None},
@@ -144,7 +166,9 @@ def build(playbook: str, run_id: str, nodes: list[dict], plan: dict | None, star
 def summary_message(report: dict[str, Any], paths: dict[str, str] | None = None) -> dict[str, Any]:
     """The short run summary for a notification webhook."""
     head = f"node recovery {report['playbook']} {report['run_id']}: "
-    if report["storm"]:
+    if report.get("paused"):
+        text = head + f"PAUSED by ConfigMap {report['paused']['configmap']} ({report['paused']['reason']}), nothing acted on"
+    elif report["storm"]:
         scopes = ", ".join(f"{s['scope']} {s['faulty']}/{s['total']}" for s in report["storm_scopes"])
         text = head + f"STORM, nothing isolated ({scopes})"
     else:
@@ -154,6 +178,9 @@ def summary_message(report: dict[str, Any], paths: dict[str, str] | None = None)
         text += f" Failed: {', '.join(failed)}."
     return {"text": text, "summary": report["summary_line"], "run_id": report["run_id"],
             "playbook": report["playbook"], "storm": report["storm"], "check_mode": report["check_mode"],
+            "paused": bool(report.get("paused")),
+            "budgets": [{"budget": b["budget"], "scope": b.get("scope"), "nodes": b["nodes"]}
+                        for b in report.get("budgets") or []],
             "nodes": [{"name": n["name"], "outcome": n["outcome"], "faults": n["faults"]} for n in report["nodes"]],
             "report": (paths or {}).get("html")}
 
@@ -253,6 +280,11 @@ def node_entry(name: str, batch: dict, reboot: dict | None) -> dict:
         entry["outcome"] = "gone: the node no longer exists" if gone else reasons.get(name, "healthy now: nothing to do")
         return entry
 
+    offence = next((a.get("repeat_offender") for a in plan.get("act") or [] if a["name"] == name), None)
+    if offence:
+        entry["details"].append(f"repeat offender: {offence['reason']}; handed to repair instead of remediated the "
+                                "usual way, and not returned to service until marked repaired")
+
     def failed(outcome: str) -> dict:
         entry.update(outcome=outcome, failed=True)
         return entry
@@ -308,7 +340,7 @@ def node_entry(name: str, batch: dict, reboot: dict | None) -> dict:
     if handoff.get("ticket_id"):
         delivered = ", ".join(sorted(handoff.get("delivered") or {})) or "not delivered (check mode)"
         entry["details"].append(f"repair ticket {handoff['ticket_id']} ({delivered})")
-    entry["outcome"] = "handed off to repair"
+    entry["outcome"] = "handed off to repair" + (" (repeat offender)" if offence else "")
     return entry
 
 

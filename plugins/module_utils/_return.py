@@ -103,6 +103,11 @@ def return_to_service(client: Client, name: str, catalog: Catalog, options: Opti
         holder = annotations.get(v.REPAIR_BY) or "the repair team"
         return dict(base, reasons=[f"in repair by {holder}"],
                     message=f"node '{name}' is in repair by {holder}: mark it repaired before it returns")
+    if classified["repeat_offender"] and state != v.STATE_REPAIRED:
+        # The loop breaker: a node that keeps coming back faulty returns only through the repair team's hands.
+        reason = (f"repeat offender ({classified['repeat_offender']}): it returns only after the repair team marks it "
+                  "repaired")
+        return dict(base, reasons=[reason], message=f"node '{name}' is not returned: {reason}")
     verdict = return_verdict(node, classified, catalog, healthy_delay, now)
     if not verdict["returnable"]:
         return dict(base, reasons=verdict["reasons"], wait_seconds=verdict["wait_seconds"],
@@ -115,8 +120,10 @@ def return_to_service(client: Client, name: str, catalog: Catalog, options: Opti
     def build(latest: dict) -> dict:
         # One write: uncordon (if the cordon is ours), untaint and the returned state land together, so an
         # interruption never leaves a schedulable node that still looks isolated, nor the reverse.
-        return combine(release_patch(latest, run_id) or {},
-                       state_patch(v.STATE_RETURNED, {v.RETURNED_AT: rfc3339(now)}, when=now))
+        returned = {v.RETURNED_AT: rfc3339(now)}
+        if v.REPEAT_OFFENDER in annotations_of(latest):
+            returned[v.REPEAT_OFFENDER] = None  # repaired and proven healthy: the mark has done its work
+        return combine(release_patch(latest, run_id) or {}, state_patch(v.STATE_RETURNED, returned, when=now))
 
     after = write_node(client, name, build, check_mode, f"returning node {name} to service", current=node)[1]
     kept = bool((after.get("spec") or {}).get("unschedulable"))

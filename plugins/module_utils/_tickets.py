@@ -72,13 +72,15 @@ def _event_order(event: dict) -> tuple:
 
 def build_ticket(*, ticket: str, node: dict, classified: dict, events: list[dict], workloads: list[dict],
                  actions: list[dict], history: dict[str, list[str]], window: int, requested_by: str, note: str | None,
-                 run_id: str, now: dt.datetime) -> dict:
-    """The evidence bundle a repair team needs, as plain data."""
+                 run_id: str, now: dt.datetime, repeat_offender: dict | None = None) -> dict:
+    """The evidence bundle a repair team needs, as plain data. `repeat_offender`: why the node comes to repair
+    instead of being remediated again (the loop breaker), or None."""
     annotations = annotations_of(node)
     faults = [_fault_view(f) for f in classified["faults"]]
     fault_names = ", ".join(sorted({f["type"] for f in faults})) or "no active fault"
     summary = (f"Node {classified['name']} (pool {classified['pool']}) needs repair: {fault_names}; "
-               f"recommended action {classified['action'] or 'repair'}")
+               + (f"repeat offender ({repeat_offender['reason']}); " if repeat_offender else "")
+               + f"recommended action {'repair' if repeat_offender else classified['action'] or 'repair'}")
     return {
         "ticket": ticket,
         "created": rfc3339(now),
@@ -107,6 +109,7 @@ def build_ticket(*, ticket: str, node: dict, classified: dict, events: list[dict
         },
         "health": classified["health"],
         "action": classified["action"],
+        "repeat_offender": dict(repeat_offender) if repeat_offender else None,
         "faults": faults,
         "pending_faults": [_fault_view(f) for f in classified["pending_faults"]],
         "suspect_signals": classified["suspect_signals"],
@@ -149,7 +152,9 @@ def render_markdown(ticket: dict) -> str:
         ["Cordon held by", recovery["cordon_owner"]],
         ["Requested", f"{ticket['created']} by {ticket['requested_by']} (run {ticket['run_id']})"],
         ["Recommended action", ticket["action"]],
-    ] + ([["Note", ticket["note"]]] if ticket.get("note") else []))
+    ] + ([["Repeat offender", f"{ticket['repeat_offender']['reason']}: not remediated automatically again; it returns "
+           "to service only once marked repaired"]] if ticket.get("repeat_offender") else [])
+      + ([["Note", ticket["note"]]] if ticket.get("note") else []))
     lines += ["## Faults", ""]
     lines += _table(["Type", "Status", "Severity", "Category", "Since", "Reason", "Message"],
                     [[f["type"], f.get("status"), f.get("severity"), f.get("category"), f.get("since"), f.get("reason"),

@@ -19,6 +19,11 @@ description:
     to O(directory) (C(<ticket>.json) and a readable C(<ticket>.md)) and/or POSTed as JSON to O(webhook_url), before
     the node is marked, so a refused delivery changes nothing. A node already C(repair-pending) or C(in-repair) with a
     ticket is left as it is (changed false, the ticket is not sent again).
+  - A node isolated by this collection more than O(repeat_after) times within O(repeat_window) (its
+    C(node-recovery.ai-infra.io/isolations) annotation, the current isolation included) is a repeat offender - the
+    loop breaker. Its ticket says so in its summary and its C(repeat_offender) field, and the hand-off marks the node
+    (annotation C(node-recovery.ai-infra.io/repeat-offender)), so P(ai_infra.node_recovery.node_return#module) does not
+    return it to service until the repair team marked it V(repaired).
   - V(in_repair) records that the repair team took the node, and V(repaired) that it gave it back. Who (O(by)), when,
     and the ticket reference (O(ticket_ref) when the repair system has its own) are recorded as annotations and a
     Kubernetes Event. A repaired node stays isolated until P(ai_infra.node_recovery.node_return#module) proves it
@@ -130,6 +135,18 @@ options:
       - How many occurrences of one fault within O(history_window) escalate it to repair.
     type: int
     default: 2
+  repeat_after:
+    description:
+      - With V(requested), a node isolated more than this many times within O(repeat_window) is handed over as a
+        repeat offender (V(0) never). The C(recover) playbook passes C(node_recovery_repeat_after).
+    type: int
+    default: 3
+  repeat_window:
+    description:
+      - Seconds in which isolations count towards a repeat offence (at most 90 days, as long as a node keeps its
+        isolation times). The C(recover) playbook passes C(node_recovery_repeat_window).
+    type: int
+    default: 604800
   events_limit:
     description:
       - How many of the node's most recent Events go into the ticket.
@@ -211,7 +228,13 @@ nodes:
       description:
         - The evidence bundle. It holds ticket, created, requested_by, run_id, note, summary, node (name, provider_id,
           addresses, pool, flavor, accelerator_type, ready), recovery (state, isolation, cordon owner, taints), health,
-          action, faults, pending_faults, suspect_signals, accelerators, events, workloads, actions_tried and fault_history.
+          action, repeat_offender (null, or isolations, window_seconds, after and reason), faults, pending_faults,
+          suspect_signals, accelerators, events, workloads, actions_tried and fault_history.
+      returned: when a new ticket is made
+      type: dict
+    repeat_offender:
+      description: Why the node was handed over as a repeat offender (isolations, window_seconds, after, reason), or
+        null.
       returned: when a new ticket is made
       type: dict
     markdown:
@@ -298,7 +321,9 @@ message:
 """
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import BATCH_ARGUMENT_SPEC, BATCH_RANGES
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import MAX_WINDOW
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan import MAX_REPEAT_AFTER
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._repair import repair_nodes
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import url_problem
@@ -322,12 +347,15 @@ SPEC = ModuleSpec(
         history_window={"type": "int", "default": 86400},
         escalate_after={"type": "int", "default": 2},
         events_limit={"type": "int", "default": 20},
+        repeat_after={"type": "int", "default": 3},
+        repeat_window={"type": "int", "default": 604800},
         run_id={"type": "str"},
         **CLASSIFY_ARG_SPEC,
     ),
     run=repair_nodes,
     ranges={**BATCH_RANGES, "history_window": (1, None), "escalate_after": (1, None),
-            "webhook_timeout": (1, None), "webhook_retries": (0, None), "events_limit": (0, None)},
+            "webhook_timeout": (1, None), "webhook_retries": (0, None), "events_limit": (0, None),
+            "repeat_after": (0, MAX_REPEAT_AFTER), "repeat_window": (1, MAX_WINDOW)},
     check=lambda params: url_problem("webhook_url", params["webhook_url"]),
     required_if=(("state", "in_repair", ("by",)), ("state", "repaired", ("by",))),
 )

@@ -13,11 +13,14 @@ description:
   - Returns the node only when all of these hold. It was isolated by this collection (our annotations or our taint).
     Every catalogued fault condition has been healthy, C(False) (C(True) for C(Ready)) and never C(Unknown), for at
     least O(healthy_delay) seconds since its C(lastTransitionTime). Its accelerator C(allocatable) count is back to the
-    expected count. The repair team does not hold it (state C(in-repair)).
+    expected count. The repair team does not hold it (state C(in-repair)). And it is not a repeat offender (annotation
+    C(node-recovery.ai-infra.io/repeat-offender), written when P(ai_infra.node_recovery.node_repair#module) handed it
+    over as one) unless the repair team marked it C(repaired) - the loop breaker's one reason.
   - The judgement of faults is the same classification as P(ai_infra.node_recovery.node_faults_info#module), with the
     same catalog options; the return adds the healthy delay and refuses C(Unknown) whatever O(nt_unknown) says.
   - Then our taint and isolation annotations are removed and the node is uncordoned, but only if the cordon is ours.
-    A node a person cordoned stays cordoned. The state becomes C(returned), an Event (C(NodeRecoveryReturned)) is
+    A node a person cordoned stays cordoned. The repeat-offender mark is removed in the same write, the isolation
+    times (C(node-recovery.ai-infra.io/isolations)) stay. The state becomes C(returned), an Event (C(NodeRecoveryReturned)) is
     written on the node, and the node's repair ticket is reported closed in RV(nodes[].ticket).
   - A node that is not ready to return is left unchanged; RV(returned) is false and RV(nodes[].reasons) says why, with
     RV(nodes[].wait_seconds) when only the healthy delay is missing. So a playbook can retry with C(until).
