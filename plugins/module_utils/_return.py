@@ -81,6 +81,13 @@ def return_verdict(node: dict, classified: dict, catalog: Catalog, healthy_delay
     return {"returnable": not reasons, "reasons": reasons, "wait_seconds": wait if only_waiting else None}
 
 
+def repeat_offender_hold(classified: dict) -> str | None:
+    """The loop breaker's one reason: a repeat offender returns only once the repair team marked it repaired."""
+    if not classified.get("repeat_offender") or classified.get("state") == v.STATE_REPAIRED:
+        return None
+    return f"repeat offender ({classified['repeat_offender']}): it returns only after the repair team marks it repaired"
+
+
 def return_to_service(client: Client, name: str, catalog: Catalog, options: Options, healthy_delay: int,
                       run_id: str | None, check_mode: bool, now: dt.datetime | None = None) -> dict:
     """Return the node when it is proven healthy and was isolated by us; release only what we did."""
@@ -103,11 +110,9 @@ def return_to_service(client: Client, name: str, catalog: Catalog, options: Opti
         holder = annotations.get(v.REPAIR_BY) or "the repair team"
         return dict(base, reasons=[f"in repair by {holder}"],
                     message=f"node '{name}' is in repair by {holder}: mark it repaired before it returns")
-    if classified["repeat_offender"] and state != v.STATE_REPAIRED:
-        # The loop breaker: a node that keeps coming back faulty returns only through the repair team's hands.
-        reason = (f"repeat offender ({classified['repeat_offender']}): it returns only after the repair team marks it "
-                  "repaired")
-        return dict(base, reasons=[reason], message=f"node '{name}' is not returned: {reason}")
+    held = repeat_offender_hold(classified)
+    if held:
+        return dict(base, reasons=[held], message=f"node '{name}' is not returned: {held}")
     verdict = return_verdict(node, classified, catalog, healthy_delay, now)
     if not verdict["returnable"]:
         return dict(base, reasons=verdict["reasons"], wait_seconds=verdict["wait_seconds"],

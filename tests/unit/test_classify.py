@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
@@ -12,6 +14,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify i
     needs_attention,
     sanitize,
     summarize,
+    summarize_domains,
 )
 
 from .nodes import NOW, condition, node
@@ -197,3 +200,49 @@ def test_sanitize(name, group):
 def test_missing_fields_do_not_crash():
     result = classify({"metadata": {"name": "bare"}})
     assert result["health"] == "healthy" and result["pool"] == "unpooled" and result["ready"] == "Unknown"
+
+
+# -- failure domains and the marks of the budgets ---------------------------------------------------------------------
+
+def test_domains_are_the_values_of_the_domain_labels_the_node_carries():
+    labelled = node(labels={"example.com/rack": "r07", "topology.kubernetes.io/zone": ""})
+    options = Options(domain_labels=("example.com/rack", "topology.kubernetes.io/zone", "example.com/pdu"))
+    assert classify(labelled, options=options)["domains"] == {"example.com/rack": "r07"}
+    assert classify(labelled)["domains"] == {}
+
+
+@pytest.mark.parametrize("annotations, isolations, attempts, offender", [
+    ({}, [], 0, None),
+    ({v.ISOLATIONS: json.dumps(["2026-11-29T10:00:00Z", "2026-11-20T10:00:00Z", "2026-11-29T10:00:00Z"])},
+     ["2026-11-20T10:00:00Z", "2026-11-29T10:00:00Z"], 0, None),
+    ({v.ISOLATIONS: "{not json", v.ATTEMPTS: "[]"}, [], 0, None),
+    ({v.ISOLATIONS: json.dumps([3, "soon", "2026-11-29T10:00:00Z"])}, ["2026-11-29T10:00:00Z"], 0, None),
+    # attempts count only for the episode the node is isolated in now
+    ({v.ISOLATED_BY: v.COLLECTION, v.ISOLATED_AT: "2026-11-29T10:00:00Z",
+      v.ATTEMPTS: json.dumps({"episode": "2026-11-29T10:00:00Z", "count": 2, "run": "r"})}, [], 2, None),
+    ({v.ISOLATED_BY: v.COLLECTION, v.ISOLATED_AT: "2026-11-29T10:00:00Z",
+      v.ATTEMPTS: json.dumps({"episode": "2026-11-01T10:00:00Z", "count": 2, "run": "r"})}, [], 0, None),
+    ({v.ATTEMPTS: json.dumps({"episode": "2026-11-29T10:00:00Z", "count": 2, "run": "r"})}, [], 0, None),
+    ({v.ISOLATED_BY: v.COLLECTION, v.ISOLATED_AT: "2026-11-29T10:00:00Z",
+      v.ATTEMPTS: json.dumps({"episode": "2026-11-29T10:00:00Z", "count": True})}, [], 0, None),
+    ({v.REPEAT_OFFENDER: "isolated 4 times within 7d (more than 3); ticket NR-1"}, [], 0,
+     "isolated 4 times within 7d (more than 3); ticket NR-1"),
+])
+def test_the_budget_annotations_are_read_and_unreadable_ones_ignored(annotations, isolations, attempts, offender):
+    result = classify(node(annotations=annotations))
+    assert (result["isolations"], result["attempts"], result["repeat_offender"]) == (isolations, attempts, offender)
+    assert result["isolated_at"] == (annotations.get(v.ISOLATED_AT) if v.ISOLATED_BY in annotations else None)
+
+
+def test_domain_counts_like_pools():
+    options = Options(domain_labels=("example.com/rack",))
+    nodes = [classify(node(f"n{i}", labels={"example.com/rack": f"r{i % 2}"},
+                           conditions=[condition("NT_NPU_ECC_COUNT", "True", age=600)] if i < 3 else []),
+                      options=options) for i in range(6)] + [classify(node("bare"), options=options)]
+    counted = summarize_domains(nodes, ["example.com/rack", "example.com/pdu"])
+    assert counted == {
+        "example.com/rack": {"r0": {"total": 3, "healthy": 1, "suspect": 0, "faulty": 2, "actionable": 2,
+                                    "faulty_fraction": 0.6667},
+                             "r1": {"total": 3, "healthy": 2, "suspect": 0, "faulty": 1, "actionable": 1,
+                                    "faulty_fraction": 0.3333}},
+        "example.com/pdu": {}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
@@ -19,6 +21,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes impo
 from .nodes import condition, node
 
 NOW = "2026-11-29T12:00:00Z"
+LATER = "2026-11-30T00:00:00Z"
 OUR_TAINT = {"key": v.TAINT_KEY, "value": "NT_NPU_CARD_LOSE", "effect": "NoSchedule"}
 OTHER_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
@@ -159,3 +162,71 @@ def test_view_shows_only_what_isolation_touches():
     shown = view(isolated(annotations={"other.io/x": "1"}))
     assert shown["taints"] == [OUR_TAINT] and shown["unschedulable"] is True
     assert all(k.startswith(v.DOMAIN) for k in shown["annotations"])
+
+
+# -- isolation times and attempts (the rolling cap, the loop breaker, max attempts) -----------------------------------
+
+def isolations_of(the_node: dict) -> list[str]:
+    return json.loads(the_node["metadata"]["annotations"].get(v.ISOLATIONS) or "[]")
+
+
+@pytest.mark.parametrize("before, newly", [
+    (node(), True),
+    (node(annotations={v.STATE: v.STATE_RETURNED, v.ISOLATIONS: json.dumps(["2026-11-28T12:00:00Z"])}), True),
+    (isolated(), False),
+    (isolated(annotations={v.STATE: v.STATE_DRAINING}), False),
+])
+def test_the_isolation_time_is_written_only_when_a_node_is_newly_isolated(before, newly):
+    # A new fault reason makes even an isolated node take a patch: the time is still not added then.
+    result = after(before, isolation_patch(before, ["NT_NPU_ECC_COUNT"], "r2", "NoSchedule", LATER))
+    earlier = isolations_of(before)
+    assert isolations_of(result) == (sorted(earlier + [LATER]) if newly else earlier)
+    assert result["metadata"]["annotations"][v.ISOLATED_AT] == (LATER if newly else NOW)
+
+
+def test_isolation_times_are_pruned_to_the_newest_of_the_last_90_days():
+    old = [f"2026-0{m}-01T00:00:00Z" for m in range(1, 8)]  # before the 90 days that end on 2026-11-30
+    recent = [f"2026-11-{d:02d}T00:00:00Z" for d in range(1, 29)] + ["2026-10-15T00:00:00Z"] * 3 + ["junk", "x"]
+    before = node(annotations={v.ISOLATIONS: json.dumps(old + recent + [7])})
+    kept = isolations_of(after(before, isolation_patch(before, ["NT_NPU_NET"], "r1", "NoSchedule", LATER)))
+    assert len(kept) == 30 and kept[-1] == LATER and kept[0] == "2026-10-15T00:00:00Z"
+    many = node(annotations={v.ISOLATIONS: json.dumps([f"2026-11-29T{h:02d}:{m:02d}:00Z" for h in range(10)
+                                                       for m in range(0, 60, 10)])})
+    assert len(isolations_of(after(many, isolation_patch(many, ["NT_NPU_NET"], "r1", "NoSchedule", LATER)))) == 32
+
+
+def attempts_of(the_node: dict) -> dict | None:
+    raw = the_node["metadata"]["annotations"].get(v.ATTEMPTS)
+    return json.loads(raw) if raw else None
+
+
+def test_each_run_that_acts_on_a_node_counts_one_attempt_of_its_episode():
+    fresh = node()
+    first = after(fresh, isolation_patch(fresh, ["NT_NPU_NET"], "run-1", "NoSchedule", NOW, record_attempt=True))
+    assert attempts_of(first) == {"episode": NOW, "count": 1, "run": "run-1"}
+    assert first["metadata"]["annotations"][v.ISOLATED_AT] == NOW
+    # The same run again (a retry inside it) counts nothing and writes nothing.
+    assert isolation_patch(first, ["NT_NPU_NET"], "run-1", "NoSchedule", LATER, record_attempt=True) is None
+    # A new run acting on the node already isolated: only the attempt (and the run) is written.
+    patch = isolation_patch(first, ["NT_NPU_NET"], "run-2", "NoSchedule", LATER, record_attempt=True)
+    assert set(patch["metadata"]["annotations"]) == {v.ATTEMPTS, v.RUN_ID} and "spec" not in patch
+    second = after(first, patch)
+    assert attempts_of(second) == {"episode": NOW, "count": 2, "run": "run-2"}
+    assert isolations_of(second) == [NOW]  # no new isolation
+    # Without record_attempt (node_isolate on its own) an isolated node stays unchanged.
+    assert isolation_patch(second, ["NT_NPU_NET"], "run-3", "NoSchedule", LATER) is None
+
+
+@pytest.mark.parametrize("recorded", [None, "not json", json.dumps({"episode": "2026-11-01T00:00:00Z", "count": 5,
+                                                                        "run": "old"})])
+def test_attempts_of_another_episode_or_unreadable_ones_start_again_at_one(recorded):
+    annotations = {v.ATTEMPTS: recorded} if recorded else {}
+    before = isolated(annotations=annotations)
+    result = after(before, isolation_patch(before, [], "run-9", "NoSchedule", LATER, record_attempt=True))
+    assert attempts_of(result) == {"episode": NOW, "count": 1, "run": "run-9"}
+
+
+def test_release_keeps_the_isolation_times():
+    once = isolated(annotations={v.ISOLATIONS: json.dumps([NOW])})
+    released = after(once, release_patch(once, "r3"))
+    assert isolations_of(released) == [NOW]

@@ -65,3 +65,20 @@ def test_isolated_by_us_reads_our_annotation_or_taint():
     assert isolated_by_us(faulty_node())
     assert isolated_by_us(node(taints=[{"key": v.TAINT_KEY, "effect": "NoSchedule"}]))
     assert not isolated_by_us(node(unschedulable=True))
+
+
+# -- the loop breaker -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("state, held", [(v.STATE_REPAIR_PENDING, True), (v.STATE_DRAINED, True),
+                                         (v.STATE_REPAIRED, False)])
+def test_a_repeat_offender_returns_only_once_marked_repaired(state, held):
+    obj = faulty_node()
+    obj["metadata"]["annotations"].update({v.STATE: state, v.REPEAT_OFFENDER: "isolated 4 times within 7d"})
+    classified = classify_node(obj, default_catalog(), Options(), NOW)
+    reason = r.repeat_offender_hold(classified)
+    if held:
+        assert reason == ("repeat offender (isolated 4 times within 7d): it returns only after the repair team marks "
+                          "it repaired")
+    else:
+        assert reason is None
+    assert r.repeat_offender_hold(classify_node(faulty_node(), default_catalog(), Options(), NOW)) is None

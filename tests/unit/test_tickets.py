@@ -157,3 +157,17 @@ def test_webhook_gives_up_after_its_retries_and_a_4xx_at_once(receiver):
 def test_webhook_connection_errors_are_retried_then_one_sentence():
     with pytest.raises(t.TicketError, match=r"http://127\.0\.0\.1:9 did not take the repair ticket after 2"):
         t.deliver_webhook("http://127.0.0.1:9/x", make_ticket(), "", None, 2, 1, True, lambda _: None)
+
+
+def test_a_repeat_offender_says_so_in_the_summary_a_field_and_the_markdown():
+    offence = {"isolations": 4, "window_seconds": 604800, "after": 3,
+               "reason": "isolated 4 times within 7d (more than 3)"}
+    ticket = make_ticket(repeat_offender=offence)
+    assert ticket["repeat_offender"] == offence
+    assert ticket["summary"] == ("Node npu-a-0003 (pool npu-a) needs repair: AllocatableCardLoss, NT_NPU_OTHER; "
+                                 "repeat offender (isolated 4 times within 7d (more than 3)); recommended action repair")
+    assert ("| Repeat offender | isolated 4 times within 7d (more than 3): not remediated automatically again; it "
+            "returns to service only once marked repaired |") in t.render_markdown(ticket)
+    plain = make_ticket()
+    assert plain["repeat_offender"] is None and "repeat offender" not in plain["summary"]
+    assert "Repeat offender" not in t.render_markdown(plain)
