@@ -3,6 +3,7 @@ check/diff mode, idempotency, conflicts, Events and one-sentence failures."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -60,7 +61,9 @@ def test_isolate_check_mode_then_diff_then_no_change(api, kubeconfig, make_nodes
     assert [(t["key"], t["value"], t["effect"]) for t in after["taints"]] == [
         (v.TAINT_KEY, "NT_NPU_CARD_LOSE", "NoSchedule")]
     assert set(after["annotations"]) == {v.CORDONED_BY_US, v.ISOLATED_BY, v.ISOLATED_AT, v.ISOLATION_REASON,
-                                         v.RUN_ID, v.STATE, v.STATE_SINCE}
+                                         v.RUN_ID, v.STATE, v.STATE_SINCE, v.ISOLATIONS}
+    # The new isolation's time joins the node's isolation times in the same write.
+    assert json.loads(after["annotations"][v.ISOLATIONS]) == [after["annotations"][v.ISOLATED_AT]]
     assert after["labels"] == {v.STATE_LABEL: v.STATE_ISOLATED}
 
     now = node(api, name)  # the diff is what the cluster holds
@@ -89,7 +92,8 @@ def test_release_undoes_our_isolation_and_records_it(api, make_nodes):
     assert done["changed"] is True and "uncordoned" in done["message"]
     now = node(api, name)
     assert not now["spec"].get("unschedulable") and not our_taints(now)
-    assert set(ours(now)) == {v.STATE, v.STATE_SINCE, v.RUN_ID} and ours(now)[v.STATE] == v.STATE_NONE
+    # The isolation times stay (the rolling cap and the loop breaker count them after the node came back).
+    assert set(ours(now)) == {v.STATE, v.STATE_SINCE, v.RUN_ID, v.ISOLATIONS} and ours(now)[v.STATE] == v.STATE_NONE
     assert v.STATE_LABEL not in now["metadata"]["labels"]
     assert v.EVENT_RELEASED in reasons_of_events(api, name)
     assert release(api, name, "run-3")["changed"] is False
