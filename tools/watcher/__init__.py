@@ -19,7 +19,9 @@ thread, each run in a fresh private data directory whose artifacts are kept:
 - graceful on SIGTERM: no new run starts, running playbooks finish (or, after
   `stop_timeout`, are interrupted with SIGINT and only then killed);
 - restartable: the source lists every node on start, so a fault that began while the
-  watcher was down is found.
+  watcher was down is found;
+- observable: with a metrics port, Prometheus metrics of what it receives, runs, holds back
+  and how long it all takes (tools/watcher/metrics.py, docs/metrics.md).
 
 See docs/event_driven.md (with a systemd unit).
 """
@@ -46,6 +48,8 @@ from ansible_collections.ai_infra.node_recovery.extensions.eda.plugins.event_sou
     NodeFaultSource,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import AUTH_ARG_SPEC, Client, object_path
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._lock import LEASES, RESOURCE, LeaseObserver
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan import (
     Policy,
     PolicyError,
@@ -57,6 +61,8 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._transition
     RECOVERY_BATCH,
     CoalescingWindow,
 )
+
+from . import metrics as m
 
 log = logging.getLogger("node_recovery.watcher")
 
@@ -82,7 +88,9 @@ class Settings:
     retry_delay: float = 300.0  # a failed run's nodes are tried again after this
     max_attempts: int = 3  # runs per node and fault episode
     keep_runs: int = 500  # run directories kept (oldest removed first)
-    tick: float = 2.0  # how often held nodes are judged again without an event
+    tick: float = 2.0  # how often held nodes are judged again without an event (and the lock read for metrics)
+    metrics_port: int | None = None  # Prometheus metrics served on this port; None: no metrics
+    metrics_address: str | None = None  # the address they are served on (None: 127.0.0.1)
 
 
 @dataclass
@@ -99,6 +107,7 @@ class Run:
     ended: float | None = None
     interrupted: bool = False
     cancel: bool = False
+    faults_began: dict[str, float] = field(default_factory=dict)  # node -> when its fault began (epoch seconds)
 
     def record(self) -> dict:
         return {"run_id": self.run_id, "nodes": self.nodes, "status": self.status, "rc": self.rc,
@@ -160,6 +169,9 @@ def check_settings(settings: Settings) -> None:
         allowed_unhealthy(settings.max_unhealthy, 100)
     except PolicyError as err:
         raise WatcherError(str(err)) from None
+    problem = m.settings_problem(settings.metrics_address, settings.metrics_port)
+    if problem:
+        raise WatcherError(problem)
 
 
 class Watcher:
@@ -190,18 +202,37 @@ class Watcher:
         self._stop_requested: asyncio.Event | None = None
         self._hurry: asyncio.Event | None = None
         self._executor = ThreadPoolExecutor(max_workers=settings.max_runs, thread_name_prefix="recover-run")
+        self._queue: asyncio.Queue | None = None
+        self.metrics: m.WatcherMetrics | None = None
+        if settings.metrics_port is not None:
+            try:
+                self.metrics = m.WatcherMetrics(self.metrics_state, time.time)
+            except ImportError:
+                raise WatcherError("serving metrics needs the prometheus-client Python library, which is not "
+                                   "installed (pip install prometheus-client)") from None
+        # The remediation lock as the metrics show it, read on the tick in a thread of its own.
+        self.lock_namespace, self.lock_name = m.lock_where(settings.extra_vars)
+        self._lock_client: Client | None = None
+        self._lock_view: dict | None = None
+        self._lock_observer = LeaseObserver()
+        self._lock_reading = False
+        self._lock_problem: str | None = None
+        self._lock_executor: ThreadPoolExecutor | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> int:
         """Until SIGTERM/SIGINT; 0 after a clean stop, 1 when the source failed."""
+        self._serve_metrics()  # before anything starts: an address that cannot be bound stops it here
         loop = asyncio.get_running_loop()
         self._stop_requested, self._hurry = asyncio.Event(), asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         queue: asyncio.Queue = asyncio.Queue()
+        self._queue = queue
         source = asyncio.create_task(self.source.run(queue), name="node-faults-source")
         helpers = [asyncio.create_task(self._consume(queue)), asyncio.create_task(self._tick())]
         stop = asyncio.create_task(self._stop_requested.wait())
+        self._read_lock_soon()
         log.info("watching nodes (playbook %s, max_parallel %d, max_runs %d, max_unhealthy %s, data in %s)",
                  self.settings.playbook, self.settings.max_parallel, self.settings.max_runs,
                  self.settings.max_unhealthy, self.settings.data_dir)
@@ -216,9 +247,25 @@ class Watcher:
         await asyncio.gather(source, stop, *helpers, return_exceptions=True)
         await self._finish_runs()
         self._executor.shutdown(wait=True)
+        if self._lock_executor is not None:
+            self._lock_executor.shutdown(wait=False, cancel_futures=True)
         self._write_status()
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("stopped%s", "" if rc == 0 else " after a failure of the node watch")
         return rc
+
+    def _serve_metrics(self) -> None:
+        if self.metrics is None:
+            return
+        address = self.settings.metrics_address or m.DEFAULT_ADDRESS
+        try:
+            url = self.metrics.serve(address, self.settings.metrics_port)
+        except OSError as err:
+            raise WatcherError(f"cannot serve metrics on {address} port {self.settings.metrics_port}: "
+                               f"{err.strerror or err}") from None
+        self._lock_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lock-read")
+        log.info("serving metrics at %s", url)
 
     def request_stop(self) -> None:
         if self._stop_requested.is_set():
@@ -281,9 +328,12 @@ class Watcher:
             await asyncio.sleep(self.settings.tick)
             self._dispatch()
             self._write_status()
+            self._read_lock_soon()
 
     def _on_event(self, event: dict) -> None:
         name = event["node"]
+        if self.metrics is not None:
+            self.metrics["events_total"].labels(str(event["transition"])).inc()
         log.info("%s: %s (%s)%s", name, event["transition"], ", ".join(event["fault_types"]) or "no faults",
                  " on start" if event.get("initial") else "")
         if event["transition"] == FAULT_CLEARED or event["health"] != "faulty":
@@ -311,6 +361,9 @@ class Watcher:
         max_parallel and max_runs. `run_ended`: nodes that waited for a run to end start at once."""
         if not self.waiting:
             self.window.close()
+            if self.storm:  # the nodes it held cleared or were dropped: it holds nothing back now
+                log.info("storm brake released: no node waits")
+                self.storm = []
         # Not before the first list is complete: the storm brake must judge the whole picture.
         if self.stopping or not self.waiting or self.source.resource_version is None:
             return
@@ -368,8 +421,15 @@ class Watcher:
         for name in names:
             self.busy[name] = run_id
             self.attempts[name] = self.attempts.get(name, 0) + 1
+            began = m.fault_began(run.events[name])
+            if began is not None:
+                run.faults_began[name] = began
         self.running[run_id] = run
         self.runs_started += 1
+        if self.metrics is not None:
+            self.metrics["runs_started_total"].inc()
+            for began in run.faults_began.values():
+                self.metrics["fault_to_run_start_seconds"].observe(max(run.started - began, 0.0))
         log.info("run %s started for %s", run_id, ", ".join(names))
         self._launch(run)
         self._write_status()
@@ -393,8 +453,10 @@ class Watcher:
             eda["event"] = events[0]
         # A file, not the command line: ansible-runner would put it all in the playbook's argv.
         (run.directory / "env").mkdir()
+        # The run's id is the playbook's too: its report is recover-<run id>.json, its lock holder recover-<run id>.
         (run.directory / "env" / "extravars").write_text(extra_vars_file(
-            {**self.settings.extra_vars, "recover_nodes": list(run.nodes)}, {"ansible_eda": eda}))
+            {**self.settings.extra_vars, "recover_nodes": list(run.nodes), "node_recovery_run_id": run.run_id},
+            {"ansible_eda": eda}))
         env = {}
         if self.source.args.get("kubeconfig") and isinstance(self.source.args["kubeconfig"], str):
             env["K8S_AUTH_KUBECONFIG"] = self.source.args["kubeconfig"]
@@ -417,12 +479,38 @@ class Watcher:
             log.error("run %s could not run: %s", run.run_id, err)
         run.ended = time.time()
         _write_json(run.directory / "run.json", run.record())
+        if self.metrics is not None:
+            self._observe_report(run)
+
+    def _observe_report(self, run: Run) -> None:
+        """In the run's worker thread: the step durations of the report the run wrote, into the step histogram."""
+        path = m.find_report(m.report_dir(self.settings.extra_vars), run.run_id)
+        if path is None:
+            self.metrics["run_reports_total"].labels("missing").inc()
+            log.debug("run %s: no report found for its step durations", run.run_id)
+            return
+        try:
+            report = m.read_report(path)
+        except (OSError, ValueError) as err:
+            self.metrics["run_reports_total"].labels("unreadable").inc()
+            log.warning("run %s: cannot read its report %s for the step durations: %s", run.run_id, path, err)
+            return
+        self.metrics["run_reports_total"].labels("read").inc()
+        for step, seconds in m.report_observations(report):
+            self.metrics["step_duration_seconds"].labels(step).observe(seconds)
 
     def _finished(self, run: Run, _future: Any) -> None:
         self.running.pop(run.run_id, None)
         for name in run.nodes:
             self.busy.pop(name, None)
         took = (run.ended or time.time()) - run.started
+        if self.metrics is not None:
+            result = str(run.status)
+            self.metrics["runs_finished_total"].labels(result).inc()
+            self.metrics["run_duration_seconds"].labels(result).observe(max(took, 0.0))
+            for began in run.faults_began.values():
+                self.metrics["fault_to_run_end_seconds"].labels(result).observe(
+                    max((run.ended or time.time()) - began, 0.0))
         log.info("run %s for %s ended: %s (rc %s) in %.1fs%s; artifacts in %s", run.run_id, ", ".join(run.nodes),
                  run.status, run.rc, took, " after an interrupt" if run.interrupted else "", run.directory)
         if run.status == "successful":
@@ -439,6 +527,8 @@ class Watcher:
                 else:
                     log.error("%s: %d runs failed for this fault episode; not trying again until it clears", name,
                               self.attempts[name])
+                    if self.metrics is not None:
+                        self.metrics["nodes_given_up_total"].inc()
         self._write_status()
         self._dispatch(run_ended=True)
 
@@ -454,6 +544,64 @@ class Watcher:
             if old.name not in self.running:
                 shutil.rmtree(old, ignore_errors=True)
 
+    # -- metrics -----------------------------------------------------------------------------
+    def metrics_state(self) -> dict:
+        """What the state gauges show, read from the metrics server's thread while the event loop goes on:
+        each container is copied or measured in one step (no Python code runs inside it)."""
+        runs = tuple(self.running.values())
+        view = self._lock_view
+        return {
+            "watching": self.source.resource_version is not None,
+            "in_remediation": len(self.busy),
+            "waiting": len(self.waiting),
+            "retry_pending": len(self.retries),
+            "runs": {run.run_id: run.started for run in runs},
+            "queue_depth": self._queue.qsize() if self._queue is not None else 0,
+            "storm": self.storm,
+            "lock": None if view is None else {**view, "unchanged": self._lock_observer.unchanged_for()
+                                               if view["holder"] else None},
+        }
+
+    def _read_lock_soon(self) -> None:
+        """Read the remediation lock's Lease in the background; one read at a time."""
+        if self._lock_executor is None or self._lock_reading or self.stopping:
+            return
+        self._lock_reading = True
+        future = asyncio.get_running_loop().run_in_executor(self._lock_executor, self._read_lock)
+        future.add_done_callback(self._lock_read)
+
+    def _read_lock(self) -> dict | None:
+        """In the lock-read thread: the Lease, or None when there is none. Any failure is raised to _lock_read."""
+        if self._lock_client is None:
+            params = {name: self.source.args.get(name) for name in AUTH_ARG_SPEC}
+            self._lock_client = Client(params, retries=0, pool_size=1, timeout=5.0)
+        where = f"reading Lease {self.lock_namespace}/{self.lock_name}"
+        return self._lock_client.get_or_none(object_path(LEASES, self.lock_name, self.lock_namespace), what=where,
+                                             verb="get", resource=RESOURCE)
+
+    def _lock_read(self, future: asyncio.Future) -> None:
+        """Back in the event loop: the lock's view for the gauges. A failure is counted, logged when it changes,
+        and never stops the watcher."""
+        self._lock_reading = False
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self._lock_view = None
+            self.metrics["lock_read_errors_total"].inc()
+            problem = str(error) or type(error).__name__
+            if problem != self._lock_problem:
+                log.warning("cannot read the remediation lock for the metrics: %s", problem)
+            self._lock_problem = problem
+            return
+        if self._lock_problem is not None:
+            log.info("the remediation lock can be read again")
+            self._lock_problem = None
+        lease = future.result()
+        if lease:
+            self._lock_observer.observe(lease)
+        self._lock_view = m.lock_view(lease)
+
     def _write_status(self) -> None:
         _write_json(self.status_file, {
             "pid": os.getpid(),
@@ -467,6 +615,7 @@ class Watcher:
             "storm": self.storm,
             "runs_started": self.runs_started,
             "stopping": self.stopping,
+            "metrics": None if self.metrics is None else self.metrics.url,
             "updated": time.time(),
         })
 

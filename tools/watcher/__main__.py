@@ -62,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
     limits.add_argument("--retry-delay", type=float, default=300, help="seconds before a failed run is tried again")
     limits.add_argument("--max-attempts", type=int, default=3, help="runs per node and fault episode")
     limits.add_argument("--keep-runs", type=int, default=500, help="run directories kept")
+    metrics = top.add_argument_group("Prometheus metrics (docs/metrics.md)")
+    metrics.add_argument("--metrics-port", type=int,
+                         help="serve metrics at http://ADDRESS:PORT/metrics (default: no metrics)")
+    metrics.add_argument("--metrics-address",
+                         help="IP address the metrics are served on (default 127.0.0.1: this machine only; "
+                              "0.0.0.0 or :: for every interface)")
     top.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return top
 
@@ -96,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                         source_args=source_args, extra_vars=extra_vars, max_parallel=args.max_parallel,
                         max_runs=args.max_runs, coalesce_seconds=args.coalesce_seconds,
                         max_unhealthy=args.max_unhealthy, stop_timeout=args.stop_timeout,
-                        retry_delay=args.retry_delay, max_attempts=args.max_attempts, keep_runs=args.keep_runs)
+                        retry_delay=args.retry_delay, max_attempts=args.max_attempts, keep_runs=args.keep_runs,
+                        metrics_port=args.metrics_port, metrics_address=args.metrics_address)
     ensure_ansible_on_path()
     try:
         watcher = Watcher(settings)
