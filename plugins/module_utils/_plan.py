@@ -352,7 +352,7 @@ def plan(classified: Iterable[dict], policy: Policy, targets: Iterable[str] | No
             elif domain is not None:
                 scope = f"{domain['label']}={domain['value']}"
                 counts = (f"{domain['faulty']} actionable faulty nodes of {domain['total']}, over its budget of "
-                          f"{domain['allowed']} ({domain['budget']})")
+                          f"{domain['allowed']} (node_recovery_domains: {domain['budget']})")
                 hold(node, DOMAIN, f"failure domain {scope} has {counts}: one incident (a switch, a power feed), "
                      "left for a person while the other domains go on", scope=scope, detail=counts)
             else:
@@ -371,10 +371,12 @@ def plan(classified: Iterable[dict], policy: Policy, targets: Iterable[str] | No
     for node, offence in chosen:
         new = not node.get("isolated_by_us")
         if new and left is not None and left <= 0:
-            hold(node, MAX_ISOLATIONS, f"rolling cap: {recent['count']} new isolations within the last {window} "
-                 f"already reach node_recovery_max_isolations={policy.max_isolations} (with this run's); left for a "
-                 "later run", detail=f"{policy.max_isolations} new isolations per {window}; {recent['count']} "
-                 "were made before this run")
+            taken = policy.max_isolations - recent["count"] if policy.max_isolations > recent["count"] else 0
+            hold(node, MAX_ISOLATIONS, f"rolling cap: node_recovery_max_isolations allows {policy.max_isolations} "
+                 f"new isolations per {window}; {recent['count']} were made before this run"
+                 + (f" and {taken} by it" if taken else "") + "; left for a later run",
+                 detail=f"{policy.max_isolations} new isolations per {window} (node_recovery_max_isolations); "
+                        f"{recent['count']} were made before this run")
             continue
         if policy.max_nodes is not None and len(act) >= policy.max_nodes:
             hold(node, MAX_NODES, f"per-run cap: node_recovery_max_nodes_per_run is {policy.max_nodes} and more "

@@ -89,7 +89,8 @@ def test_a_domain_over_its_budget_is_held_while_the_others_go_on(budget, layout,
     for name, (rule, reason) in reasons(result).items():
         assert rule == "domain" and faulty[name] in held
         assert reason.startswith(f"failure domain {RACK}={faulty[name]} has ")
-        assert "over its budget of" in reason and f"({budget})" in reason and "one incident" in reason
+        assert "over its budget of" in reason and f"(node_recovery_domains: {budget})" in reason
+        assert "one incident" in reason
     assert {h["value"] for h in result["domain_holds"]} == held
     assert {b["scope"] for b in result["budgets"] if b["budget"] == "domain"} == {f"{RACK}={r}" for r in held}
 
@@ -147,14 +148,14 @@ def test_the_per_run_cap_acts_on_the_most_urgent_and_leaves_the_rest_for_the_nex
                                   "detail": "2 nodes per run (node_recovery_max_nodes_per_run)"}]
 
 
-@pytest.mark.parametrize("cap, recent_times, acted", [
-    (3, [], ["a", "b", "c"]),
-    (3, [ago(600)], ["a", "b"]),
-    (3, [ago(600), ago(1200), ago(3000)], []),
-    (3, [ago(600), ago(1200), ago(4000)], ["a"]),  # one isolation left the hour's window
-    (0, [], []),
+@pytest.mark.parametrize("cap, recent_times, used, acted", [
+    (3, [], 0, ["a", "b", "c"]),
+    (3, [ago(600)], 1, ["a", "b"]),
+    (3, [ago(600), ago(1200), ago(3000)], 3, []),
+    (3, [ago(600), ago(1200), ago(4000)], 2, ["a"]),  # one isolation left the hour's window
+    (0, [], 0, []),
 ])
-def test_the_rolling_cap_counts_isolations_of_earlier_runs_on_every_node(cap, recent_times, acted):
+def test_the_rolling_cap_counts_isolations_of_earlier_runs_on_every_node(cap, recent_times, used, acted):
     # Returned nodes (healthy now) keep their isolation times and count.
     returned = [classified(f"back-{i}", faulty=False, annotations={v.ISOLATIONS: json.dumps([t])})
                 for i, t in enumerate(recent_times)]
@@ -162,10 +163,13 @@ def test_the_rolling_cap_counts_isolations_of_earlier_runs_on_every_node(cap, re
     nodes = returned + faulty + racks({"r9": (40, 0)})
     result = plan(nodes, Policy(max_isolations=cap), now=NOW)
     assert names(result["act"]) == acted
-    held = [n for n, (rule, _r) in reasons(result).items() if rule == "max_isolations"]
-    assert sorted(held) == sorted(set("abc") - set(acted))
-    if held:
-        assert f"already reach node_recovery_max_isolations={cap}" in reasons(result)[held[0]][1]
+    assert result["isolations"]["count"] == used
+    held = sorted(n for n, (rule, _r) in reasons(result).items() if rule == "max_isolations")
+    assert held == sorted(set("abc") - set(acted))
+    for name in held:
+        assert reasons(result)[name][1] == (
+            f"rolling cap: node_recovery_max_isolations allows {cap} new isolations per 1h; {used} were made before "
+            "this run" + (f" and {len(acted)} by it" if acted else "") + "; left for a later run")
     # node_faults_info's count over every node gives the same plan.
     attention = [n for n in nodes if needs_attention(n)]
     counted = plan(attention, Policy(max_isolations=cap), pools=summarize(nodes),
