@@ -8,6 +8,7 @@ share the cluster are never paused or counted."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -198,6 +199,44 @@ def test_the_rolling_cap_is_counted_across_runs_and_faces(api, pool, kubeconfig)
     third = runbook.run("recover")
     assert third.returncode == 0, third.stdout[-5000:]
     assert state_of(api, names[2]) == v.STATE_REPAIR_PENDING
+
+
+def test_runs_that_planned_together_stay_within_the_rolling_cap(api, pool, kubeconfig):
+    """Two runs for two nodes (as two events of the watcher or the rulebook start them) both plan while someone
+    else holds the lock, so each finds the whole cap free and waits to act; the one that gets the lock second
+    counts the isolations again under it and holds its node."""
+    names, runbook = pool(10, node_recovery_max_isolations=1, node_recovery_max_unhealthy="50%")
+    for name in names[:2]:
+        fault(api, name)
+    lock = {"name": runbook.vars["node_recovery_lock_name"], "holder": "maintenance", "kubeconfig": kubeconfig}
+    assert run_module("remediation_lock", dict(lock, keep_alive=False, duration=300))["changed"] is True
+    procs, logs = [], []
+    for name in names[:2]:
+        own = runbook.tmp / f"vars-{name}.json"
+        own.write_text(json.dumps(dict(runbook.vars, recover_nodes=[name])))
+        logs.append(runbook.tmp / f"run-{name}.log")
+        with logs[-1].open("w") as log:
+            procs.append(subprocess.Popen(runbook.command("recover")[:-1] + [f"@{own}"], stdout=log,
+                                          stderr=subprocess.STDOUT, text=True, env=runbook.env(), cwd=runbook.tmp))
+    try:
+        # Each planned its own node within the cap (a run with nothing to do takes no lock) and now waits for it.
+        wait_for(lambda: all("TASK [Take the remediation lock]" in log.read_text() for log in logs), 120,
+                 "both runs to wait for the lock")
+        assert run_module("remediation_lock", dict(lock, state="released"))["changed"] is True
+        for proc in procs:
+            proc.wait(timeout=900)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    outputs = [log.read_text() for log in logs]
+    assert [proc.returncode for proc in procs] == [0, 0], [out[-3000:] for out in outputs]
+    isolated = [name for name in names[:2] if annotation(api, name, v.ISOLATED_AT)]
+    assert len(isolated) == 1, [out[-3000:] for out in outputs]
+    (held,) = set(names[:2]) - set(isolated)
+    assert untouched(api, [held])
+    reports = [json.loads(path.read_text()) for path in (runbook.tmp / "reports").glob("recover-*.json")]
+    assert [s["rule"] for r in reports for s in r["skipped"] if s["name"] == held] == ["max_isolations"], reports
 
 
 def test_a_repeat_offender_goes_to_repair_and_is_not_returned_until_repaired(api, pool):
