@@ -398,7 +398,6 @@ def plan(classified: Iterable[dict], policy: Policy, targets: Iterable[str] | No
                           "not remediated the usual way"})["nodes"].append(node["name"])
         act.append(entry)
     order = {name: i for i, name in enumerate(BUDGETS)}
+    held = sorted(budgets.values(), key=lambda b: (order[b["budget"]], b["scope"] or ""))
     return {"storm": bool(storms), "storm_scopes": storms, "paused": paused or None, "domain_holds": over,
-            "isolations": recent, "budgets": sorted(budgets.values(), key=lambda b: (order[b["budget"]],
-                                                                                      b["scope"] or "")),
-            "act": act, "skip": skip, "pools": summary, "domains": counted}
+            "isolations": recent, "budgets": held, "act": act, "skip": skip, "pools": summary, "domains": counted}
