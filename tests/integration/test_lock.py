@@ -173,8 +173,9 @@ def test_renew_extends_our_hold_and_fails_for_a_lost_lock(api, namespace):
 
 
 def test_two_processes_racing_for_a_free_lock_exactly_one_wins(kubeconfig, namespace):
-    raced = 0
-    for round_ in range(5):
+    raced = rounds = 0
+    while rounds < 5 or (raced < 2 and rounds < 20):  # a loaded machine serialises some rounds
+        round_ = rounds = rounds + 1
         lease = unique(f"race{round_}")
         procs = [subprocess.Popen([str(VENV_BIN / "python"), "-c", RACER, kubeconfig, namespace, lease, holder],
                                   cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -193,10 +194,11 @@ def test_two_processes_racing_for_a_free_lock_exactly_one_wins(kubeconfig, names
         assert len(winners) == 1, outcomes
         loser = next(o for o in outcomes if not o["won"])
         assert f"held by '{winners[0]}'" in loser["msg"]
-        raced += all(o["writes"] for o in outcomes)  # both wrote: the loser's create met the winner's (409)
-        if raced:
+        both_wrote = all(o["writes"] for o in outcomes)  # the loser's create met the winner's (409)
+        if both_wrote:
             assert "409" in loser["writes"], outcomes
-    print(f"{raced} of 5 rounds were real races (both racers wrote)")
+        raced += both_wrote
+    print(f"{raced} of {rounds} rounds were real races (both racers wrote)")
     assert raced >= 2, "the racers never wrote at the same time: the barrier did not hold them together"
 
 
