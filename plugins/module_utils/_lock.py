@@ -229,7 +229,8 @@ def acquire(client: Client, namespace: str, name: str, holder: str, duration: in
     if not holder:
         raise NodeRecoveryError("holder must not be empty")
     observer = LeaseObserver(clock)
-    deadline = clock() + wait
+    started = clock()
+    deadline = started + wait
     conflicts = 0
     while True:
         lease = _read(client, namespace, name)
@@ -251,17 +252,19 @@ def acquire(client: Client, namespace: str, name: str, holder: str, duration: in
                        f"whose Lease had not changed for {observer.unchanged_for():.1f} s as seen from here")
         else:
             doing, message = "take", f"'{holder}' acquired the remediation lock {namespace}/{name}"
+        # How long it waited: a plan made before a wait is out of date once the lock is ours.
+        waited = {"waited_seconds": round(clock() - started, 1)}
         if check_mode:
             after = {**body, "metadata": {**body["metadata"], "namespace": namespace}}
             return _result(verdict != OURS, after, lease,
-                           f"check mode: '{holder}' would {doing} the remediation lock {namespace}/{name}")
+                           f"check mode: '{holder}' would {doing} the remediation lock {namespace}/{name}") | waited
         written = _write(client, namespace, name, body, create=lease is None)
         if written is None:  # someone else wrote first: read again and judge
             conflicts += 1
             if conflicts >= RACE_ATTEMPTS:
                 raise _conflicted(namespace, name, "acquiring")
             continue
-        return _result(verdict != OURS, written, lease, f"{message} for {duration} s")
+        return _result(verdict != OURS, written, lease, f"{message} for {duration} s") | waited
 
 
 def renew(client: Client, namespace: str, name: str, holder: str, duration: int | None = None,

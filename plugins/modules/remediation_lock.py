@@ -150,6 +150,12 @@ lock:
   sample: {exists: true, namespace: default, name: node-recovery, holder: awx-job-4242, held: true, run_id: 20261129T1200Z,
            acquired_at: "2026-11-29T12:00:00.000000Z", renewed_at: "2026-11-29T12:00:20.000000Z", duration: 30,
            expires_at: "2026-11-29T12:00:50.000000Z", transitions: 3}
+waited_seconds:
+  description: How long the task waited for another run's lock before taking it (a plan made before that wait is
+    out of date).
+  returned: with O(state=acquired), when taken
+  type: float
+  sample: 0.0
 keep_alive_pid:
   description: Process id of the renewer that keeps the lease alive while the run lives.
   returned: with O(state=acquired) and O(keep_alive), not in check mode

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._lock import acquire, release
 from tools.localcluster import cluster as localcluster
 
 from .helpers import (
@@ -352,6 +353,38 @@ def test_recover_and_return_to_service_started_together_never_act_at_once(api, s
     isolated_at = node_events(api, names[2], v.EVENT_ISOLATED)[0]["lastTimestamp"]
     handed_at = node_events(api, names[2], v.EVENT_REPAIR_REQUESTED)[0]["lastTimestamp"]
     assert returned_at < isolated_at or returned_at > handed_at, (returned_at, isolated_at, handed_at)
+
+
+def test_a_run_that_waited_for_the_lock_plans_again_under_it(api, small_pool):
+    """The first batch acts on the plan's classification without reading its nodes again: that plan must be
+    as fresh as the lock. A fault that clears while the run waits for another holder is not acted on."""
+    names, runbook = small_pool(10, faulty=1)
+    lock = runbook.vars["node_recovery_lock_name"]
+    acquire(api, "default", lock, "someone-else", 60)
+    proc = subprocess.Popen(runbook.command("recover"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=runbook.env(), cwd=runbook.tmp)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("TASK [Take the remediation lock]" in line for line in lines), 120,
+                 "the run planned and waits for the lock")
+        time.sleep(1)
+        localnodes.clear(names[0], api=api)  # the fault clears while the run waits
+        time.sleep(1)
+        release(api, "default", lock, "someone-else")
+        proc.wait(timeout=300)
+        reader.join(timeout=10)
+    finally:
+        proc.kill()
+    output = "".join(lines)
+    assert proc.returncode == 0, output[-4000:]
+    marks = our_marks(api, names[:1])[names[0]]
+    assert not marks["annotations"] and not marks["taints"] and not marks["unschedulable"], marks
+    assert not node_events(api, names[0], v.EVENT_ISOLATED)
+    report = json.loads((runbook.tmp / "reports" / "latest-recover.json").read_text())
+    assert not any(entry["name"] == names[0] and entry["outcome"] != "nothing to do" for entry in report["nodes"]), \
+        report["nodes"]
 
 
 def test_a_node_that_cannot_be_drained_is_named_while_the_rest_of_the_batch_finishes(api, small_pool, namespace):

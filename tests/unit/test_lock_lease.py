@@ -181,6 +181,7 @@ def test_a_lease_that_stops_changing_is_taken_after_its_duration_even_with_a_fut
     assert taken["changed"] is True and taken["lock"]["holder"] == "me" and taken["lock"]["transitions"] == 1
     assert "took over" in taken["message"] and "'dead-run'" in taken["message"]
     assert 5 <= clock.slept <= 6  # its duration of unchanged Lease as observed, plus at most one poll
+    assert taken["waited_seconds"] == round(clock.slept, 1)  # the run plans again after such a wait
     assert store.lease["metadata"]["annotations"][v.RUN_ID] == "run-2"
 
 
@@ -219,6 +220,7 @@ def test_a_released_lease_is_taken_at_once():
     store = FakeLeaseStore(lease(holder=None, renewed_ago=1, duration=3600, transitions=4))
     taken = acquire(store, "default", "lock", "me", 30, wait=0, clock=clock, sleep=clock.sleep)
     assert taken["changed"] is True and taken["lock"]["holder"] == "me" and clock.slept == 0
+    assert taken["waited_seconds"] == 0
     assert store.lease["spec"]["leaseDurationSeconds"] == 30 and store.lease["spec"]["leaseTransitions"] == 5
 
 
