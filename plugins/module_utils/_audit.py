@@ -64,9 +64,29 @@ def record_event(client: Client, node: dict, reason: str, message: str, event_ty
                           resource="events")
 
 
+# From this many nodes on, the Events of every node are listed once: the API server scans every Event of the
+# cluster for each field-selected list, so a list per node of a rack-sized batch costs it a scan per node.
+EVENTS_LISTED_ONCE_FROM = 8
+
+
+def _newest(items: list[dict], limit: int) -> list[dict]:
+    items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return items[-limit:]
+
+
 def node_events(client: Client, name: str, limit: int = 50) -> list[dict]:
     """Recent Events about a node, from every source, newest last."""
     items = client.list("/api/v1/events", field_selector=f"involvedObject.kind=Node,involvedObject.name={name}",
                         what=f"listing events of node {name}", resource="events")
-    items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-    return items[-limit:]
+    return _newest(items, limit)
+
+
+def events_of_nodes(client: Client, names: list[str], limit: int = 50) -> dict[str, list[dict]]:
+    """node_events for many nodes at once, from one list of every Node's Events."""
+    wanted: dict[str, list[dict]] = {name: [] for name in names}
+    for event in client.list("/api/v1/events", field_selector="involvedObject.kind=Node",
+                             what=f"listing events of {len(names)} nodes", resource="events"):
+        found = wanted.get((event.get("involvedObject") or {}).get("name"))
+        if found is not None:
+            found.append(event)
+    return {name: _newest(items, limit) for name, items in wanted.items()}

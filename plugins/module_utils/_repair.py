@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import (
+    EVENTS_LISTED_ONCE_FROM,
+    events_of_nodes,
     new_run_id,
     node_events,
     record_event,
@@ -221,6 +223,7 @@ def record(client: Client, name: str, catalog: Catalog, options: Options, window
 def request_repair(client: Client, name: str, catalog: Catalog, options: Options, *, window: int, escalate_after: int,
                    action: dict | None, workloads: list[dict], requested_by: str, note: str | None, run_id: str,
                    directory: str | None, webhook: dict | None, events_limit: int, check_mode: bool,
+                   events: list[dict] | None = None,
                    now: dt.datetime | None = None, repeat_after: int = DEFAULT_REPEAT_AFTER,
                    repeat_window: int = DEFAULT_REPEAT_WINDOW) -> dict:
     """Mark the node repair-pending and hand over a ticket with the evidence bundle (files and/or webhook). A repeat
@@ -240,7 +243,8 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
     if not classified["cordoned"]:
         warnings.append(f"node '{name}' is schedulable: isolate it before it is repaired")
     offence = repeat_offence(classified, repeat_after, repeat_window, now, counting_now=False)
-    events = node_events(client, name, limit=events_limit) if events_limit > 0 else []
+    if events is None:
+        events = node_events(client, name, limit=events_limit) if events_limit > 0 else []
     ticket = build_ticket(ticket=ticket_id(name, episode_start(node, classified, now)), node=node,
                           classified=classified, events=events, workloads=workloads, actions=judged["actions"],
                           history=judged["history"], window=window, requested_by=requested_by, note=note,
@@ -335,6 +339,10 @@ def repair_nodes(call: Call) -> dict:
                    "timeout": params["webhook_timeout"], "retries": params["webhook_retries"],
                    "validate_certs": params["webhook_validate_certs"]}
 
+    listed_events = None
+    if state == "requested" and params["events_limit"] > 0 and len(names) >= EVENTS_LISTED_ONCE_FROM:
+        listed_events = events_of_nodes(call.client, names, params["events_limit"])
+
     def one(name: str) -> dict:
         run_id = run_id_for(call.client, name, params["run_id"])
         if state == "recorded":
@@ -347,6 +355,7 @@ def repair_nodes(call: Call) -> dict:
                                     requested_by=params["by"] or v.COLLECTION, note=params["note"], run_id=run_id,
                                     directory=params["directory"], webhook=webhook,
                                     events_limit=params["events_limit"], check_mode=call.check_mode,
+                                    events=listed_events.get(name) if listed_events is not None else None,
                                     repeat_after=params["repeat_after"], repeat_window=params["repeat_window"])
         else:
             result = hand_over(call.client, name, state, params["by"], params["ticket_ref"], params["note"], run_id,

@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import node_events, rfc3339
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import (
+    EVENTS_LISTED_ONCE_FROM,
+    node_events,
+    rfc3339,
+)
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate
 from tools.localcluster import nodes as localnodes
 
@@ -301,3 +305,22 @@ def test_a_batch_of_two_nodes_gets_two_tickets_in_one_call(api, kubeconfig, make
 
     again = run_module("node_repair", {"kubeconfig": kubeconfig, "name": names, "directory": str(tmp_path)})
     assert again["changed"] is False and {n["name"]: n["ticket_id"] for n in again["nodes"]} == tickets
+
+
+def test_a_rack_sized_batch_lists_the_events_once_and_each_ticket_holds_its_own_node_s(api, kubeconfig, make_nodes,
+                                                                                    tmp_path):
+    names = [faulty(api, make_nodes) for _ in range(EVENTS_LISTED_ONCE_FROM)]
+    everything = {name: sorted(e["reason"] for e in node_events(api, name)) for name in names}
+    newest = {name: sorted((e["reason"], e["message"]) for e in node_events(api, name, limit=2)) for name in names}
+
+    checked = run_module("node_repair", {"kubeconfig": kubeconfig, "name": names, "events_limit": 50}, check=True)
+    result = run_module("node_repair", {"kubeconfig": kubeconfig, "name": names, "directory": str(tmp_path),
+                                        "events_limit": 2})
+
+    for n in checked["nodes"]:  # every Event of its own node, no other node's
+        assert sorted(e["reason"] for e in n["ticket"]["events"]) == everything[n["name"]], n["name"]
+        assert "RegisteredNode" in everything[n["name"]] and v.EVENT_ISOLATED in everything[n["name"]]
+    assert not result.get("failed"), result.get("msg")
+    assert result["failed_nodes"] == [] and len({n["ticket_id"] for n in result["nodes"]}) == len(names)
+    for n in result["nodes"]:  # the limit keeps the newest, as a list per node does
+        assert sorted((e["reason"], e["message"]) for e in n["ticket"]["events"]) == newest[n["name"]], n["name"]
