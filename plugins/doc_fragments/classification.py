@@ -59,4 +59,19 @@ options:
     type: list
     elements: str
     default: []
+  unhealthy_cards_annotation:
+    description:
+      - The node annotation in which the device-plugin lists the node's unhealthy cards, comma-separated
+        (C({resource}) stands for the accelerator resource). Ascend's device plugin writes
+        C(huawei.com/Ascend910-Unhealthy) with a value like C(Ascend910-3).
+      - With it, card-level faults (action C(restart_workloads)) name the lost cards and only the work that used them
+        is restarted; without it (the NVIDIA device plugin publishes none) every training job on the node is.
+    type: str
+    default: '{resource}-Unhealthy'
+  card_assignment_annotation:
+    description:
+      - The pod annotation in which the device-plugin lists the cards allocated to the pod, comma-separated
+        (C({resource}) stands for the accelerator resource; Ascend's device plugin writes C(huawei.com/Ascend910)).
+    type: str
+    default: '{resource}'
 """

@@ -28,14 +28,19 @@ defaults:
   uncatalogued: {action: repair, severity: major, min_duration: 1m}
   # How an Unknown NT_* condition counts when its entry does not say: suspect | fault | ignore.
   nt_unknown: suspect
+  # Faults whose action is restart_workloads are handled card by card (the node stays in service) while the node has
+  # lost at most max_lost_cards of its cards (a count, or a share like 25%) and has had at most max_card_losses card
+  # losses within card_loss_window (this one included); beyond either, the node gets escalate_to instead.
+  card_level: {max_lost_cards: 2, max_card_losses: 2, card_loss_window: 168h, escalate_to: reboot_then_repair}
 faults:
   # ModelArts node-agent checks (NodeCondition types written on every NPU/GPU node).
   - {type: NT_NPU_DEVICE, category: npu, severity: major, action: reboot_then_repair, min_duration: 1m,
      description: "dcmi reports an important or urgent NPU device alarm; may be sub-health: reboot first, repair if it persists"}
   - {type: NT_NPU_NET, category: npu, severity: major, action: reboot_then_repair, min_duration: 1m,
      description: "NPU network link abnormal; reboot first, repair if it persists"}
-  - {type: NT_NPU_CARD_LOSE, category: npu, severity: critical, action: reboot_then_repair, min_duration: 1m,
-     description: "the flavor's NPU count differs from the schedulable cards on the node; reboot first, repair if it persists"}
+  - {type: NT_NPU_CARD_LOSE, category: npu, severity: critical, action: restart_workloads, min_duration: 1m,
+     description: "the flavor's NPU count differs from the schedulable cards on the node; the node keeps serving on its
+       other cards, the work that used the lost one is restarted"}
   - {type: NT_NPU_OTHER, category: npu, severity: critical, action: repair, min_duration: 1m,
      description: "other NPU error, usually not self-correctable; repair"}
   - {type: NT_NPU_ECC_COUNT, category: npu, severity: critical, action: repair, min_duration: 1m,
@@ -46,8 +51,9 @@ faults:
      min_duration: 1m, description: "the kubelet directory is read-only; reboot first, repair if it persists"}
 
   # Device-plugin: fewer allocatable accelerators than expected (card loss before any condition flips).
-  - {type: AllocatableCardLoss, source: allocatable, category: npu, severity: critical, action: reboot_then_repair,
-     description: "the device-plugin reports fewer usable accelerators than the flavor has; reboot first, repair if it persists"}
+  - {type: AllocatableCardLoss, source: allocatable, category: npu, severity: critical, action: restart_workloads,
+     description: "the device-plugin reports fewer usable accelerators than the flavor has; the node keeps serving on
+       its other cards, the work that used the lost ones is restarted"}
 
   # Kubernetes standard conditions.
   - {type: Ready, fault_status: ["False", "Unknown"], category: node, severity: critical, action: reboot_then_repair,
@@ -106,7 +112,9 @@ ENTRY_FIELDS = ("type", "fault_status", "category", "severity", "action", "min_d
                 "unknown", "source")
 UNCATALOGUED_FIELDS = tuple(field for field in ENTRY_FIELDS if field != "type")
 TOP_LEVEL_KEYS = ("defaults", "faults")
-DEFAULTS_KEYS = ("uncatalogued", "nt_unknown")
+DEFAULTS_KEYS = ("uncatalogued", "nt_unknown", "card_level")
+CARD_LEVEL_KEYS = ("max_lost_cards", "max_card_losses", "card_loss_window", "escalate_to")
+CARD_LEVEL_ACTION = "restart_workloads"
 UNKNOWN_POLICIES = ("suspect", "fault", "ignore")
 SOURCES = ("condition", "allocatable")
 CONDITION_STATUSES = ("True", "False", "Unknown")
@@ -137,10 +145,25 @@ class FaultEntry:
 
 
 @dataclass(frozen=True)
+class CardLevel:
+    """When card-level handling (restart_workloads) gives way to a node-level action."""
+
+    max_lost_cards: str = "2"  # a count or a share of the node's cards ("25%")
+    max_card_losses: int = 2
+    card_loss_window: int = 7 * 86400
+    escalate_to: str = "reboot_then_repair"
+
+    def allowed_lost(self, expected: int) -> int:
+        text = self.max_lost_cards
+        return expected * int(text[:-1]) // 100 if text.endswith("%") else int(text)
+
+
+@dataclass(frozen=True)
 class Catalog:
     entries: dict[str, FaultEntry]
     uncatalogued: FaultEntry
     nt_unknown: str
+    card_level: CardLevel = CardLevel()
 
     def lookup(self, condition_type: str) -> FaultEntry | None:
         return self.entries.get(condition_type)
@@ -278,7 +301,7 @@ def _sections(document: Any, origin: str) -> tuple[dict, list]:
     defaults = document.get("defaults")
     faults = document.get("faults")
     if defaults is not None and not isinstance(defaults, dict):
-        raise CatalogError(f"{where}: 'defaults' must be a mapping (with {' and '.join(DEFAULTS_KEYS)}), "
+        raise CatalogError(f"{where}: 'defaults' must be a mapping (with {', '.join(DEFAULTS_KEYS)}), "
                            f"not {_kind(defaults)}")
     if faults is not None and not isinstance(faults, list):
         raise CatalogError(f"{where}: 'faults' must be a list of entries, not {_kind(faults)}")
@@ -319,7 +342,37 @@ def _apply(catalog: Catalog, document: Any, origin: str) -> Catalog:
     nt_unknown = catalog.nt_unknown
     if "nt_unknown" in defaults:
         nt_unknown = _check_choice(defaults["nt_unknown"], UNKNOWN_POLICIES, where, "nt_unknown")
-    return Catalog(entries=entries, uncatalogued=uncatalogued, nt_unknown=nt_unknown)
+    card_level = catalog.card_level
+    if defaults.get("card_level") is not None:
+        card_level = _card_level(card_level, defaults["card_level"], f"{where}.card_level")
+    return Catalog(entries=entries, uncatalogued=uncatalogued, nt_unknown=nt_unknown, card_level=card_level)
+
+
+def _card_level(base: CardLevel, raw: Any, where: str) -> CardLevel:
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where} must be a mapping (with {', '.join(CARD_LEVEL_KEYS)}), not {_kind(raw)}")
+    unknown = _unknown_key(raw, CARD_LEVEL_KEYS)
+    if unknown is not None:
+        raise CatalogError(f"{where}: unknown key {_show(unknown)} (known: {', '.join(CARD_LEVEL_KEYS)})")
+    fields: dict[str, Any] = {}
+    if "max_lost_cards" in raw:
+        value = raw["max_lost_cards"]
+        text = str(value).strip() if not isinstance(value, bool) and isinstance(value, (int, str)) else ""
+        if not re.fullmatch(r"\d+%?", text) or (text.endswith("%") and int(text[:-1]) > 100):
+            raise CatalogError(f"{where}: max_lost_cards {_show(value)} is neither a count (like 2) nor a share "
+                               "of the node's cards (like 25%)")
+        fields["max_lost_cards"] = text
+    if "max_card_losses" in raw:
+        value = raw["max_card_losses"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CatalogError(f"{where}: max_card_losses must be a whole number of 1 or more, not {_show(value)}")
+        fields["max_card_losses"] = value
+    if "card_loss_window" in raw:
+        fields["card_loss_window"] = parse_duration(raw["card_loss_window"], f"{where}: card_loss_window")
+    if "escalate_to" in raw:
+        node_level = tuple(a for a in ACTIONS if a not in ("observe", CARD_LEVEL_ACTION))
+        fields["escalate_to"] = _check_choice(raw["escalate_to"], node_level, where, "escalate_to")
+    return replace(base, **fields)
 
 
 _DEFAULT: Catalog | None = None
@@ -402,5 +455,5 @@ def category_for(condition_type: str) -> str:
     return "runtime"
 
 
-__all__ = ["CARD_LOSS_TYPE", "Catalog", "CatalogError", "FaultEntry", "category_for", "default_catalog",
-           "load_catalog", "parse_duration"]
+__all__ = ["CARD_LEVEL_ACTION", "CARD_LOSS_TYPE", "CardLevel", "Catalog", "CatalogError", "FaultEntry", "category_for",
+           "default_catalog", "load_catalog", "parse_duration"]

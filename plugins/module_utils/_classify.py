@@ -18,9 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import Catalog, FaultEntry, category_for
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import (
+    CARD_LEVEL_ACTION,
+    CardLevel,
+    Catalog,
+    FaultEntry,
+    category_for,
+)
 
-HEALTHY, SUSPECT, FAULTY = "healthy", "suspect", "faulty"
+# DEGRADED: its only faults are lost cards, handled card by card (the node serves on its other cards).
+HEALTHY, SUSPECT, FAULTY, DEGRADED = "healthy", "suspect", "faulty", "degraded"
+MAX_CARD_LOSSES_KEPT = 32
 UNPOOLED = "unpooled"
 # A node keeps its newest isolation times of this long a span, so no budget may judge a longer window.
 MAX_WINDOW = 90 * 86400
@@ -42,6 +50,10 @@ class Options:
     resource_categories: dict[str, str] = field(default_factory=lambda: {"huawei.com/": "npu", "nvidia.com/": "gpu"})
     # Node labels whose values are failure domains (a rack, a leaf switch, a zone), counted like pools.
     domain_labels: tuple[str, ...] = ()
+    # Where the device-plugin names cards ({resource} is the accelerator resource; Ascend's keys by default): the
+    # node annotation listing its unhealthy cards, and the pod annotation listing the cards allocated to the pod.
+    unhealthy_cards_annotation: str = "{resource}-Unhealthy"
+    card_assignment_annotation: str = "{resource}"
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
@@ -102,11 +114,66 @@ def accelerator_counts(node: dict, options: Options) -> list[dict]:
         expected = flavor if flavor is not None else cap
         if expected is None or alloc is None:
             continue
+        unhealthy = card_ids(((node.get("metadata") or {}).get("annotations") or {}).get(
+            options.unhealthy_cards_annotation.format(resource=resource)))
         counts.append({"resource": resource, "capacity": cap, "allocatable": alloc, "expected": expected,
-                       "lost": max(expected - alloc, 0),
+                       "lost": max(expected - alloc, len(unhealthy or ())), "cards": unhealthy,
                        "category": next((c for prefix, c in options.resource_categories.items()
                                          if resource.startswith(prefix)), "node")})
     return counts
+
+
+def card_ids(raw: Any) -> list[str] | None:
+    """Card names from a device-plugin annotation ("Ascend910-0,Ascend910-3"); None when there is none."""
+    if not isinstance(raw, str):
+        return None
+    return sorted({part.strip() for part in raw.split(",") if part.strip()})
+
+
+def degraded_mark(node: dict) -> dict | None:
+    """Our degraded annotation (cards lost, the node kept in service), or None when missing or unreadable."""
+    mark = _json(((node.get("metadata") or {}).get("annotations") or {}).get(v.DEGRADED))
+    return mark if isinstance(mark, dict) and isinstance(mark.get("lost"), dict) else None
+
+
+def card_loss_times(node: dict) -> list[str]:
+    """When the node's card losses began (our card-losses annotation), oldest first."""
+    times = _json(((node.get("metadata") or {}).get("annotations") or {}).get(v.CARD_LOSSES))
+    return sorted({t for t in times if isinstance(t, str) and parse_time(t)}) if isinstance(times, list) else []
+
+
+def card_fault_key(fault: dict) -> str:
+    """One card-level fault episode: a resource's allocatable loss, or a condition since its transition."""
+    return f"{fault['type']}:{fault['resource']}" if fault.get("resource") else f"{fault['type']}@{fault.get('since')}"
+
+
+def judge_cards(card_faults: list[dict], accelerators: list[dict], mark: dict | None, losses: list[str],
+                rules: CardLevel, now: dt.datetime) -> dict:
+    """Whether a node's card-level faults stay card-level, and whether our degraded mark already covers them."""
+    lost = {a["resource"]: a for a in accelerators if a["lost"]}
+    marked_lost = (mark or {}).get("lost") or {}
+    marked_cards = (mark or {}).get("cards") or {}
+    covered = mark is not None and {card_fault_key(f) for f in card_faults} <= set(mark.get("faults") or ()) and all(
+        isinstance(marked_lost.get(r), int) and a["lost"] <= marked_lost[r]
+        and set(a["cards"] or ()) <= set(marked_cards.get(r) or ()) for r, a in lost.items())
+    cutoff = now - dt.timedelta(seconds=rules.card_loss_window)
+    recent = [t for t in losses if (parse_time(t) or cutoff) > cutoff]
+    episodes = len(recent) + (0 if covered else 1)
+    escalated = next((f"{a['lost']} of {a['expected']} {r} cards lost (more than {rules.allowed_lost(a['expected'])})"
+                      for r, a in sorted(lost.items()) if a["lost"] > rules.allowed_lost(a["expected"])), None)
+    if escalated is None and episodes > rules.max_card_losses:
+        escalated = (f"card loss {episodes} within {rules.card_loss_window // 3600}h "
+                     f"(more than {rules.max_card_losses})")
+    return {
+        "resources": {r: {"lost": a["lost"], "expected": a["expected"], "cards": a["cards"]}
+                      for r, a in sorted(lost.items())},
+        "assignments_known": bool(lost) and all(a["cards"] for a in lost.values()),
+        "covered": covered,
+        "handled": covered and bool((mark or {}).get("workloads_recovered")),
+        "losses_in_window": episodes,
+        "escalated": escalated,
+        "escalate_to": rules.escalate_to if escalated else None,
+    }
 
 
 def cordon_owner(node: dict) -> str:
@@ -210,9 +277,19 @@ def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.dateti
                     "severity": card_loss.severity, "action": card_loss.action, "uncatalogued": False,
                     "description": card_loss.description, "source": "allocatable", "resource": acc["resource"],
                     "expected": acc["expected"], "allocatable": acc["allocatable"], "lost": acc["lost"],
+                    "cards": acc["cards"],
                 })
 
-    if faults:
+    mark = degraded_mark(node)
+    card_faults = [f for f in faults if f["action"] == CARD_LEVEL_ACTION]
+    cards = judge_cards(card_faults, accelerators, mark, card_loss_times(node), catalog.card_level, now) \
+        if card_faults else None
+    if cards and cards["escalated"]:  # too many cards or losses: the node-level action instead
+        for fault in card_faults:
+            fault.update(action=cards["escalate_to"], escalated=cards["escalated"])
+    if cards and cards["handled"] and len(card_faults) == len(faults):
+        health, action = DEGRADED, None
+    elif faults:
         health = FAULTY
         action = max((f["action"] for f in faults), key=_ACTION_RANK.__getitem__)
     else:
@@ -248,6 +325,8 @@ def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.dateti
         "isolations": isolation_times(node),
         "attempts": attempts_in_episode(node),
         "repeat_offender": (meta.get("annotations") or {}).get(v.REPEAT_OFFENDER) or None,
+        "cards": cards,
+        "degraded": mark,
     }
 
 
@@ -259,8 +338,9 @@ def isolated_by_us(node: dict) -> bool:
 
 
 def needs_attention(classified: dict) -> bool:
-    """Unhealthy, or isolated by us (return_to_service still has to find it once its faults cleared)."""
-    return classified["health"] != HEALTHY or classified["isolated_by_us"]
+    """Unhealthy, or isolated or marked degraded by us (return_to_service still has to find it once its faults
+    cleared)."""
+    return classified["health"] != HEALTHY or classified["isolated_by_us"] or bool(classified.get("degraded"))
 
 
 def _count(counts: dict, node: dict) -> None:
@@ -271,7 +351,7 @@ def _count(counts: dict, node: dict) -> None:
 
 
 def _new_counts() -> dict:
-    return {"total": 0, HEALTHY: 0, SUSPECT: 0, FAULTY: 0, "actionable": 0}
+    return {"total": 0, HEALTHY: 0, SUSPECT: 0, FAULTY: 0, DEGRADED: 0, "actionable": 0}
 
 
 def _with_fraction(scopes: dict[str, dict]) -> dict[str, dict]:

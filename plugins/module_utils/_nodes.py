@@ -116,6 +116,8 @@ CLASSIFY_ARG_SPEC: dict[str, dict[str, Any]] = {
     "accelerator_resources": {"type": "list", "elements": "str", "default": list(_DEFAULTS.accelerator_resources)},
     "nt_unknown": {"type": "str", "choices": ["suspect", "fault", "ignore"]},
     "domain_labels": {"type": "list", "elements": "str", "default": []},
+    "unhealthy_cards_annotation": {"type": "str", "default": _DEFAULTS.unhealthy_cards_annotation},
+    "card_assignment_annotation": {"type": "str", "default": _DEFAULTS.card_assignment_annotation},
 }
 
 
@@ -127,6 +129,8 @@ def options_from(params: dict[str, Any]) -> Options:
         accelerator_resources=tuple(params.get("accelerator_resources") or _DEFAULTS.accelerator_resources),
         nt_unknown=params.get("nt_unknown"),
         domain_labels=tuple(dict.fromkeys(label for label in params.get("domain_labels") or () if label)),
+        unhealthy_cards_annotation=params.get("unhealthy_cards_annotation") or _DEFAULTS.unhealthy_cards_annotation,
+        card_assignment_annotation=params.get("card_assignment_annotation") or _DEFAULTS.card_assignment_annotation,
     )
 
 

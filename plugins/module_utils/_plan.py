@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CARD_LEVEL_ACTION
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
     FAULTY,
     MAX_ISOLATIONS_KEPT,
@@ -33,7 +34,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify i
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 
 CLUSTER_SCOPE = "_cluster"
-REMEDIABLE_ACTIONS = ("isolate", "reboot_then_repair", "repair")
+REMEDIABLE_ACTIONS = ("restart_workloads", "isolate", "reboot_then_repair", "repair")
 # States in which a node is already with the repair team: nothing more to do until it comes back.
 HANDED_OFF_STATES = (v.STATE_REPAIR_PENDING, v.STATE_IN_REPAIR, v.STATE_REPAIRED)
 _SEVERITY_RANK = {s: r for r, s in enumerate(v.SEVERITIES)}
@@ -369,7 +370,8 @@ def plan(classified: Iterable[dict], policy: Policy, targets: Iterable[str] | No
     window = human_seconds(policy.isolation_window)
     act = []
     for node, offence in chosen:
-        new = not node.get("isolated_by_us")
+        # A card-level action keeps the node in service: no isolation to count.
+        new = not node.get("isolated_by_us") and node["action"] != CARD_LEVEL_ACTION
         if new and left is not None and left <= 0:
             taken = policy.max_isolations - recent["count"] if policy.max_isolations > recent["count"] else 0
             hold(node, MAX_ISOLATIONS, f"rolling cap: node_recovery_max_isolations allows {policy.max_isolations} "

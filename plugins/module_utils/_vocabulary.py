@@ -39,6 +39,11 @@ RETURNED_AT = f"{DOMAIN}/returned-at"
 ISOLATIONS = f"{DOMAIN}/isolations"  # JSON list: when the node was newly isolated (RFC 3339), the newest kept
 ATTEMPTS = f"{DOMAIN}/attempts"  # JSON: {"episode": isolated-at, "count": runs that acted, "run": the last one}
 REPEAT_OFFENDER = f"{DOMAIN}/repeat-offender"  # written with the hand-off: why; no automatic return until repaired
+# Card-level recovery (issue 13): the node keeps serving on its other cards.
+# JSON {"cards": {resource: [card ids]}, "lost": {resource: count}, "since", "run", "workloads_recovered": bool}
+DEGRADED = f"{DOMAIN}/degraded"
+DEGRADED_LABEL = f"{DOMAIN}/degraded"  # "true" while the node serves with cards lost, so capacity planning selects it
+CARD_LOSSES = f"{DOMAIN}/card-losses"  # JSON list: when a card loss began (RFC 3339), the newest kept
 
 # Pod annotations honoured by the drain
 PROTECTED_POD = f"{DOMAIN}/protected"
@@ -62,7 +67,7 @@ CORDON_US = "node_recovery"
 CORDON_PERSON = "person"
 
 # Actions a fault calls for, weakest first (a node takes its strongest fault's action).
-ACTIONS = ("observe", "isolate", "reboot_then_repair", "repair")
+ACTIONS = ("observe", "restart_workloads", "isolate", "reboot_then_repair", "repair")
 CATEGORIES = ("npu", "gpu", "network", "runtime", "storage", "node")
 SEVERITIES = ("info", "warning", "major", "critical")
 
@@ -78,6 +83,8 @@ EVENT_IN_REPAIR = "NodeRecoveryInRepair"
 EVENT_REPAIRED = "NodeRecoveryRepaired"
 EVENT_REBOOT = "NodeRecoveryReboot"
 EVENT_RETURNED = "NodeRecoveryReturned"
+EVENT_DEGRADED = "NodeRecoveryDegraded"  # cards lost, the node kept in service, the work on them recovered
+EVENT_CARDS_RETURNED = "NodeRecoveryCardsReturned"  # every card is usable again: the degraded mark is gone
 
 CARD_LOSS_TYPE = "AllocatableCardLoss"
 

@@ -283,6 +283,10 @@ class RecoveryRun:
     node_objects: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     pdbs: dict = field(default_factory=dict)  # namespace -> its PodDisruptionBudgets
+    # Nodes remediated card by card: they stay in service, so work landing on them again is placed well.
+    kept: set = field(default_factory=set)
+    # When each node's fault episode began, where not its isolation (a card-level episode's degraded mark).
+    episodes: dict = field(default_factory=dict)
 
     # -- act -------------------------------------------------------------------------------------------------------
 
@@ -293,8 +297,9 @@ class RecoveryRun:
         if annotations.get(v.RESTARTED_RUN) == self.run_id:
             return True
         restarted = parse_time(annotations.get(v.RESTARTED_AT))
-        isolated = [parse_time(((self.node_objects.get(name) or {}).get("metadata") or {}).get("annotations", {})
-                               .get(v.ISOLATED_AT)) for name in {p.get("node") for p in workload.pods} & set(self.nodes)]
+        isolated = [parse_time(self.episodes.get(name) or ((self.node_objects.get(name) or {}).get("metadata") or {})
+                               .get("annotations", {}).get(v.ISOLATED_AT))
+                    for name in {p.get("node") for p in workload.pods} & set(self.nodes)]
         return bool(restarted and isolated) and all(t is not None and t <= restarted for t in isolated)
 
     def mark_restarted(self, workload: Workload) -> None:
@@ -513,7 +518,7 @@ class RecoveryRun:
 
     def placed_well(self, pod: dict, schedulable: dict[str, bool]) -> bool:
         node = (pod.get("spec") or {}).get("nodeName")
-        if not node or node in self.nodes:
+        if not node or (node in self.nodes and node not in self.kept):
             return False
         if node not in schedulable:
             obj = _get_or_none(self.client, f"/api/v1/nodes/{node}", f"reading node {node}", "nodes")

@@ -104,7 +104,7 @@ def test_domain_counts_from_node_faults_info_plan_as_all_nodes_do():
     assert counted == whole
     assert names(whole["act"]) == ["r2-0"]
     assert whole["domains"][RACK]["r1"] == {"total": 4, "healthy": 1, "suspect": 0, "faulty": 3, "actionable": 3,
-                                            "faulty_fraction": 0.75}
+                                            "degraded": 0, "faulty_fraction": 0.75}
     # The zone holds all 48 nodes: 4 faulty are within 20% (9).
     assert whole["domains"][ZONE]["z1"]["total"] == 48 and not [h for h in whole["domain_holds"] if h["label"] == ZONE]
 
@@ -135,7 +135,7 @@ def test_a_storm_still_stops_everything_the_domains_did_not_hold():
 def test_the_per_run_cap_acts_on_the_most_urgent_and_leaves_the_rest_for_the_next_run():
     nodes = racks({"r9": (40, 0)}) + [
         classified("isolate-only", fault="NetworkUnavailable"),  # major, isolate: least urgent
-        classified("card-lost", faulty=False, allocatable=7),  # critical, reboot_then_repair
+        classified("card-lost", faulty=False, allocatable=7),  # critical, restart_workloads (card level)
         classified("ecc", fault="NT_NPU_ECC_COUNT"),  # critical, repair: most urgent
     ]
     result = plan(nodes, Policy(max_nodes=2), now=NOW)

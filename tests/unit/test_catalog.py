@@ -11,8 +11,9 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog im
     parse_duration,
 )
 
+# The field notes' advice, except for one lost card: the node keeps serving on its other cards (issue 13).
 FIELD_NOTES_TYPES = {"NT_NPU_DEVICE": "reboot_then_repair", "NT_NPU_NET": "reboot_then_repair",
-                     "NT_NPU_CARD_LOSE": "reboot_then_repair", "NT_NPU_OTHER": "repair",
+                     "NT_NPU_CARD_LOSE": "restart_workloads", "NT_NPU_OTHER": "repair",
                      "NT_NPU_ECC_COUNT": "repair", "NT_NET_NTP_CHECK": "repair",
                      "NT_KUBE_DISK_READONLY_CHECK": "reboot_then_repair"}
 

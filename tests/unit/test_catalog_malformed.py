@@ -85,14 +85,15 @@ MALFORMED = [
     ("field name a number", entry(**{"severity": "major"}) + [{"type": "NT_Y", "action": "repair", 3: "x"}],
      "entry 2 (NT_Y): unknown field '3'"),
     ("action missing for a new type", [{"type": "NT_NEW"}], "entry 1 (NT_NEW): field 'action' is missing (one of "
-                                                            "observe, isolate, reboot_then_repair, repair)"),
-    ("action unknown", entry(action="reboot"), "entry 1 (NT_X): action 'reboot' is not one of observe, isolate, "
-                                               "reboot_then_repair, repair"),
-    ("action a list", entry(action=["repair"]), "entry 1 (NT_X): action must be one of observe, isolate, "
-                                                "reboot_then_repair, repair, not a list"),
+                                                            "observe, restart_workloads, isolate, reboot_then_repair, "
+                                                            "repair)"),
+    ("action unknown", entry(action="reboot"), "entry 1 (NT_X): action 'reboot' is not one of observe, "
+                                               "restart_workloads, isolate, reboot_then_repair, repair"),
+    ("action a list", entry(action=["repair"]), "entry 1 (NT_X): action must be one of observe, "
+                                                "restart_workloads, isolate, reboot_then_repair, repair, not a list"),
     ("action a number", entry(action=1), "entry 1 (NT_X): action must be one of observe"),
-    ("action null", entry(action=None), "entry 1 (NT_X): action must be one of observe, isolate, reboot_then_repair, "
-                                        "repair, not null"),
+    ("action null", entry(action=None), "entry 1 (NT_X): action must be one of observe, restart_workloads, "
+                                        "isolate, reboot_then_repair, repair, not null"),
     ("action with a newline", entry(action="repair\nnow"), "entry 1 (NT_X): action 'repair\\nnow' is not one of"),
     ("category unknown", entry(category="cpu"), "entry 1 (NT_X): category 'cpu' is not one of npu, gpu"),
     ("category a mapping", entry(category={"npu": 1}), "entry 1 (NT_X): category must be one of npu, gpu, network, "
@@ -147,11 +148,11 @@ MALFORMED = [
      "entry 1 (Ready): fault_status must be a list"),
     # Defaults.
     ("defaults a list", {"defaults": ["nt_unknown"]}, "fault catalog variable: 'defaults' must be a mapping (with "
-                                                      "uncatalogued and nt_unknown), not a list"),
-    ("defaults a string", {"defaults": "suspect"}, "'defaults' must be a mapping (with uncatalogued and nt_unknown), "
+                                                      "uncatalogued, nt_unknown, card_level), not a list"),
+    ("defaults a string", {"defaults": "suspect"}, "'defaults' must be a mapping (with uncatalogued, nt_unknown, card_level), "
                                                    "not a string"),
     ("defaults unknown key", {"defaults": {"nt_unkown": "fault"}}, "fault catalog variable defaults: unknown key "
-                                                                   "'nt_unkown' (known: uncatalogued, nt_unknown)"),
+                                                                   "'nt_unkown' (known: uncatalogued, nt_unknown, card_level)"),
     ("uncatalogued a string", {"defaults": {"uncatalogued": "repair"}}, "fault catalog variable defaults."
                                                                         "uncatalogued must be a mapping of entry "
                                                                         "fields (such as action, severity, "

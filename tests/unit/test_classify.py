@@ -35,7 +35,7 @@ def test_healthy_node():
     assert result["pool"] == "npu-a"
     assert result["internal_ip"] == "10.0.0.5"
     assert result["accelerators"] == [{"resource": "huawei.com/ascend-1980", "capacity": 8, "allocatable": 8,
-                                       "expected": 8, "lost": 0, "category": "npu"}]
+                                       "expected": 8, "lost": 0, "cards": None, "category": "npu"}]
 
 
 @pytest.mark.parametrize("entry", [e for e in CATALOG.entries.values() if e.source == "condition"],
@@ -120,7 +120,7 @@ def test_allocatable_drop_without_flavor_label_uses_capacity():
     assert fault["type"] == v.CARD_LOSS_TYPE
     assert (fault["resource"], fault["expected"], fault["allocatable"], fault["lost"]) == (
         "huawei.com/ascend-1980", 8, 6, 2)
-    assert fault["action"] == "reboot_then_repair"
+    assert fault["action"] == "restart_workloads"  # card level: two of eight lost is within the default max of 2
     assert fault["category"] == "npu"
 
 
@@ -176,7 +176,7 @@ def test_summary_per_pool_and_cluster():
                                conditions=[condition("NT_NPU_NET", "Unknown")])))
     summary = summarize(nodes)
     assert summary["npu-a"] == {"total": 4, "healthy": 3, "suspect": 0, "faulty": 1, "actionable": 1,
-                                "faulty_fraction": 0.25}
+                                "degraded": 0, "faulty_fraction": 0.25}
     assert summary["gpu-a"]["suspect"] == 1
     assert summary["_cluster"]["total"] == 5
 
@@ -242,7 +242,7 @@ def test_domain_counts_like_pools():
     counted = summarize_domains(nodes, ["example.com/rack", "example.com/pdu"])
     assert counted == {
         "example.com/rack": {"r0": {"total": 3, "healthy": 1, "suspect": 0, "faulty": 2, "actionable": 2,
-                                    "faulty_fraction": 0.6667},
+                                    "degraded": 0, "faulty_fraction": 0.6667},
                              "r1": {"total": 3, "healthy": 2, "suspect": 0, "faulty": 1, "actionable": 1,
-                                    "faulty_fraction": 0.3333}},
+                                    "degraded": 0, "faulty_fraction": 0.3333}},
         "example.com/pdu": {}}

@@ -52,7 +52,8 @@ ECC_AND_CARD = node(conditions=[condition("NT_NPU_CARD_LOSE", "True", age=OLD),
                                 condition("NT_NPU_ECC_COUNT", "True", age=OLD)])
 UNKNOWN_CHECK = node(conditions=[condition("NT_NPU_NET", "Unknown", age=OLD)])
 TWO_LOST = node(allocatable=6)
-THREE_LOST = node(allocatable=5)
+THREE_LOST = node(allocatable=5)  # more than 2 of 8: escalated to the node level
+FOUR_LOST = node(allocatable=4)
 MEMORY_PRESSURE = node(conditions=[condition("MemoryPressure", "True", age=OLD)])
 PRESSURE_AND_ECC = node(conditions=[condition("MemoryPressure", "True", age=OLD),
                                     condition("NT_NPU_ECC_COUNT", "True", age=OLD)])
@@ -80,7 +81,8 @@ CASES = [
     ("card loss on a healthy node is a fault", HEALTHY, TWO_LOST, "faulty", True),
     ("more cards lost", TWO_LOST, THREE_LOST, "card_loss", False),
     ("cards come back", THREE_LOST, HEALTHY, "cleared", False),
-    ("fewer cards lost is not news", THREE_LOST, TWO_LOST, None, False),
+    ("fewer cards lost is not news", FOUR_LOST, THREE_LOST, None, False),
+    ("a card coming back below the escalation is another action", THREE_LOST, TWO_LOST, "faults_changed", False),
     ("a second fault while faulty", CARD_FAULT, ECC_AND_CARD, "faults_changed", False),
     ("one of two faults clears", ECC_AND_CARD, CARD_FAULT, "faults_changed", False),
     ("observe-only fault is faulty but needs no recovery", HEALTHY, MEMORY_PRESSURE, "faulty", False),
