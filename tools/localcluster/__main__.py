@@ -7,6 +7,7 @@
                                         [--message M] [--since 10m]
     python -m tools.localcluster inject NODE --allocatable N [--resource RES]
     python -m tools.localcluster clear NODE [NODE ...]
+    python -m tools.localcluster dra publish|unpublish|fault|heal ...   play a DRA driver (tools/localcluster/dra.py)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import json
 import sys
 
-from . import build, cluster
+from . import build, cluster, dra
 
 
 def _pool(text: str):
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     inj.add_argument("--resource", help="accelerator resource name (default: the node's)")
     clr = sub.add_parser("clear", help="undo every injected fault on nodes")
     clr.add_argument("nodes", nargs="+")
+    dra.add_parser(sub)
     return top
 
 
@@ -84,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "status":
         print(json.dumps(cluster.status(), indent=2))
         return 0 if cluster.is_up() else 3
+    if args.command == "dra":
+        return dra.run(args)
     from . import nodes
 
     if args.command == "populate":

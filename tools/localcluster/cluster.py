@@ -32,6 +32,13 @@ KWOK_MANAGED_LABEL = "kwok.x-k8s.io/managed"
 # kwok's node-initialize skips nodes with this label, so an injected Ready=False holds.
 HOLD_READY_LABEL = "localcluster.ai-infra.io/hold-ready"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Dynamic resource allocation with device taints, as Kubernetes 1.36 has them (docs/dra.md): DRA and device taints in
+# ResourceSlices (gate DRADeviceTaints) are on by default, but DeviceTaintRule is a beta API served only from
+# resource.k8s.io/v1beta2, which is off by default, and its gate DRADeviceTaintRules too. The scheduler (which
+# devices it allocates) and the controller-manager's device-taint-eviction-controller read DeviceTaintRules only
+# with the gate on, so all three get it.
+DRA_FEATURE_GATES = "DRADeviceTaintRules=true"
+DRA_RUNTIME_CONFIG = "resource.k8s.io/v1beta2/devicetaintrules=true"
 
 
 class ClusterError(Exception):
@@ -295,6 +302,7 @@ def _up(heartbeat_seconds: int, verbose: bool, lease_seconds: int) -> dict:
             "--service-account-signing-key-file", str(pki / "sa.key"),
             "--max-requests-inflight", "0", "--max-mutating-requests-inflight", "0",
             "--enable-priority-and-fairness=false", "--allow-privileged=true", "--event-ttl", "2h",
+            "--feature-gates", DRA_FEATURE_GATES, "--runtime-config", DRA_RUNTIME_CONFIG,
         ],
         "kube-controller-manager": [
             str(bins["kube-controller-manager"]), "--kubeconfig", str(KUBECONFIG), "--leader-elect=false",
@@ -302,11 +310,12 @@ def _up(heartbeat_seconds: int, verbose: bool, lease_seconds: int) -> dict:
             "--bind-address", "127.0.0.1", "--secure-port", str(ports["controller_manager"]),
             "--kube-api-qps", "1000", "--kube-api-burst", "2000", "--node-monitor-grace-period", f"{lease_seconds}s",
             "--concurrent-deployment-syncs", "10", "--concurrent-replicaset-syncs", "10",
-            "--concurrent-job-syncs", "10",
+            "--concurrent-job-syncs", "10", "--feature-gates", DRA_FEATURE_GATES,
         ],
         "kube-scheduler": [
             str(bins["kube-scheduler"]), "--config", str(STATE_DIR / "scheduler.yaml"),
             "--bind-address", "127.0.0.1", "--secure-port", str(ports["scheduler"]),
+            "--feature-gates", DRA_FEATURE_GATES,
         ],
         "kwok": [
             str(bins["kwok"]), "--kubeconfig", str(KUBECONFIG), "--manage-all-nodes=false",
