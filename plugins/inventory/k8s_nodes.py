@@ -10,7 +10,8 @@ version_added: 0.1.0
 description:
   - Hosts are the nodes of one or more Kubernetes clusters, classified with the fault catalog (the same judgement
     as the M(ai_infra.node_recovery.node_faults_info) module).
-  - "Groups: V(faulty), V(healthy), V(suspect), V(cordoned), V(excluded), C(fault_<type>) (for example
+  - "Groups: V(faulty), V(healthy), V(suspect), V(degraded) (in service with lost cards whose work was recovered card
+    by card), V(cordoned), V(excluded), C(fault_<type>) (for example
     C(fault_nt_npu_card_lose), C(fault_allocatable_card_loss)), C(action_<action>), C(category_<category>),
     C(pool_<pool>), C(state_<state>) and C(cluster_<name>)."
   - "Group variable of each C(cluster_<name>) group: C(node_recovery_pools), per pool (and C(_cluster) for all nodes)
@@ -113,6 +114,7 @@ UNTRUSTED_BY_DEFAULT = LooseVersion(ansible_core_version) >= LooseVersion("2.19"
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
+    DEGRADED,
     FAULTY,
     HEALTHY,
     SUSPECT,
@@ -244,7 +246,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         # inventory's own configuration or the environment).
         for group in [cluster_group] + (["all"] if only else []):
             self.inventory.set_variable(group, "node_recovery_connection", make_unsafe(cluster["connection"]))
-        status_groups = {h: self._group(h) for h in (HEALTHY, SUSPECT, FAULTY)}
+        status_groups = {h: self._group(h) for h in (HEALTHY, SUSPECT, FAULTY, DEGRADED)}
         cordoned = self._group("cordoned")
         excluded = self._group("excluded")
         known_groups: dict[str, str] = {}

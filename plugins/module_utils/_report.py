@@ -25,6 +25,7 @@ STEP_LABELS = {
     "isolated": "isolated",
     "drained": "drained",
     "workloads_recovered": "workloads recovered",
+    "card_level": "work on lost cards recovered, node kept in service",
     "rebooted": "rebooted",
     "handed_off": "handed off to repair",
     "returned": "returned to service",
@@ -247,7 +248,15 @@ def return_entry(name: str, batch: dict) -> dict:
              "faults": sorted({f["type"] for f in classified.get("faults") or []}), "failed": False,
              "timeline": [], "details": []}
     result = _by_name(batch.get("return")).get(name)
-    if result is None:
+    cards = _by_name(batch.get("cards")).get(name)
+    if cards is not None:  # a node kept in service with lost cards: only our degraded mark to remove
+        if cards.get("failed"):
+            entry.update(outcome=f"cards not given back: {cards.get('msg')}", failed=True)
+        else:
+            entry["outcome"] = "cards returned: " + (cards.get("message") or "")
+            entry["timeline"].append({"step": "returned", "at": cards.get("finished"), "seconds": _seconds(cards),
+                                      "note": cards.get("message") or ""})
+    elif result is None:
         entry["outcome"] = "not reached: the return step did not run"
     elif result.get("failed"):
         entry.update(outcome=f"return failed: {result.get('msg')}", failed=True)
@@ -287,6 +296,18 @@ def node_entry(name: str, batch: dict, reboot: dict | None) -> dict:
 
     def failed(outcome: str) -> dict:
         entry.update(outcome=outcome, failed=True)
+        return entry
+
+    cards = _by_name(batch.get("cards")).get(name)
+    if cards is not None:  # card level: no isolation, no drain, the node stays in service
+        entry["details"] += [f"{w['kind']} {w['namespace']}/{w['name']}: {w['message']}"
+                             for w in cards.get("workloads") or []]
+        if cards.get("failed"):
+            return failed(f"card-level recovery failed: {cards.get('msg')}; the next run continues")
+        entry["timeline"].append({"step": "card_level", "at": cards.get("finished"), "seconds": _seconds(cards),
+                                  "note": cards.get("message") or ""})
+        entry["outcome"] = (("would keep it in service" if batch.get("check_mode") else "kept in service")
+                            + ", card level: " + (cards.get("message") or ""))
         return entry
 
     for step, label in STEP_RESULTS[:2]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import FAULTY, HEALTHY, SUSPECT
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import DEGRADED, FAULTY, HEALTHY, SUSPECT
 
 # One node update gives at most one transition, the most significant of these.
 BECAME_FAULTY = "faulty"  # faults now count (past their catalog min_duration)
@@ -69,8 +69,10 @@ def _kind(before: dict, after: dict, added: list, gone: list, more_lost: bool) -
         if added or gone or after["action"] != before["action"]:
             return FAULTS_CHANGED
         return None
-    if before["health"] == FAULTY:
-        return FAULT_CLEARED
+    if after["health"] == DEGRADED:
+        return None  # its lost cards were handled card by card: the node serves on, nothing to recover
+    if before["health"] in (FAULTY, DEGRADED):
+        return FAULT_CLEARED  # a degraded node's cards came back too: return_to_service removes the mark
     if after["health"] == SUSPECT and before["health"] == HEALTHY:
         return BECAME_SUSPECT
     if after["health"] == HEALTHY and before["health"] == SUSPECT:

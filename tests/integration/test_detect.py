@@ -160,7 +160,7 @@ def test_inventory_groups_and_variables(tmp_path, kubeconfig, golden_pool):
     assert members("suspect") == {unknown}
     assert members("fault_nt_npu_card_lose") == {card_lose}
     assert members("fault_allocatable_card_loss") == {alloc}
-    assert members("action_reboot_then_repair") == {card_lose, alloc}
+    assert members("action_restart_workloads") == {card_lose, alloc}  # one lost card each: card level
     assert members("category_npu") == {card_lose, alloc}
     assert members(f"pool_{sanitize(GOLDEN_POOL)}") == set(golden_pool)
     assert members("state_none") == set(golden_pool)
@@ -192,7 +192,7 @@ def test_inventory_of_the_nodes_that_need_attention(tmp_path, api, kubeconfig, g
     assert set(data[f"pool_{sanitize(GOLDEN_POOL)}"]["hosts"]) == {card_lose, alloc, unknown}
     # a group variable of cluster_default, which --list shows on each host
     assert plain(data["_meta"]["hostvars"][card_lose]["node_recovery_pools"])[GOLDEN_POOL] == {
-        "total": 4, "healthy": 1, "suspect": 1, "faulty": 2, "actionable": 2, "faulty_fraction": 0.5}
+        "total": 4, "healthy": 1, "suspect": 1, "faulty": 2, "actionable": 2, "degraded": 0, "faulty_fraction": 0.5}
 
     api.patch(f"/api/v1/nodes/{healthy}", {"metadata": {"annotations": {v.ISOLATED_BY: v.COLLECTION}}})
     data = listed()
@@ -272,13 +272,13 @@ def test_node_faults_info_reports_faults_and_pool_summary(kubeconfig, golden_poo
     fault = by_name[card_lose]["faults"][0]
     assert (fault["type"], fault["status"], fault["reason"], fault["message"], fault["category"], fault["action"],
             fault["uncatalogued"]) == ("NT_NPU_CARD_LOSE", "True", "os_task_name:npu-card-lose", "card 3 lost", "npu",
-                                       "reboot_then_repair", False)
+                                       "restart_workloads", False)
     assert by_name[unknown]["health"] == "suspect"
-    assert {f["name"]: f["action"] for f in result["faulty_nodes"]} == {card_lose: "reboot_then_repair",
-                                                                        alloc: "reboot_then_repair"}
+    assert {f["name"]: f["action"] for f in result["faulty_nodes"]} == {card_lose: "restart_workloads",
+                                                                        alloc: "restart_workloads"}
     assert result["suspect_nodes"] == [unknown]
     assert result["pools"][GOLDEN_POOL] == {"total": 4, "healthy": 1, "suspect": 1, "faulty": 2, "actionable": 2,
-                                            "faulty_fraction": 0.5}
+                                            "degraded": 0, "faulty_fraction": 0.5}
 
 
 def test_node_faults_info_by_names_and_catalog_override(kubeconfig, golden_pool, tmp_path):

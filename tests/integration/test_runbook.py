@@ -125,7 +125,7 @@ def fleet(api, kubeconfig, tmp_path_factory):
     svc_b = sorted(n for n, apps in on.items() if "svc-b" in apps and n in names[pool_b])
     svc_g = sorted(n for n, apps in on.items() if "svc-g" in apps)
     faults = {
-        train_nodes[0]: ("allocatable", None),                                  # card loss under a training rank
+        train_nodes[0]: ("allocatable", None),                       # card loss under a training rank: card level
         svc_b[0]: ("NT_NPU_ECC_COUNT", "True"),                                 # repair
         names[pool_c][7]: ("NetworkUnavailable", "True"),                       # isolate only
         svc_g[0]: ("NT_GPU_FAN_FAILURE", "True"),                               # uncatalogued NT_*: repair
@@ -142,7 +142,8 @@ def fleet(api, kubeconfig, tmp_path_factory):
     localnodes.set_condition(unknown, "NT_NPU_DEVICE", "Unknown", ago=localnodes.parse_duration("10m"), api=api)
     api.patch(f"/api/v1/nodes/{personal}", {"spec": {"unschedulable": True}})  # a person's cordon, no fault
     everyone = [n for pool in names.values() for n in pool]
-    yield {"names": everyone, "faults": faults, "namespace": namespace, "pools": list(pools), "flapping": flapping,
+    yield {"names": everyone, "faults": faults, "card_node": train_nodes[0], "namespace": namespace,
+           "pools": list(pools), "flapping": flapping,
            "unknown": unknown, "personal": personal, "tmp": tmp_path_factory.mktemp("fleet"),
            "train_uids": {p["metadata"]["uid"] for p in running_pods(api, namespace, "app=train")}}
     api.request("DELETE", f"/api/v1/namespaces/{namespace}")
@@ -159,8 +160,15 @@ def fleet_runbook(fleet, kubeconfig):
 def test_recover_acts_on_exactly_the_faulty_nodes(api, fleet, fleet_runbook):
     run = fleet_runbook.run("recover")
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
-    faults = fleet["faults"]
+    faults, card = fleet["faults"], fleet["card_node"]
+    # One lost card: the node keeps serving on its other cards, marked degraded; the job on it restarts whole.
+    kept = node(api, card)
+    assert not kept["spec"].get("unschedulable") and not kept["spec"].get("taints")
+    assert kept["metadata"]["labels"][v.DEGRADED_LABEL] == "true" and state_of(api, card) == "none"
+    assert len(node_events(api, card, v.EVENT_DEGRADED)) == 1 and not node_events(api, card, v.EVENT_ISOLATED)
     for name, (ctype, _status) in faults.items():
+        if name == card:
+            continue
         obj = node(api, name)
         assert obj["spec"].get("unschedulable"), f"{name} not cordoned"
         assert any(t["key"] == v.TAINT_KEY for t in obj["spec"].get("taints") or []), f"{name} not tainted"
@@ -173,12 +181,12 @@ def test_recover_acts_on_exactly_the_faulty_nodes(api, fleet, fleet_runbook):
     ranks = running_pods(api, fleet["namespace"], "app=train")
     assert len(ranks) == 4
     assert not {p["metadata"]["uid"] for p in ranks} & fleet["train_uids"]
-    assert not {p["spec"]["nodeName"] for p in ranks} & set(faults)
+    assert not {p["spec"]["nodeName"] for p in ranks} & (set(faults) - {card})
     for app in ("svc-a", "svc-b", "svc-c", "svc-g"):
         assert len(running_pods(api, fleet["namespace"], f"app={app}")) == 6
     # One ticket for each node handed to repair, none for the isolate-only fault.
     ticketed = sorted(json.loads(p.read_text())["node"]["name"] for p in (fleet["tmp"] / "tickets").glob("*.json"))
-    assert ticketed == sorted(n for n, (ctype, _s) in faults.items() if ctype != "NetworkUnavailable")
+    assert ticketed == sorted(n for n, (ctype, _s) in faults.items() if ctype != "NetworkUnavailable" and n != card)
     # Nothing else touched: the flapping, Unknown and person-cordoned nodes and every healthy node.
     others = [n for n in fleet["names"] if n not in faults]
     marks = our_marks(api, others)
@@ -191,6 +199,8 @@ def test_recover_acts_on_exactly_the_faulty_nodes(api, fleet, fleet_runbook):
     assert skipped[fleet["unknown"]] == "suspect: NT_NPU_DEVICE is Unknown"
     html = (fleet["tmp"] / "reports" / "latest-recover.html").read_text()
     assert all(name in html for name in faults) and "workloads recovered" in html
+    (entry,) = [n for n in report["nodes"] if n["name"] == card]
+    assert entry["outcome"].startswith("kept in service, card level: ") and not entry["failed"]
 
 
 def test_the_same_run_again_changes_nothing(api, fleet, fleet_runbook):
@@ -206,12 +216,13 @@ def test_the_same_run_again_changes_nothing(api, fleet, fleet_runbook):
     changed = {n for n in fleet["names"] if before[n] != after[n]}
     assert not changed, f"changed on a second run: {changed}"
     assert {n: len(node_events(api, n, v.EVENT_ISOLATED)) for n in fleet["faults"]} == events_before
-    assert len(list((fleet["tmp"] / "tickets").glob("*.json"))) == 4
+    assert len(list((fleet["tmp"] / "tickets").glob("*.json"))) == 3  # none for the card kept in service
 
 
 def test_return_to_service_returns_exactly_the_nodes_we_isolated(api, fleet, fleet_runbook):
-    faults = fleet["faults"]
-    for name in faults:
+    card = fleet["card_node"]
+    faults = [n for n in fleet["faults"] if n != card]  # isolated by us
+    for name in fleet["faults"]:
         localnodes.clear(name, api=api)
     wait_for(lambda: all(next(c for c in node(api, n)["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
                          for n in faults), 60, "faulty nodes Ready again")
@@ -224,7 +235,12 @@ def test_return_to_service_returns_exactly_the_nodes_we_isolated(api, fleet, fle
     assert too_early.returncode == 0, too_early.stdout[-3000:]
     assert all(node(api, n)["spec"].get("unschedulable") for n in faults)  # healthy for less than the delay
     early = json.loads((fleet["tmp"] / "reports" / "latest-return_to_service.json").read_text())
-    assert all(n["outcome"].startswith("kept out:") for n in early["nodes"])
+    assert all(n["outcome"].startswith("kept out:") for n in early["nodes"] if n["name"] != card)
+    # The lost card is back: its node (never out of service) loses the degraded mark at once.
+    (back,) = [n for n in early["nodes"] if n["name"] == card]
+    assert back["outcome"].startswith("cards returned: ") and not back["failed"]
+    assert v.DEGRADED_LABEL not in node(api, card)["metadata"]["labels"]
+    assert len(node_events(api, card, v.EVENT_CARDS_RETURNED)) == 1
     fleet_runbook.vars["return_to_service_healthy_delay"] = 10
     time.sleep(max(0.0, 11 - (time.monotonic() - cleared_at)))  # healthy for the whole delay
     run = fleet_runbook.run("return_to_service")

@@ -163,3 +163,18 @@ def test_a_malformed_card_level_is_one_sentence_naming_the_key(card_level, messa
     with pytest.raises(CatalogError) as err:
         load_catalog({"defaults": {"card_level": card_level}})
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_event_source_sees_a_handled_card_loss_as_no_news_and_a_new_loss_or_the_return_as_news():
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._transitions import snapshot, transition
+
+    faulty = classify(lost(1, ["Ascend910-3"]))
+    degraded = classify(lost(1, ["Ascend910-3"], annotations={v.DEGRADED: mark(["Ascend910-3"], 1),
+                                                               v.CARD_LOSSES: json.dumps([ago(600)])}))
+    more = classify(lost(2, ["Ascend910-3", "Ascend910-4"], annotations={v.DEGRADED: mark(["Ascend910-3"], 1),
+                                                                          v.CARD_LOSSES: json.dumps([ago(600)])}))
+    back = classify(node(annotations={v.DEGRADED: mark(["Ascend910-3"], 1)}))
+    assert transition(snapshot(faulty), degraded, NOW) is None
+    again = transition(snapshot(degraded), more, NOW)
+    assert (again["transition"], again["needs_recovery"]) == ("faulty", True)
+    assert transition(snapshot(degraded), back, NOW)["transition"] == "cleared"

@@ -29,6 +29,8 @@ sentence naming the entry and the field.
 defaults:
   nt_unknown: suspect          # how an Unknown NT_* condition counts: suspect | fault | ignore
   uncatalogued: {action: repair, severity: major, min_duration: 1m}
+  # restart_workloads (card level) while at most 2 cards are lost (or "25%") and at most 2 losses in 168h
+  card_level: {max_lost_cards: 2, max_card_losses: 2, card_loss_window: 168h, escalate_to: reboot_then_repair}
 faults:
   - {type: NT_NPU_NET, action: repair}                     # override one field of a default entry
   - {type: NT_GPU_XID79, category: gpu, action: repair,     # add a type of your node-agent
@@ -36,7 +38,8 @@ faults:
 ```
 
 Fields of an entry: `type` (condition type, required), `action` (required for a new
-type: `observe` reports only, `isolate` cordons/taints/drains and returns the node when
+type: `observe` reports only, `restart_workloads` keeps the node in service and recovers
+only the work that used its lost cards (card level, see below), `isolate` cordons/taints/drains and returns the node when
 the fault clears, `reboot_then_repair` isolates, drains, reboots when rebooting is
 enabled and hands the node to repair if the fault persists, `repair` isolates, drains
 and hands the node to repair), `fault_status` (statuses that mean faulty, default
@@ -56,6 +59,20 @@ the entry, `defaults.nt_unknown` or the `nt_unknown` option says otherwise;
 expected count (the flavor label's count, else `capacity`), even before any condition
 flips.
 
+Card level or node level. A lost card does not take the node out of service by default:
+`AllocatableCardLoss` and `NT_NPU_CARD_LOSE` call for `restart_workloads`. The device-plugin
+already stops handing out the dead card, so `card_recover` leaves the node schedulable,
+restarts whole the training jobs that used the card (only those, where the device-plugin
+names each pod's cards as Ascend's does; every training job on the node where it does not,
+as with NVIDIA's), evicts the service replicas on it, and marks the node `degraded` until
+the card is back. Choose node level for a fault type (set its `action` to
+`reboot_then_repair` or `repair`) when a card's fault hurts its neighbours (a fault on the
+board, the PCIe switch or the interconnect that several cards share) or when your jobs
+cannot run on fewer cards. `defaults.card_level` escalates a node to `escalate_to` once it
+has lost more than `max_lost_cards` cards (a count, or a share like `25%`) or lost cards more
+than `max_card_losses` times within `card_loss_window`: a node that keeps losing cards has
+a board problem, not a card problem.
+
 ## Default entries
 """
 
@@ -71,7 +88,10 @@ def render() -> str:
                     f"{entry.description} |")
     defaults = catalog.uncatalogued
     tail = (f"\nUncatalogued `NT_*` conditions: action {defaults.action}, severity {defaults.severity}, "
-            f"min duration {defaults.min_duration} s. Unknown `NT_*` conditions: {catalog.nt_unknown}.\n")
+            f"min duration {defaults.min_duration} s. Unknown `NT_*` conditions: {catalog.nt_unknown}. "
+            f"Card level: at most {catalog.card_level.max_lost_cards} cards lost and "
+            f"{catalog.card_level.max_card_losses} losses within {catalog.card_level.card_loss_window // 3600}h, "
+            f"else {catalog.card_level.escalate_to}.\n")
     return INTRO + "\n" + "\n".join(rows) + "\n" + tail
 
 
