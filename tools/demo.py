@@ -1,11 +1,13 @@
 """`make demo`: the whole story on the local cluster in a few minutes.
 
 A pool of NPU nodes runs an inference service (with a PodDisruptionBudget) and a
-4-rank training job. Three things happen to it: a card dies (the device-plugin lowers
-allocatable), a node reports an ECC fault (node-agent condition), and a third node's
-link check flaps (a condition that just turned True and must be ignored). The recover
-playbook runs, the report is printed, the repair team fixes the nodes, and
-return_to_service brings them back.
+4-rank training job. Three things happen to it: a card dies under a training rank (the
+device-plugin names it and lowers allocatable: the node keeps serving on its other cards,
+only the training job restarts), a node reports an ECC fault (node-agent condition: the
+node is isolated, drained and handed to repair), and a third node's link check flaps (a
+condition that just turned True and must be ignored). The recover playbook runs, the
+report is printed, the repair team fixes the node, the card is replaced, and
+return_to_service brings the node and the card back.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError
-from tools.localcluster import cluster, nodes, workloads
+from tools.localcluster import cluster, devices, nodes, workloads
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".localcluster" / "demo"
@@ -80,6 +82,8 @@ def show_pool(api: Client) -> None:
                        key=lambda n: n["metadata"]["name"]):
         name = node["metadata"]["name"]
         notes = (node["metadata"].get("annotations") or {}).get("node-recovery.ai-infra.io/state", "")
+        if (node["metadata"].get("labels") or {}).get("node-recovery.ai-infra.io/degraded"):
+            notes = "degraded"
         flags = "cordoned " if node["spec"].get("unschedulable") else ""
         print(f"  {name:16} {flags:9}{notes:15} {', '.join(sorted(pods_by_node.get(name, [])))}")
 
@@ -112,9 +116,13 @@ def main() -> int:
     card_loss = training_nodes[0]
     ecc = serving_nodes[0] if serving_nodes else training_nodes[1]
     flapping = next(n for n in names if n not in (card_loss, ecc))
+    devices.allocate(names, api=api)  # the device-plugin names each pod's cards
+    rank = next(p for p in running(api, "app=pretrain") if p["spec"]["nodeName"] == card_loss)
+    dead = rank["metadata"]["annotations"][nodes.NPU_RESOURCE].split(",")[0]
     say("Faults arrive")
-    nodes.set_allocatable(card_loss, 7, api=api)
-    print(f"  {card_loss}: device-plugin reports 7 of 8 cards (a card died under training rank)")
+    devices.fail_cards(card_loss, [int(dead.rsplit("-", 1)[1])], api=api)
+    print(f"  {card_loss}: device-plugin reports card {dead} unhealthy, 7 of 8 cards usable (under a training "
+          "rank; card level: the node keeps serving on the other 7)")
     nodes.set_condition(ecc, "NT_NPU_ECC_COUNT", "True", "os_task_name:npu-ecc-count",
                         "HBM multi-bit ECC isolated addresses: 64", ago=nodes.parse_duration("3m"), api=api)
     print(f"  {ecc}: node-agent reports NT_NPU_ECC_COUNT=True for 3 minutes")
@@ -145,11 +153,12 @@ def main() -> int:
     print(f"\n  training ranks now on: {', '.join(sorted(p['spec']['nodeName'] for p in running(api, 'app=pretrain')))}")
     print(f"  report: {WORK / 'reports' / 'latest-recover.html'}")
 
-    say("The repair team fixes both nodes (faults cleared) and hands them back")
-    for name in (card_loss, ecc):
-        nodes.clear(name, api=api)
-        print(f"  {name}: faults cleared")
-    rc = playbook("repaired", inventory, "-e", yaml.safe_dump({"repaired_nodes": [card_loss, ecc]},
+    say("The repair team fixes the ECC node and hands it back; the dead card is replaced in a maintenance window")
+    nodes.clear(ecc, api=api)
+    print(f"  {ecc}: faults cleared")
+    devices.heal_cards(card_loss, api=api)
+    print(f"  {card_loss}: card {dead} usable again")
+    rc = playbook("repaired", inventory, "-e", yaml.safe_dump({"repaired_nodes": [ecc]},
                                                                default_flow_style=True).strip())
     if rc != 0:
         return rc

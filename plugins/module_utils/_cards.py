@@ -158,7 +158,7 @@ def _node_result(name: str, classified: dict, judged: str, workloads: list, how:
         result["recovered"] = recovered
         found = ("the device-plugin's card assignments" if how == BY_ASSIGNMENT else
                  "no card assignments published: every training job with a rank on the node, services left alone")
-        result["message"] = (f"kept in service with {describe_cards(cards)}; work on the lost cards ({found}): "
+        result["message"] = (f"{describe_cards(cards)}; work on the lost cards ({found}): "
                              + ("; ".join(f"{w['kind']} {w['namespace']}/{w['name']}: {w['message']}" for w in mine)
                                 or "none"))
         if unrecovered:
