@@ -92,5 +92,23 @@ def bench_cluster(name: str, heartbeat_seconds: int = 60, lease_seconds: int = 4
         subprocess.run(cli + ["down"], env=env, cwd=REPO, check=False, capture_output=True)
 
 
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.25):
+    """The first truthy value of predicate(), polled until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def running_pods(api, namespace: str) -> list[dict]:
+    """The namespace's pods that run and are not being deleted."""
+    return [p for p in api.list(f"/api/v1/namespaces/{namespace}/pods")
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+
+
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
 from tools.localcluster import devices, nodes, workloads
 
-from . import REPO, bench_cluster, log, table, write_section
+from . import REPO, bench_cluster, log, running_pods, table, wait_until, write_section
 
 POOL_SIZE = 8
 CARDS = 8  # per node
@@ -27,20 +27,6 @@ VARIANTS = {
 }
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
-
-
-def _running(api: Client, namespace: str) -> list[dict]:
-    return [p for p in api.list(f"/api/v1/namespaces/{namespace}/pods")
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
 
 
 def _pool(api: Client, pool: str) -> tuple[list[str], str]:
@@ -51,12 +37,12 @@ def _pool(api: Client, pool: str) -> tuple[list[str], str]:
     names = [m["metadata"]["name"] for m in manifests]
     nodes.wait_ready(names, api=api, label_selector=f"{nodes.POOL_LABEL}={pool}")
     api.request("POST", "/api/v1/namespaces", body={"metadata": {"name": pool}})
-    _wait(lambda: any(True for _ in api.list(f"/api/v1/namespaces/{pool}/serviceaccounts")), 60, "ServiceAccount")
+    wait_until(lambda: any(True for _ in api.list(f"/api/v1/namespaces/{pool}/serviceaccounts")), 60, "ServiceAccount")
     selector = {nodes.POOL_LABEL: pool}
     workloads.apply(api, workloads.training_job("train", pool, ranks=RANKS, node_selector=selector,
                                                 accelerators_per_rank=CARDS_PER_RANK))
     workloads.apply(api, workloads.inference_service("svc", pool, replicas=REPLICAS, node_selector=selector))
-    _wait(lambda: len(_running(api, pool)) == RANKS + REPLICAS, 300, "the pool's work running")
+    wait_until(lambda: len(running_pods(api, pool)) == RANKS + REPLICAS, 300, "the pool's work running")
     devices.allocate(names, api=api)
     return names, pool
 
@@ -85,7 +71,7 @@ def _recover(kubeconfig: Path, work: Path, variant: str, victim: str) -> subproc
 
 def _one(api: Client, kubeconfig: Path, work: Path, variant: str, round_: int) -> dict:
     names, namespace = _pool(api, f"cards-{variant}-{round_}")
-    before = _running(api, namespace)
+    before = running_pods(api, namespace)
     rank = next(p for p in before if p["metadata"]["labels"].get("app") == "train")
     victim = rank["spec"]["nodeName"]
     card = rank["metadata"]["annotations"][nodes.NPU_RESOURCE].split(",")[0]
@@ -96,7 +82,7 @@ def _one(api: Client, kubeconfig: Path, work: Path, variant: str, round_: int) -
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"recover failed ({variant}): {proc.stdout[-3000:]}")
-    after = _running(api, namespace)
+    after = running_pods(api, namespace)
     if len(after) != RANKS + REPLICAS:
         raise RuntimeError(f"{variant}: {len(after)} pods running after the run, not {RANKS + REPLICAS}")
     moved = len({p["metadata"]["uid"] for p in before} - {p["metadata"]["uid"] for p in after})

@@ -18,7 +18,7 @@ import yaml
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
 from tools.localcluster import build, nodes, workloads
 
-from . import PYTHON, REPO, bench_cluster, log, run_measured, table, write_section
+from . import PYTHON, REPO, bench_cluster, log, run_measured, running_pods, table, wait_until, write_section
 
 SLOT_LABEL = "bench.ai-infra.io/slot"
 DEPLOYMENTS = ("web", "api", "cache", "worker", "batch")  # cache keeps scratch data in an emptyDir
@@ -37,7 +37,7 @@ def _load(api: Client, slot: str, per_node: int, shutdown: str | None) -> str:
     """A namespace of Deployments whose pods all sit on the node of this slot (and take `shutdown` to stop)."""
     namespace = f"bench-{slot}"
     api.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
-    _wait(lambda: _exists(api, f"/api/v1/namespaces/{namespace}/serviceaccounts/default"), 60, "ServiceAccount")
+    wait_until(lambda: _exists(api, f"/api/v1/namespaces/{namespace}/serviceaccounts/default"), 60, "ServiceAccount")
     selector = {SLOT_LABEL: slot}
     replicas = per_node // len(DEPLOYMENTS)
     manifests = workloads.node_agent_daemonset("agent", namespace, selector)
@@ -62,18 +62,8 @@ def _exists(api: Client, path: str) -> bool:
         return False
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
 def _running(api: Client, namespace: str, node: str | None = None) -> int:
-    return sum(1 for p in api.list(f"/api/v1/namespaces/{namespace}/pods")
-               if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-               and (node is None or p["spec"].get("nodeName") == node))
+    return sum(1 for p in running_pods(api, namespace) if node is None or p["spec"].get("nodeName") == node)
 
 
 def _leavers(api: Client, node: str) -> int:
@@ -157,7 +147,7 @@ def run(quick: bool = False) -> None:
         namespaces = [_load(api, slot, per_node, SLOW_SHUTDOWN if scenario == "slow" else None)
                       for slot, (scenario, _) in zip(slots, runs)]
         for namespace, node in zip(namespaces, loaded):
-            _wait(lambda ns=namespace, n=node: _running(api, ns, n) == per_node + 1, 600, f"{per_node} pods on {node}")
+            wait_until(lambda ns=namespace, n=node: _running(api, ns, n) == per_node + 1, 600, f"{per_node} pods on {node}")
         log(f"{len(runs)} nodes loaded with {per_node} pods each (+1 DaemonSet pod)")
         for i, (scenario, method) in enumerate(runs):
             # Replacements land on this slot's spare node, like on the rest of a pool.
@@ -178,7 +168,7 @@ def run(quick: bool = False) -> None:
             measured.setdefault((scenario, method), []).append(result)
             loads.append(os.getloadavg()[0])
             log(f"{scenario} {method}: {result.seconds:.2f} s (load {loads[-1]:.1f})")
-            _wait(lambda ns=namespaces[i]: _running(api, ns) >= per_node + 2, 600, "replacements Running")
+            wait_until(lambda ns=namespaces[i]: _running(api, ns) >= per_node + 2, 600, "replacements Running")
 
     def row(scenario: str, method: str) -> list:
         results = measured[(scenario, method)]

@@ -14,25 +14,11 @@ from pathlib import Path
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
 from tools.localcluster import nodes, workloads
 
-from . import PYTHON, REPO, bench_cluster, log, run_measured, table, write_section
+from . import PYTHON, REPO, bench_cluster, log, run_measured, running_pods, table, wait_until, write_section
 
 MODULE = REPO / "plugins" / "modules" / "workload_recover.py"
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
-
-
-def _running(api: Client, namespace: str) -> list[dict]:
-    return [p for p in api.list(f"/api/v1/namespaces/{namespace}/pods")
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
 
 
 def _job(api: Client, pool: str, ranks: int) -> tuple[str, list[dict], str]:
@@ -44,9 +30,9 @@ def _job(api: Client, pool: str, ranks: int) -> tuple[str, list[dict], str]:
                      label_selector=f"{nodes.POOL_LABEL}={pool}")
     namespace = pool
     api.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
-    _wait(lambda: any(True for _ in api.list(f"/api/v1/namespaces/{namespace}/serviceaccounts")), 60, "ServiceAccount")
+    wait_until(lambda: any(True for _ in api.list(f"/api/v1/namespaces/{namespace}/serviceaccounts")), 60, "ServiceAccount")
     workloads.apply(api, workloads.training_job("train", namespace, ranks=ranks, node_selector={nodes.POOL_LABEL: pool}))
-    pods = _wait(lambda: (lambda found: found if len(found) == ranks else None)(_running(api, namespace)), 300,
+    pods = wait_until(lambda: (lambda found: found if len(found) == ranks else None)(running_pods(api, namespace)), 300,
                  f"{ranks} ranks running")
     faulty = pods[0]["spec"]["nodeName"]
     api.patch(f"/api/v1/nodes/{faulty}", {"spec": {"unschedulable": True}})
@@ -54,7 +40,7 @@ def _job(api: Client, pool: str, ranks: int) -> tuple[str, list[dict], str]:
 
 
 def _all_new(api: Client, namespace: str, ranks: int, old: set[str]) -> bool:
-    running = _running(api, namespace)
+    running = running_pods(api, namespace)
     return len(running) == ranks and not {p["metadata"]["uid"] for p in running} & old
 
 
@@ -80,7 +66,7 @@ def _evict_all(api: Client, ranks: int) -> dict:
         name = pod["metadata"]["name"]
         api.request("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/eviction",
                     body={"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}})
-    _wait(lambda: _all_new(api, namespace, ranks, {p["metadata"]["uid"] for p in pods}), 1200, "every rank back")
+    wait_until(lambda: _all_new(api, namespace, ranks, {p["metadata"]["uid"] for p in pods}), 1200, "every rank back")
     seconds = time.monotonic() - started
     failed = api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["status"].get("failed", 0)
     return {"seconds": seconds, "failed": failed}

@@ -25,7 +25,7 @@ from pathlib import Path
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
 from tools.localcluster import build, nodes
 
-from . import PYTHON, REPO, bench_cluster, log, table, write_section
+from . import PYTHON, REPO, bench_cluster, log, table, wait_until, write_section
 from ._scenario import (
     CLASSIFICATION,
     PodWatch,
@@ -130,14 +130,6 @@ def _events(path: Path) -> list[dict]:
     return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
-
-
 def _ready(api: Client) -> int:
     return sum(1 for n in api.list_pages(nodes.NODES, resource="nodes")
                for c in n["status"].get("conditions") or [] if c["type"] == "Ready" and c["status"] == "True")
@@ -197,9 +189,9 @@ def run(quick: bool = False) -> None:
         try:
             started = time.monotonic()
             stats = lambda: json.loads(stats_path.read_text()) if stats_path.exists() else {}  # noqa: E731
-            _wait(lambda: stats().get("watching"), 300, "the source's first list")
+            wait_until(lambda: stats().get("watching"), 300, "the source's first list")
             list_seconds = time.monotonic() - started
-            _wait(lambda: len(kubectl_lines.lines) > size, 300, "kubectl's first list")
+            wait_until(lambda: len(kubectl_lines.lines) > size, 300, "kubectl's first list")
             time.sleep(5)
 
             log(f"steady state: {window} s of heartbeats")
@@ -225,7 +217,7 @@ def run(quick: bool = False) -> None:
             for name in random.Random(7).sample(names, flips):
                 sent[name] = _flip(api, name)
                 time.sleep(0.25)
-            _wait(lambda: {e["rv"] for e in _events(events_path)} >= {rv for _, rv, _ in sent.values()}, 300,
+            wait_until(lambda: {e["rv"] for e in _events(events_path)} >= {rv for _, rv, _ in sent.values()}, 300,
                   "an event for every flip")
             arrivals = {e["rv"]: e for e in _events(events_path)}
             to_commit = [done - t for t, _, done in sent.values()]
@@ -257,11 +249,11 @@ def run(quick: bool = False) -> None:
         to_dispatch, to_playbook, to_task = [], [], []
         try:
             status = lambda: json.loads((data / "status.json").read_text()) if (data / "status.json").exists() else {}  # noqa: E731
-            _wait(lambda: status().get("watching"), 300, "the watcher's first list")
+            wait_until(lambda: status().get("watching"), 300, "the watcher's first list")
             healthy = [n for n in names if n not in sent]
             for index, name in enumerate(random.Random(11).sample(healthy, playbook_flips)):
                 flipped, _, _ = _flip(api, name)
-                _wait(lambda ended=index + 1: sum(1 for r in _events(record) if r["phase"] == "end") == ended, 180,
+                wait_until(lambda ended=index + 1: sum(1 for r in _events(record) if r["phase"] == "end") == ended, 180,
                       f"the recover run for {name}")
                 (run_record,) = [json.loads(p.read_text()) for p in (data / "runs").glob("*/run.json")
                                  if json.loads(p.read_text())["nodes"] == [name]]
@@ -375,7 +367,7 @@ def eviction_path(quick: bool = False) -> str:
         used: set[str] = set()
         try:
             status = lambda: json.loads((data / "status.json").read_text()) if (data / "status.json").exists() else {}  # noqa: E731
-            _wait(lambda: status().get("watching"), 300, "the watcher's first list")
+            wait_until(lambda: status().get("watching"), 300, "the watcher's first list")
             for flip in range(flips):
                 for method in ("ours", "floor") if flip % 2 == 0 else ("floor", "ours"):
                     (node,) = victims(api, 1, used)
@@ -384,7 +376,7 @@ def eviction_path(quick: bool = False) -> str:
                     if method == "ours":
                         flipped = inject(api, [node])
                         evicted = goal.wait(300, f"the first eviction on {node} through the watcher")
-                        _wait(lambda n=node: _watcher_run(data, n) is not None, 900, f"the watcher's run for {node}")
+                        wait_until(lambda n=node: _watcher_run(data, n) is not None, 900, f"the watcher's run for {node}")
                         record = _watcher_run(data, node)
                         if record.get("status") != "successful":
                             stdout = Path(record.get("artifacts") or scratch_dir) / "stdout"
