@@ -178,3 +178,17 @@ def test_the_event_source_sees_a_handled_card_loss_as_no_news_and_a_new_loss_or_
     again = transition(snapshot(degraded), more, NOW)
     assert (again["transition"], again["needs_recovery"]) == ("faulty", True)
     assert transition(snapshot(degraded), back, NOW)["transition"] == "cleared"
+
+
+def test_the_event_source_takes_every_classification_option_with_the_modules_default():
+    from pathlib import Path
+
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
+
+    schema = json.loads((Path(__file__).parents[2] / "extensions" / "eda" / "plugins" / "event_source"
+                         / "node_faults.schema.json").read_text())["properties"]
+    missing = sorted(set(CLASSIFY_ARG_SPEC) - set(schema))
+    assert not missing, f"options of the modules the event source does not take: {missing}"
+    differ = {name: (spec.get("default"), schema[name].get("default")) for name, spec in CLASSIFY_ARG_SPEC.items()
+              if "default" in spec and spec["default"] != schema[name].get("default")}
+    assert not differ, differ
