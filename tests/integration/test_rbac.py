@@ -91,6 +91,10 @@ NEEDED = [
     Access("update", "coordination.k8s.io", "leases", "default", why="the lock taken, renewed, given back"),
     Access("get", "", "configmaps", "default", name="node-recovery-pause",
            why="node_faults_info reads the pause switch (by name only)"),
+    Access("list", "resource.k8s.io", "resourceslices", why="device_taint: the device as its driver publishes it"),
+    Access("list", "resource.k8s.io", "resourceclaims", why="device_taint: the pods whose claims hold the device"),
+    *(Access(verb, "resource.k8s.io", "devicetaintrules", why="device_taint: our rule for one device")
+      for verb in ("get", "list", "create", "patch", "delete")),
 ]
 
 CREATE_PODS = [Access("create", "", "pods", namespace) for namespace in (WORKLOADS, "default", "kube-system", OWN)] + [
@@ -120,6 +124,8 @@ REFUSED = CREATE_PODS + [
     Access("list", "", "configmaps", "default"),
     Access("update", "", "configmaps", "default", name="node-recovery-pause"),  # a person pauses, never the code
     Access("get", "", "configmaps", "kube-system", name="node-recovery-pause"),
+    Access("update", "resource.k8s.io", "resourceslices"),  # a driver's word, never ours to change
+    Access("update", "resource.k8s.io", "resourceclaims/status", WORKLOADS),  # allocations are the scheduler's
 ]
 
 
