@@ -78,7 +78,9 @@ def _one(api: Client, kubeconfig: Path, work: Path, variant: str, round_: int) -
     capacity = _schedulable_cards(api, names)
     started = time.monotonic()
     devices.fail_cards(victim, [int(card.rsplit("-", 1)[1])], api=api)
-    proc = _recover(kubeconfig, work / f"{variant}-{round_}", variant, victim)
+    workdir = work / f"{variant}-{round_}"
+    workdir.mkdir(parents=True)
+    proc = _recover(kubeconfig, workdir, variant, victim)
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"recover failed ({variant}): {proc.stdout[-3000:]}")
