@@ -25,6 +25,10 @@ TEMPLATES = "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates"
 def dra_node(api, make_nodes):
     """One 8-card NPU node of the test's own, with the ResourceSlice its DRA driver publishes; our rules for its
     devices removed afterwards (the slice goes with the node)."""
+    served = api.get_or_none("/apis/resource.k8s.io/v1beta2") or {}
+    if "devicetaintrules" not in {r["name"] for r in served.get("resources") or []}:
+        pytest.fail("the local cluster does not serve DeviceTaintRule: it was started before the DRA flags of "
+                    "tools/localcluster/cluster.py; start it again (make cluster-down cluster-up)")
     name = make_nodes(1)[0]
     dra.publish([name], api=api)
     yield name
