@@ -55,6 +55,11 @@ faults:
      description: "the device-plugin reports fewer usable accelerators than the flavor has; the node keeps serving on
        its other cards, the work that used the lost ones is restarted"}
 
+  # DRA: a driver's taint (NoSchedule or NoExecute) on devices of the node in its ResourceSlice.
+  - {type: DRADeviceTaint, source: dra, category: node, severity: critical, action: restart_workloads,
+     description: "a DRA driver tainted devices of the node in its ResourceSlice; the node keeps serving on its other
+       devices, each tainted device is isolated with a DeviceTaintRule and the work that held it is restarted"}
+
   # Kubernetes standard conditions.
   - {type: Ready, fault_status: ["False", "Unknown"], category: node, severity: critical, action: reboot_then_repair,
      min_duration: 5m, description: "the kubelet reports NotReady or stopped posting status"}
@@ -116,7 +121,7 @@ DEFAULTS_KEYS = ("uncatalogued", "nt_unknown", "card_level")
 CARD_LEVEL_KEYS = ("max_lost_cards", "max_card_losses", "card_loss_window", "escalate_to")
 CARD_LEVEL_ACTION = "restart_workloads"
 UNKNOWN_POLICIES = ("suspect", "fault", "ignore")
-SOURCES = ("condition", "allocatable")
+SOURCES = ("condition", "allocatable", "dra")
 CONDITION_STATUSES = ("True", "False", "Unknown")
 # A week: a longer wait before a fault counts is a typo (and a wait past ~292 years overflows a timer).
 MAX_MIN_DURATION = 7 * 24 * 3600

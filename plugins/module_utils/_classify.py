@@ -221,7 +221,48 @@ def attempts_in_episode(node: dict) -> int:
     return max(record["count"], 0)
 
 
-def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.datetime) -> dict:
+def _dra_category(driver: str, options: Options) -> str:
+    lowered = driver.lower()
+    for words, category in ((("npu", "ascend"), "npu"), (("gpu", "nvidia"), "gpu")):
+        if any(word in lowered for word in words):
+            return category
+    return "node"
+
+
+def dra_faults(devices: dict | None, entry: FaultEntry | None, options: Options) -> tuple[list[dict], list[dict]]:
+    """(faults, accelerator counts) from a node's DRA devices: one fault per driver whose devices it tainted with
+    NoSchedule or NoExecute (a taint with effect None changes nothing, so it is no fault)."""
+    if entry is None or not devices:
+        return [], []
+    by_driver: dict[str, list[dict]] = {}
+    for fault in devices.get("faults") or []:
+        if fault.get("effect") in ("NoSchedule", "NoExecute"):
+            by_driver.setdefault(fault["driver"], []).append(fault)
+    faults, counts = [], []
+    for driver, found in sorted(by_driver.items()):
+        names = sorted({f["device"] for f in found})
+        total = max((devices.get("counts") or {}).get(driver, 0), len(names))
+        category = _dra_category(driver, options)
+        counts.append({"resource": driver, "capacity": total, "allocatable": total - len(names), "expected": total,
+                       "lost": len(names), "cards": names, "category": category})
+        taints = sorted({f"{f['key']}={f['value']}:{f['effect']}" if f.get("value") else f"{f['key']}:{f['effect']}"
+                         for f in found})
+        faults.append({
+            "type": entry.type, "status": "True", "reason": ", ".join(taints),
+            "message": f"{driver}: {', '.join(names)} tainted by the driver ({len(names)} of {total})",
+            "since": min((f["since"] for f in found if f.get("since")), default=None), "age_seconds": None,
+            "min_duration": 0, "category": category, "severity": entry.severity, "action": entry.action,
+            "uncatalogued": False, "description": entry.description, "source": "dra", "resource": driver,
+            "expected": total, "allocatable": total - len(names), "lost": len(names), "cards": names,
+            "devices": [{k: f.get(k) for k in ("driver", "pool", "device", "key", "value", "effect", "since",
+                                               "isolated_by")} for f in found],
+        })
+    return faults, counts
+
+
+def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.datetime,
+                  devices: dict | None = None) -> dict:
+    """`devices`: the node's DRA devices as _dra.node_devices() gives them, when the caller read ResourceSlices."""
     meta = node.get("metadata") or {}
     labels = meta.get("labels") or {}
     status = node.get("status") or {}
@@ -279,6 +320,10 @@ def classify_node(node: dict, catalog: Catalog, options: Options, now: dt.dateti
                     "expected": acc["expected"], "allocatable": acc["allocatable"], "lost": acc["lost"],
                     "cards": acc["cards"],
                 })
+
+    found, counted = dra_faults(devices, catalog.lookup(v.DRA_FAULT_TYPE), options)
+    faults += found
+    accelerators += counted
 
     mark = degraded_mark(node)
     card_faults = [f for f in faults if f["action"] == CARD_LEVEL_ACTION]

@@ -60,6 +60,27 @@ def locate(client: Client, driver: str, pool: str, device: str, node: str | None
     return found
 
 
+def read_devices(client: Client) -> dict[str, dict]:
+    """Per node, its DRA devices (_dra.node_devices): the ResourceSlices and our DeviceTaintRules; nothing on a cluster
+    that serves no DRA (resource.k8s.io/v1 is GA since Kubernetes 1.34) or no DeviceTaintRule."""
+    try:
+        slices = client.list(d.SLICES_PATH, what="listing the ResourceSlices",
+                             resource="resourceslices.resource.k8s.io")
+    except KubernetesError as err:
+        if err.status != 404:
+            raise
+        return {}
+    if not slices:
+        return {}
+    try:
+        rules = client.list(d.RULES_PATH, what="listing DeviceTaintRules", resource=RULES)
+    except KubernetesError as err:
+        if err.status != 404:
+            raise
+        rules = []
+    return d.node_devices(slices, rules)
+
+
 def driver_taints(found: tuple[dict, dict]) -> list[dict]:
     return [{k: t.get(k) for k in ("key", "value", "effect", "timeAdded") if t.get(k) is not None}
             for t in found[1].get("taints") or [] if t.get("key") != d.TAINT_KEY]

@@ -176,6 +176,23 @@ def device_faults(slices: Iterable[dict], rules: Iterable[dict] = ()) -> dict[st
     return found
 
 
+def node_devices(slices: Iterable[dict], rules: Iterable[dict] = ()) -> dict[str, dict]:
+    """Per node, what classification needs: its driver-tainted devices (device_faults) and how many devices each
+    driver publishes for it."""
+    slices = list(slices)
+    found: dict[str, dict] = {}
+    for item, _device in devices(slices):
+        node = slice_node(item)
+        if node:
+            counts = found.setdefault(node, {"faults": [], "counts": {}})["counts"]
+            driver = _pool_key(item)[0]
+            counts[driver] = counts.get(driver, 0) + 1
+    for node, faults in device_faults(slices, rules).items():
+        if node:
+            found.setdefault(node, {"faults": [], "counts": {}})["faults"] = faults
+    return found
+
+
 def isolated_devices(slices: Iterable[dict], rules: Iterable[dict]) -> dict[str, list[dict]]:
     """Per node, the devices our rules isolate, each with the rule's view and whether its driver still reports it
     faulty (a device our rule names that no slice publishes is listed under the empty name)."""

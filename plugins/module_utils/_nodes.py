@@ -189,9 +189,11 @@ def read_nodes(client: Client, names: Iterable[str] | None = None, label_selecto
 
 
 def classify_all(nodes: Iterable[dict], catalog: Catalog, options: Options,
-                 now: dt.datetime | None = None) -> list[dict]:
+                 now: dt.datetime | None = None, devices: dict[str, dict] | None = None) -> list[dict]:
     now = now or utcnow()
-    return [classify_node(node, catalog, options, now) for node in nodes]
+    devices = devices or {}
+    return [classify_node(node, catalog, options, now, devices.get((node.get("metadata") or {}).get("name")))
+            for node in nodes]
 
 
 def fault_summary(classified: list[dict], domain_labels: Iterable[str] = ()) -> dict[str, Any]:
@@ -240,8 +242,12 @@ def faults_info(call: Call) -> dict[str, Any]:
     else:
         read = read_nodes(call.client, params["names"], params["label_selector"])
     options = options_from(params)
+    # The engine imports this module: imported here, where the DRA devices are read.
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._device_taint import read_devices
+
+    devices = read_devices(call.client)
     now = utcnow()
-    classified = classify_all(read, catalog, options, now)
+    classified = classify_all(read, catalog, options, now, devices)
     result = fault_summary(classified, options.domain_labels)
     result["isolations"] = recent_isolations(classified, now, params["isolation_window"])
     result["missing_nodes"] = missing

@@ -87,6 +87,7 @@ EVENT_DEGRADED = "NodeRecoveryDegraded"  # cards lost, the node kept in service,
 EVENT_CARDS_RETURNED = "NodeRecoveryCardsReturned"  # every card is usable again: the degraded mark is gone
 
 CARD_LOSS_TYPE = "AllocatableCardLoss"
+DRA_FAULT_TYPE = "DRADeviceTaint"  # a DRA driver tainted devices of the node in its ResourceSlice
 
 # Workload recovery and repair hand-over (issue 5)
 RESTARTED_RUN = f"{DOMAIN}/restarted-run"  # on a training job: the run that restarted it whole (once per run)

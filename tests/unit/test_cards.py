@@ -192,3 +192,25 @@ def test_the_event_source_takes_every_classification_option_with_the_modules_def
     differ = {name: (spec.get("default"), schema[name].get("default")) for name, spec in CLASSIFY_ARG_SPEC.items()
               if "default" in spec and spec["default"] != schema[name].get("default")}
     assert not differ, differ
+
+
+def dra(faults, counts=None):
+    return {"faults": faults, "counts": counts or {"npu.dra.example.com": 8}}
+
+
+def device(name, effect="NoExecute", driver="npu.dra.example.com", key="npu.dra.example.com/unhealthy"):
+    return {"driver": driver, "pool": "npu-a-0001", "device": name, "node": "npu-a-0001", "key": key,
+            "value": "ECC", "effect": effect, "since": ago(60), "isolated_by": None}
+
+
+def test_a_dra_drivers_device_taint_is_a_card_level_fault_naming_the_devices():
+    result = classify_node(node(), load_catalog(), Options(), NOW, dra([device("npu-3"), device("npu-5", "None")]))
+    assert (result["health"], result["action"]) == ("faulty", "restart_workloads")
+    (fault,) = result["faults"]
+    assert (fault["type"], fault["source"], fault["resource"], fault["cards"], fault["lost"], fault["expected"],
+            fault["category"]) == ("DRADeviceTaint", "dra", "npu.dra.example.com", ["npu-3"], 1, 8, "npu")
+    assert [d["device"] for d in fault["devices"]] == ["npu-3"]  # a taint with effect None changes nothing
+    assert result["cards"]["resources"] == {"npu.dra.example.com": {"lost": 1, "expected": 8, "cards": ["npu-3"]}}
+    three = classify_node(node(), load_catalog(), Options(), NOW, dra([device(f"npu-{i}") for i in range(3)]))
+    assert three["action"] == "reboot_then_repair" and three["cards"]["escalated"].startswith("3 of 8")
+    assert classify_node(node(), load_catalog(), Options(), NOW, dra([device("npu-5", "None")]))["health"] == "healthy"

@@ -102,7 +102,7 @@ MALFORMED = [
                                              "critical, not a number"),
     ("severity unknown", entry(severity="fatal"), "entry 1 (NT_X): severity 'fatal' is not one of info"),
     ("source a list", entry(source=["allocatable"]), "entry 1 (NT_X): source must be one of condition, allocatable, "
-                                                     "not a list"),
+                                                     "dra, not a list"),
     ("source unknown", entry(source="dcmi"), "entry 1 (NT_X): source 'dcmi' is not one of condition, allocatable"),
     ("unknown policy a boolean", entry(unknown=False), "entry 1 (NT_X): unknown must be one of suspect, fault, "
                                                        "ignore, not a boolean"),
@@ -476,4 +476,4 @@ def test_damaged_catalog_files_are_a_catalog_or_one_sentence(tmp_path, seed):
 
 def test_the_shipped_catalog_passes_its_own_checks():
     catalog = _catalog._apply(_catalog._empty(), yaml.safe_load(DEFAULT_CATALOG), "default")
-    assert catalog == default_catalog() and len(catalog.entries) == 31
+    assert catalog == default_catalog() and len(catalog.entries) == 32

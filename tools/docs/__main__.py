@@ -47,7 +47,7 @@ and hands the node to repair), `fault_status` (statuses that mean faulty, defaul
 (info, warning, major, critical), `min_duration` (how long since `lastTransitionTime`
 before the fault counts: flap protection; `90`, `90s`, `5m`, `1h30m`, at most `168h`),
 `unknown` (how status `Unknown` counts for this type), `source` (`condition`, the default,
-or `allocatable` for the device-plugin's card count), `description` (text). `fault_status`
+`allocatable` for the device-plugin's card count, or `dra` for a DRA driver's device taints), `description` (text). `fault_status`
 is a list. Each type appears once in a file and once in the variable: the variable
 overrides the file, and both override the defaults.
 
@@ -82,7 +82,8 @@ def render() -> str:
     rows = ["| type | faulty when | category | severity | action | min duration | description |",
             "|---|---|---|---|---|---|---|"]
     for entry in catalog.entries.values():
-        when = "allocatable < expected" if entry.source == "allocatable" else " or ".join(entry.fault_status)
+        when = {"allocatable": "allocatable < expected", "dra": "a driver's NoSchedule or NoExecute taint on a device"
+                }.get(entry.source) or " or ".join(entry.fault_status)
         duration = f"{entry.min_duration} s" if entry.source == "condition" else "-"
         rows.append(f"| `{entry.type}` | {when} | {entry.category} | {entry.severity} | {entry.action} | {duration} | "
                     f"{entry.description} |")
