@@ -67,6 +67,10 @@ def degraded_value(classified: dict, run_id: str, now: dt.datetime, recovered: b
         "faults": sorted({card_fault_key(f) for f in card_faults}),
         "cards": {r: info["cards"] for r, info in (cards.get("resources") or {}).items() if info["cards"]},
         "lost": {r: info["lost"] for r, info in (cards.get("resources") or {}).items()},
+        # DRA devices we isolate with a DeviceTaintRule each: the rules to remove when the cards come back.
+        "devices": sorted(({"driver": d["driver"], "pool": d["pool"], "device": d["device"]}
+                           for f in card_faults for d in f.get("devices") or []),
+                          key=lambda d: (d["driver"], d["pool"], d["device"])),
         "since": previous.get("since") if previous and cards.get("covered") else _iso(now),
         "run": run_id,
         "workloads_recovered": recovered,

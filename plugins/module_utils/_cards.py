@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id, record_event
@@ -29,6 +28,12 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._card_rules
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CARD_LEVEL_ACTION
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import DEGRADED, FAULTY, classify_node
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import require_access
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._device_taint import (
+    give_back,
+    isolate,
+    pods_holding,
+    read_devices,
+)
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
     catalog_from,
@@ -38,6 +43,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes impo
     write_node,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._pods import pod_is_active
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._workload_rules import (
     LOST,
     RESTARTS,
@@ -53,9 +59,6 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._workloads 
     resolve,
     stop_pods,
 )
-
-if TYPE_CHECKING:
-    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
 ACT, HANDLED, RETURN, NOT_CARD_LEVEL = "act", "handled", "return", "not_card_level"
 
@@ -89,6 +92,39 @@ def _mark(call: Call, node: dict, classified: dict, run_id: str, recovered: bool
     return after
 
 
+def _device_call(call: Call, **params) -> Call:
+    """The same run, asked to act on one DRA device (device_taint's engine takes its device from the parameters)."""
+    return Call({**call.params, **params}, call.check_mode, call.diff, call.environ, call.controller_pid,
+                call.warnings, call._client)
+
+
+def _dra_devices(classified: dict) -> list[dict]:
+    return [device for fault in classified["faults"] if fault.get("source") == "dra"
+            for device in fault.get("devices") or []]
+
+
+def _isolate_devices(call: Call, name: str, classified: dict, run_id: str) -> tuple[list[dict], list[dict]]:
+    """Each faulty DRA device of the node isolated with a DeviceTaintRule of ours (NoExecute): the pods that held
+    them (read before the rule, whose eviction controller takes them away at once) and what was done."""
+    holders, done = [], []
+    for device in _dra_devices(classified):
+        where = (device["driver"], device["pool"], device["device"])
+        holders += pods_holding(call.client, *where, None)
+        result = isolate(_device_call(call, driver=where[0], pool=where[1], device=where[2], effect="NoExecute",
+                                      node=name, run_id=run_id,
+                                      reason=f"{device['key']}={device['value']}" if device.get("value")
+                                      else device.get("key") or "faulty"))
+        done.append({"device": result["device"], "rule": (result.get("rule") or {}).get("name"),
+                     "changed": result["changed"], "message": result["message"]})
+    pods = []
+    for holder in holders:
+        pod = call.client.get_or_none(f"/api/v1/namespaces/{holder['namespace']}/pods/{holder['name']}",
+                                      what=f"reading pod {holder['namespace']}/{holder['name']}", resource="pods")
+        if pod is not None:
+            pods.append(pod)
+    return pods, done
+
+
 def _selected(workload, how_by_node: dict[str, str]) -> bool:
     """A workload is recovered when a pod of it used a lost card; where the cards are not named, only training."""
     hows = {how_by_node.get(pod.get("node")) for pod in workload.pods}
@@ -104,7 +140,8 @@ def _recover_work(call: Call, run: RecoveryRun, acting: dict[str, dict], started
     for name, classified in acting.items():
         here = [p for p in pods if (p.get("spec") or {}).get("nodeName") == name]
         how_by_node[name], hit = pods_on_lost_cards(here, classified["cards"], call.params["card_assignment_annotation"])
-        affected.update({p["metadata"]["uid"]: p for p in hit})
+        held, classified["isolated_devices"] = _isolate_devices(call, name, classified, run.run_id)
+        affected.update({p["metadata"]["uid"]: p for p in hit + held})
     workloads = [w for w in resolve(call.client, list(affected.values()), params["recreate_unmanaged"])
                  if _selected(w, how_by_node)]
     # A job an interrupted restart left suspended has no pod on a card any more: found by our label.
@@ -150,6 +187,7 @@ def _node_result(name: str, classified: dict, judged: str, workloads: list, how:
     unrecovered = [w for w in mine if w["status"] in UNRECOVERED]
     cards = classified.get("cards") or {}
     result = {"verdict": judged, "cards": cards.get("resources") or {}, "how": how, "workloads": mine,
+              "devices": classified.get("isolated_devices") or [],
               "restarted": [f"{w['kind']} {w['namespace']}/{w['name']}" for w in mine if restarted_whole(w)],
               "escalated": cards.get("escalated"), "kept_in_service": judged in (ACT, HANDLED)}
     if judged == ACT:
@@ -188,10 +226,11 @@ def recover_cards(call: Call) -> dict:
     if missing:
         raise NodeRecoveryError(f"node '{missing[0]}' does not exist" if len(missing) == 1
                                 else f"nodes {', '.join(missing)} do not exist")
+    devices = read_devices(call.client)
     now = utcnow()
     classified = {}
     for name, node in nodes.items():
-        classified[name] = classify_node(node, catalog, options, now)
+        classified[name] = classify_node(node, catalog, options, now, devices.get(name))
     verdicts = {name: verdict(classified[name]) for name in names}
     run_id = params["run_id"] or new_run_id()
     times = {name: {"started": stamp()} for name in names}
@@ -270,6 +309,8 @@ def _finish(call: Call, node: dict, classified: dict, judged: str, result: dict,
             write_node(call.client, name, lambda _current: {"metadata": {"annotations": {
                 v.DEGRADED: json.dumps(done, sort_keys=True)}}}, False, f"recording the recovered work on node {name}")
     elif judged == RETURN:
+        for device in (classified.get("degraded") or {}).get("devices") or []:  # our DeviceTaintRules go first
+            give_back(_device_call(call, driver=device["driver"], pool=device["pool"], device=device["device"]))
         write_node(call.client, name, cards_returned_patch, False, f"removing the degraded mark of node {name}")
         record_event(call.client, node, v.EVENT_CARDS_RETURNED,
                      f"Every card usable again (run {run_id}): the degraded mark is removed")

@@ -242,3 +242,62 @@ def test_bad_input_fails_with_one_sentence_and_changes_nothing(api, kubeconfig, 
                        "may not create devicetaintrules", "nothing was changed")
     assert "devicetaintrules.resource.k8s.io" in msg
     assert api.get_or_none(f"{d.RULES_PATH}/{d.rule_name(DRIVER, dra_node, 'npu-1')}") is None
+
+
+def start_training(api: Client, namespace: str, node: str, ranks: int = 2, name: str = "train") -> None:
+    """An Indexed training Job whose ranks each claim one card through DRA."""
+    (job,) = workloads.training_job(name, namespace, ranks=ranks, node_selector=pool_of([node]), accelerators_per_rank=0)
+    spec = job["spec"]["template"]["spec"]
+    spec["containers"][0]["resources"]["claims"] = [{"name": "npu"}]
+    spec["resourceClaims"] = [{"name": "npu", "resourceClaimTemplateName": name}]
+    api.request("POST", TEMPLATES.format(ns=namespace), body=dra.claim_template(name, namespace))
+    workloads.apply(api, [job])
+
+
+def test_card_level_recovery_isolates_the_faulty_device_restarts_its_job_whole_and_gives_it_back(
+        api, kubeconfig, namespace, dra_node):
+    start_training(api, namespace, dra_node)
+    start_service(api, namespace, dra_node, replicas=2)
+    before = wait_all_running(api, namespace, 4)
+    rank = next(p for p in before if p["metadata"]["labels"].get("app") == "train")
+    device = next(key.split("/")[1] for key, pod in devices_in_use(api, namespace).items()
+                  if pod == rank["metadata"]["name"])
+    dra.set_fault(dra_node, device, effect="NoSchedule", reason="ECC", api=api)  # the driver's word: no eviction
+
+    info = run_module("node_faults_info", {"kubeconfig": kubeconfig, "names": [dra_node]})
+    (classified,) = info["nodes"]
+    assert (classified["health"], classified["action"]) == ("faulty", "restart_workloads")
+    (fault,) = classified["faults"]
+    assert (fault["type"], fault["resource"], fault["cards"], fault["expected"]) == ("DRADeviceTaint", DRIVER,
+                                                                                     [device], 8)
+
+    result = run_module("card_recover", {"kubeconfig": kubeconfig, "name": [dra_node], "wait_timeout": 120})
+    assert not result.get("failed"), result.get("msg")
+    (entry,) = result["nodes"]
+    assert (entry["verdict"], entry["how"], entry["kept_in_service"], entry["recovered"]) == (
+        "act", "assignments", True, True)
+    assert entry["restarted"] == [f"Job {namespace}/train"]
+    (isolated,) = entry["devices"]
+    assert isolated["device"]["device"] == device and isolated["changed"]
+    rule = api.get(f"{d.RULES_PATH}/{isolated['rule']}")
+    assert d.is_ours(rule) and rule["spec"]["taint"]["effect"] == "NoExecute"
+    after = wait_all_running(api, namespace, 4)
+    old = {p["metadata"]["uid"] for p in before}
+    assert not {p["metadata"]["uid"] for p in after if p["metadata"]["labels"]["app"] == "train"} & old  # whole
+    assert {p["metadata"]["uid"] for p in after if p["metadata"]["labels"]["app"] == "svc"} <= old  # untouched
+    assert f"{dra_node}/{device}" not in devices_in_use(api, namespace)  # nobody was given the faulty card
+    job = api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")
+    assert job["metadata"]["annotations"][v.RESTARTED_RUN] == result["run_id"]
+    node = api.get(f"/api/v1/nodes/{dra_node}")
+    assert not node["spec"].get("unschedulable") and node["metadata"]["labels"][v.DEGRADED_LABEL] == "true"
+
+    again = run_module("card_recover", {"kubeconfig": kubeconfig, "name": [dra_node]})
+    assert (again["nodes"][0]["verdict"], again["changed"]) == ("handled", False)
+
+    dra.heal(dra_node, device, api=api)  # the driver finds the card healthy: our rule goes with the mark
+    back = run_module("card_recover", {"kubeconfig": kubeconfig, "name": [dra_node]})
+    assert not back.get("failed"), back.get("msg")
+    assert (back["nodes"][0]["verdict"], back["changed"]) == ("return", True)
+    assert api.get_or_none(f"{d.RULES_PATH}/{isolated['rule']}") is None
+    assert v.DEGRADED_LABEL not in api.get(f"/api/v1/nodes/{dra_node}")["metadata"]["labels"]
+    assert any(e["reason"] == d.EVENT_DEVICE_RETURNED for e in node_events(api, dra_node))
