@@ -115,7 +115,8 @@ def test_the_mark_keeps_its_start_for_a_covered_loss_and_records_a_new_loss_once
     patch = degraded_annotations(raw, classify(raw), "run-1", NOW, recovered=False)
     value = json.loads(patch["metadata"]["annotations"][v.DEGRADED])
     assert value == {"faults": [f"AllocatableCardLoss:{RES}"], "cards": {RES: ["Ascend910-3"]}, "lost": {RES: 1},
-                     "since": "2026-11-29T12:00:00Z", "run": "run-1", "workloads_recovered": False}
+                     "since": "2026-11-29T12:00:00Z", "run": "run-1", "workloads_recovered": False,
+                     "devices": []}
     assert json.loads(patch["metadata"]["annotations"][v.CARD_LOSSES]) == ["2026-11-29T12:00:00Z"]
     assert patch["metadata"]["labels"] == {v.DEGRADED_LABEL: "true"}
     again = lost(1, ["Ascend910-3"], annotations={v.DEGRADED: mark(["Ascend910-3"], 1, recovered=False,
