@@ -10,6 +10,9 @@ version_added: 0.1.0
 description:
   - Hosts are the nodes of one or more Kubernetes clusters, classified with the fault catalog (the same judgement
     as the M(ai_infra.node_recovery.node_faults_info) module).
+  - On a cluster with DRA, the ResourceSlices (and the collection's DeviceTaintRules) are read too, so a DRA driver's
+    taint on a node's devices is the fault C(DRADeviceTaint) of that node. A credential that may not list
+    ResourceSlices still gives the inventory, without those faults, with a warning.
   - "Groups: V(faulty), V(healthy), V(suspect), V(degraded) (in service with lost cards whose work was recovered card
     by card), V(cordoned), V(excluded), C(fault_<type>) (for example
     C(fault_nt_npu_card_lose), C(fault_allocatable_card_loss)), C(action_<action>), C(category_<category>),
@@ -130,6 +133,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client imp
     cluster_identity,
     resolve_auth,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._device_taint import read_devices
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import (
     CLASSIFY_ARG_SPEC,
     catalog_from,
@@ -187,7 +191,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if self.get_option("cache"):
                 self._cache[cache_key] = clusters
         for cluster in clusters:
-            self._populate(cluster, classify_all(cluster["nodes"], catalog, options), len(clusters) == 1)
+            self._populate(cluster, classify_all(cluster["nodes"], catalog, options, devices=cluster.get("devices")),
+                           len(clusters) == 1)
 
     def _check_config(self, path: str, config: dict) -> None:
         """Ansible ignores unknown keys and reads any word as a boolean: a typo would silently change the hosts."""
@@ -229,10 +234,23 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     "/api/v1/nodes", label_selector=conn.get("label_selector") or self.get_option("label_selector"),
                     what=f"listing nodes of cluster '{name}'", resource="nodes")]
                 identity = cluster_identity(client)
+                devices = self._devices(client, name)
             except KubernetesError as err:
                 raise AnsibleParserError(str(err)) from None
-            clusters.append({"name": name, "nodes": nodes, "identity": identity, "connection": handed_over(conn)})
+            clusters.append({"name": name, "nodes": nodes, "identity": identity, "connection": handed_over(conn),
+                             "devices": devices})
         return clusters
+
+    def _devices(self, client: Client, name: str) -> dict:
+        """The DRA devices of the cluster's nodes; a credential that may read nodes but not ResourceSlices still
+        gives an inventory, without the DRA faults, and says so."""
+        try:
+            return read_devices(client)
+        except KubernetesError as err:
+            if err.status != 403:
+                raise
+            self.display.warning(f"cluster '{name}': DRA device faults are not read ({err})")
+            return {}
 
     def _group(self, name: str) -> str:
         return self.inventory.add_group(name)

@@ -301,3 +301,20 @@ def test_card_level_recovery_isolates_the_faulty_device_restarts_its_job_whole_a
     assert api.get_or_none(f"{d.RULES_PATH}/{isolated['rule']}") is None
     assert v.DEGRADED_LABEL not in api.get(f"/api/v1/nodes/{dra_node}")["metadata"]["labels"]
     assert any(e["reason"] == d.EVENT_DEVICE_RETURNED for e in node_events(api, dra_node))
+
+
+def test_the_inventory_groups_a_node_by_its_drivers_device_taint(kubeconfig, dra_node, tmp_path):
+    import json
+
+    from .test_detect import inventory, plain
+
+    config = {"kubeconfig": kubeconfig, "label_selector": f"ai-infra.io/pool={dra_node.rsplit('-', 1)[0]}"}
+    healthy = json.loads(inventory(tmp_path, config, "--list").stdout)
+    assert dra_node in healthy["healthy"]["hosts"]
+    dra.set_fault(dra_node, "npu-6", effect="NoSchedule", reason="ECC")
+    listed = inventory(tmp_path, config, "--list")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert dra_node in data["fault_dra_device_taint"]["hosts"] and dra_node in data["action_restart_workloads"]["hosts"]
+    fault = plain(data["_meta"]["hostvars"][dra_node]["node_recovery"]["faults"][0])
+    assert (fault["type"], fault["cards"]) == ("DRADeviceTaint", ["npu-6"])
