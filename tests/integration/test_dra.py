@@ -318,3 +318,21 @@ def test_the_inventory_groups_a_node_by_its_drivers_device_taint(kubeconfig, dra
     assert dra_node in data["fault_dra_device_taint"]["hosts"] and dra_node in data["action_restart_workloads"]["hosts"]
     fault = plain(data["_meta"]["hostvars"][dra_node]["node_recovery"]["faults"][0])
     assert (fault["type"], fault["cards"]) == ("DRADeviceTaint", ["npu-6"])
+
+
+def test_the_event_source_sees_a_drivers_device_taint_as_a_fault_of_its_node_and_the_heal_as_cleared(
+        kubeconfig, dra_node):
+    from .test_eda_source import GatedClient, SourceInThread
+
+    pool = dra_node.rsplit("-", 1)[0]
+    args = {"kubeconfig": kubeconfig, "label_selector": f"ai-infra.io/pool={pool}", "coalesce_seconds": 0}
+    with SourceInThread(args, GatedClient({"kubeconfig": kubeconfig})) as run:
+        wait_for(lambda: run.alive() and run.source.stats["lists"] >= 1, 60, "the source's first list")
+        dra.set_fault(dra_node, "npu-2", effect="NoExecute", reason="ECC")
+        wait_for(lambda: run.has(dra_node, "faulty"), 30, "the device taint as a fault of its node")
+        event = next(e for e in run.events if e.get("node") == dra_node and e.get("transition") == "faulty")
+        assert event["fault_types"] == ["DRADeviceTaint"] and event["needs_recovery"]
+        assert event["faults"][0]["cards"] == ["npu-2"] and event["action"] == "restart_workloads"
+        assert run.batches() == [[dra_node]]
+        dra.heal(dra_node, "npu-2")
+        wait_for(lambda: run.has(dra_node, "cleared"), 30, "the healed device as cleared")

@@ -57,6 +57,7 @@ if not _collection_importable():
 
 import urllib3
 
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _dra
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CatalogError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import classify_node
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
@@ -138,6 +139,12 @@ class NodeFaultSource:
         self._timer_wakeup = threading.Condition(self._lock)
         self._nodes: dict[str, tuple[dict, dict]] = {}  # name -> (classification, snapshot)
         self._pending: dict[str, dict] = {}  # name -> slim node JSON while a fault is under its min_duration
+        # DRA: the ResourceSlices by name, each node's devices from them, and the slim node to classify again
+        # when only its slices changed.
+        self._slices: dict[str, dict] = {}
+        self._devices: dict[str, dict] = {}
+        self._slim: dict[str, dict] = {}
+        self.slice_version: str | None = None
         self._timers: list[tuple[float, str]] = []  # heap of (when, node); stale entries are skipped
         self._due: dict[str, float] = {}  # node -> when its pending fault is next judged
         self._stop = threading.Event()
@@ -173,6 +180,8 @@ class NodeFaultSource:
 
         threads = [threading.Thread(target=guarded(self._watch_loop), name="node-faults-watch", daemon=True),
                    threading.Thread(target=guarded(self._timer_loop), name="node-faults-timer", daemon=True)]
+        if self.slice_version is not None:  # the cluster serves DRA: follow its ResourceSlices too
+            threads.append(threading.Thread(target=guarded(self._slice_loop), name="node-faults-slices", daemon=True))
         for thread in threads:
             thread.start()
         try:
@@ -188,9 +197,91 @@ class NodeFaultSource:
     # -- the thread side -------------------------------------------------------------------------
     def _first_list(self) -> None:
         try:
+            if self.args["dra"]:
+                self._list_slices(initial=True)  # first: the nodes' first classification includes their devices
             self._list(initial=True)
         except KubernetesError as err:
             raise SourceError(f"node_faults: {err}") from None
+
+    def _list_slices(self, initial: bool) -> str | None:
+        """Every ResourceSlice; the nodes whose devices changed are classified again. None: no DRA served."""
+        try:
+            slices = self.client.list(_dra.SLICES_PATH, what="listing the ResourceSlices",
+                                      resource="resourceslices.resource.k8s.io")
+        except KubernetesError as err:
+            if err.status == 404 and initial:
+                return None
+            raise
+        self.slice_version = self.client.last_resource_version
+        with self._lock:
+            self._slices = {item["metadata"]["name"]: item for item in slices}
+            futures = self._devices_changed_locked(None)
+        self._handed_over(futures)
+        return self.slice_version
+
+    def _devices_changed_locked(self, nodes: set[str] | None) -> list[Future]:
+        """Recount the devices of these nodes (None: all) and classify again each known node whose devices changed."""
+        found = _dra.node_devices(self._slices.values())
+        futures: list[Future] = []
+        for name in set(found) | set(self._devices) if nodes is None else nodes:
+            devices = found.get(name)
+            if devices == self._devices.get(name):
+                continue
+            if devices is None:
+                self._devices.pop(name, None)
+            else:
+                self._devices[name] = devices
+            if name in self._slim:
+                futures += self._update_locked(self._slim[name], initial=False)
+        return futures
+
+    def _slice_loop(self) -> None:
+        version = self.slice_version
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._list_slices(initial=False)
+                version = self._watch_slices(version)
+                failures = 0
+            except _Expired:
+                version = None
+            except KubernetesError as err:
+                version = None
+                if err.status == 410:
+                    continue
+                failures += 1
+                delay = min(2.0 ** failures, MAX_BACKOFF)
+                log.warning("%s; listing ResourceSlices again in %.0fs", err, delay)
+                self._stop.wait(delay)
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as err:
+                log.warning("ResourceSlice watch connection dropped (%s): listing again", err)
+                version = None
+                self._stop.wait(0.5)
+
+    def _watch_slices(self, version: str) -> str:
+        for event in self.client.watch(_dra.SLICES_PATH, version, timeout_seconds=self.args["watch_timeout"],
+                                       what="watching ResourceSlices", resource="resourceslices.resource.k8s.io"):
+            if self._stop.is_set():
+                break
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise _Expired()
+                raise KubernetesError(f"watching ResourceSlices failed: {obj.get('message')} (HTTP {obj.get('code')})",
+                                      status=obj.get("code"))
+            version = (obj.get("metadata") or {}).get("resourceVersion") or version
+            if kind == "BOOKMARK":
+                continue
+            name = obj["metadata"]["name"]
+            with self._lock:
+                old = self._slices.pop(name, None)
+                if kind != "DELETED":
+                    self._slices[name] = obj
+                nodes = {n for n in (_dra.slice_node(old or {}), _dra.slice_node(obj)) if n}
+                futures = self._devices_changed_locked(nodes)
+            self._handed_over(futures)
+        return version
 
     def _list(self, initial: bool) -> str | None:
         """Observe every node; forget nodes gone meanwhile. Returns the list's resourceVersion."""
@@ -291,7 +382,9 @@ class NodeFaultSource:
         """Classify, diff with the last classification, remember, and hand over the event (in order)."""
         name = node["metadata"]["name"]
         now = utcnow()
-        classification = classify_node(node, self.catalog, self.options, now)
+        classification = classify_node(node, self.catalog, self.options, now, self._devices.get(name))
+        if self.slice_version is not None:
+            self._slim[name] = node if node is self._slim.get(name) else slim_node(node)
         current = snapshot(classification)
         previous = self._nodes.get(name)
         event = transition(previous[1] if previous else None, classification, now, initial)
@@ -349,6 +442,7 @@ class NodeFaultSource:
 
     def _forget_locked(self, name: str) -> None:
         self._nodes.pop(name, None)
+        self._slim.pop(name, None)
         self._pending.pop(name, None)
         self._due.pop(name, None)
         if self.batches is not None:
