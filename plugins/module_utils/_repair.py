@@ -48,13 +48,17 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes impo
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan import repeat_offence
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._tickets import (
+    TRANSITION_ESCALATED,
+    TRANSITION_REQUESTED,
     build_ticket,
     deliver_directory,
+    deliver_update,
     deliver_webhook,
     episode_start,
     render_markdown,
     ticket_fault_types,
     ticket_id,
+    ticket_update,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import public_endpoint
 
@@ -137,6 +141,16 @@ def escalations(history: dict[str, list[str]], fault_types: list[str], threshold
     """Current faults that happened at least `threshold` times within the window (history already pruned)."""
     return [{"type": ftype, "count": len(history.get(ftype, []))} for ftype in sorted(set(fault_types))
             if len(history.get(ftype, [])) >= threshold]
+
+
+def previous_ticket(annotations: dict, ticket: str) -> str | None:
+    """The node's ticket of an earlier episode that a hand-off with `ticket` follows, or None (pure). The node's
+    ticket annotation names it until the new hand-off is written; after that, the previous-ticket annotation does,
+    so a hand-off asked again for the same episode still says it escalates again (and sends the same key)."""
+    current = annotations.get(v.TICKET)
+    if current and current != ticket:
+        return current
+    return annotations.get(v.PREVIOUS_TICKET) if current == ticket else None
 
 
 def append_action(actions: list[dict], action: dict | None, run_id: str, now: dt.datetime) -> list[dict]:
@@ -245,18 +259,23 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
     offence = repeat_offence(classified, repeat_after, repeat_window, now, counting_now=False)
     if events is None:
         events = node_events(client, name, limit=events_limit) if events_limit > 0 else []
-    ticket = build_ticket(ticket=ticket_id(name, episode_start(node, classified, now)), node=node,
+    new_id = ticket_id(name, episode_start(node, classified, now))
+    previous = previous_ticket(annotations, new_id)
+    ticket = build_ticket(ticket=new_id, node=node,
                           classified=classified, events=events, workloads=workloads, actions=judged["actions"],
                           history=judged["history"], window=window, requested_by=requested_by, note=note,
-                          run_id=run_id, now=now, repeat_offender=offence)
+                          run_id=run_id, now=now, repeat_offender=offence, previous_ticket=previous)
     markdown = render_markdown(ticket)
+    update = ticket_update(ticket=new_id, transition=TRANSITION_ESCALATED if previous else TRANSITION_REQUESTED,
+                           node=name, by=requested_by, at=now, run_id=run_id, state=v.STATE_REPAIR_PENDING,
+                           note=note, previous_ticket=previous)
     delivered: dict = {}
     if not check_mode:
         # Delivered before the node is marked: a refused delivery leaves the cluster unchanged.
         if directory:
             delivered["files"] = deliver_directory(directory, ticket, markdown)
         if webhook:
-            delivered["webhook"] = deliver_webhook(ticket=ticket, markdown=markdown, **webhook)
+            delivered["webhook"] = deliver_webhook(ticket=ticket, markdown=markdown, update=update, **webhook)
     escalated = escalations(judged["history"], [f["type"] for f in classified["faults"]], escalate_after)
 
     def build(current: dict) -> dict:
@@ -264,7 +283,7 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
         # The repeat-offender mark goes with the hand-off: node_return refuses the node until it is repaired.
         mark = {v.REPEAT_OFFENDER: f"{offence['reason']}; ticket {ticket['ticket']}"} if offence else {}
         return combine(state_patch(v.STATE_REPAIR_PENDING, dict(latest, **mark, **{
-            v.TICKET: ticket["ticket"], v.REPAIR_REQUESTED_AT: rfc3339(now), v.RUN_ID: run_id,
+            v.TICKET: ticket["ticket"], v.PREVIOUS_TICKET: previous, v.REPAIR_REQUESTED_AT: rfc3339(now), v.RUN_ID: run_id,
             v.REPAIR_BY: None, v.REPAIR_AT: None, v.REPAIRED_BY: None, v.REPAIRED_AT: None, v.TICKET_REF: None}),
             when=now))
 
@@ -274,18 +293,21 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
         record_event(client, after, v.EVENT_REPAIR_REQUESTED,
                      f"Repair requested by {requested_by}: ticket {ticket['ticket']}, faults "
                      f"{', '.join(ticket_fault_types(ticket)) or 'none'}" + (f", delivered to {where}" if where else "")
+                     + (f"; follows ticket {previous}" if previous else "")
                      + f"; run {run_id}", "Warning")
     return {"changed": True, "ticket_id": ticket["ticket"], "ticket": ticket, "markdown": markdown,
             "state": v.STATE_REPAIR_PENDING, "delivered": delivered, "escalated": escalated, "warnings": warnings,
-            "repeat_offender": offence,
+            "repeat_offender": offence, "update": update, "previous_ticket": previous,
             "message": f"node '{name}' {'would be' if check_mode else 'is'} repair-pending with ticket {ticket['ticket']}"
                        + (f" as a repeat offender ({offence['reason']})" if offence else ""),
             "diff": {"before": view(before), "after": view(after)}}
 
 
 def hand_over(client: Client, name: str, state: str, by: str, ticket_ref: str | None, note: str | None, run_id: str,
-              check_mode: bool, now: dt.datetime | None = None) -> dict:
-    """Record that the repair team took the node (in-repair) or gave it back (repaired): who, when, ticket."""
+              check_mode: bool, now: dt.datetime | None = None, webhook: dict | None = None) -> dict:
+    """Record that the repair team took the node (in-repair) or gave it back (repaired): who, when, ticket. With a
+    webhook, the ticket's update for this transition is delivered before the node is marked (so a rerun after an
+    interruption sends it again under the same idempotency key, and a refused delivery changes nothing)."""
     now = now or utcnow()
     target = {"in_repair": v.STATE_IN_REPAIR, "repaired": v.STATE_REPAIRED}[state]
     allowed = {v.STATE_IN_REPAIR: (v.STATE_REPAIR_PENDING,), v.STATE_REPAIRED: OPEN_REPAIR_STATES}[target]
@@ -301,6 +323,14 @@ def hand_over(client: Client, name: str, state: str, by: str, ticket_ref: str | 
         raise RepairError(f"node '{name}' is {current}, not {' or '.join(allowed)}, so it cannot be marked {target}; "
                           "request repair first")
 
+    ticket = annotations.get(v.TICKET)
+    ref = ticket_ref or annotations.get(v.TICKET_REF)
+    update = ticket_update(ticket=ticket, transition=state, node=name, by=by, at=now, run_id=run_id, state=target,
+                           ticket_ref=ref, note=note) if ticket else None
+    delivered: dict = {}
+    if webhook and update and not check_mode:
+        delivered["webhook"] = deliver_update(update=update, **webhook)
+
     def build(latest: dict) -> dict | None:
         if recovery_state(latest) == target:
             return None
@@ -310,14 +340,15 @@ def hand_over(client: Client, name: str, state: str, by: str, ticket_ref: str | 
         return state_patch(target, extra, when=now)
 
     before, after, changed = write_node(client, name, build, check_mode, f"marking node {name} {target}")
-    ticket = annotations.get(v.TICKET)
-    ref = ticket_ref or annotations.get(v.TICKET_REF)
     if changed and not check_mode:
         reason = v.EVENT_IN_REPAIR if target == v.STATE_IN_REPAIR else v.EVENT_REPAIRED
         verb = "taken for repair" if target == v.STATE_IN_REPAIR else "repaired"
         record_event(client, after, reason, f"Node {verb} by {by}: ticket {ticket or 'none'}"
-                     + (f" ({ref})" if ref else "") + (f"; {note}" if note else "") + f"; run {run_id}")
+                     + (f" ({ref})" if ref else "") + (f"; {note}" if note else "")
+                     + (f"; update delivered to {delivered['webhook']['endpoint']}" if delivered else "")
+                     + f"; run {run_id}")
     return {"changed": changed, "state": target, "ticket_id": ticket, "ticket_ref": ref, "by": by, "at": rfc3339(now),
+            "update": update, "delivered": delivered,
             "message": f"node '{name}' {'would be' if check_mode else 'is'} {target} (by {by}, ticket {ticket or 'none'})",
             "diff": {"before": view(before), "after": view(after)}}
 
@@ -359,7 +390,7 @@ def repair_nodes(call: Call) -> dict:
                                     repeat_after=params["repeat_after"], repeat_window=params["repeat_window"])
         else:
             result = hand_over(call.client, name, state, params["by"], params["ticket_ref"], params["note"], run_id,
-                               call.check_mode)
+                               call.check_mode, webhook=webhook)
         for warning in result.pop("warnings", []):
             call.warn(warning)
         return dict(result, run_id=run_id)

@@ -29,6 +29,12 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes impo
     utcnow,
     write_node,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._tickets import (
+    TRANSITION_CLOSED,
+    deliver_update,
+    ticket_update,
+)
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import webhook_from
 
 if TYPE_CHECKING:
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
@@ -88,9 +94,16 @@ def repeat_offender_hold(classified: dict) -> str | None:
     return f"repeat offender ({classified['repeat_offender']}): it returns only after the repair team marks it repaired"
 
 
+# The states in which a node's ticket is still open: returning the node closes it.
+TICKET_OPEN_STATES = (v.STATE_REPAIR_PENDING, v.STATE_IN_REPAIR, v.STATE_REPAIRED)
+
+
 def return_to_service(client: Client, name: str, catalog: Catalog, options: Options, healthy_delay: int,
-                      run_id: str | None, check_mode: bool, now: dt.datetime | None = None) -> dict:
-    """Return the node when it is proven healthy and was isolated by us; release only what we did."""
+                      run_id: str | None, check_mode: bool, now: dt.datetime | None = None,
+                      webhook: dict | None = None) -> dict:
+    """Return the node when it is proven healthy and was isolated by us; release only what we did. With a webhook,
+    an open ticket's `closed` update is delivered before the return is written (a refused delivery returns nothing;
+    a rerun after an interruption sends it again under the same idempotency key)."""
     now = now or utcnow()
     node = read_node(client, name)
     classified = classify_node(node, catalog, options, now)
@@ -121,6 +134,12 @@ def return_to_service(client: Client, name: str, catalog: Catalog, options: Opti
     if not check_mode:
         require_access(client, [("patch", "nodes", "", None), ("create", "events", "", "default")])
     ticket_ref = annotations.get(v.TICKET)
+    update = ticket_update(ticket=ticket_ref, transition=TRANSITION_CLOSED, node=name, by=v.COLLECTION, at=now,
+                           run_id=run_id, state=v.STATE_RETURNED, ticket_ref=annotations.get(v.TICKET_REF)) \
+        if ticket_ref and state in TICKET_OPEN_STATES else None
+    delivered: dict = {}
+    if webhook and update and not check_mode:
+        delivered["webhook"] = deliver_update(update=update, **webhook)
 
     def build(latest: dict) -> dict:
         # One write: uncordon (if the cordon is ours), untaint and the returned state land together, so an
@@ -138,8 +157,10 @@ def return_to_service(client: Client, name: str, catalog: Catalog, options: Opti
                f"{healthy_delay}s, accelerators complete; " + ("the cordon a person set stays" if kept else "uncordoned")
                + (f"; ticket {ticket_ref} closed" if ticket_ref else ""))
     if not check_mode:
-        record_event(client, after, v.EVENT_RETURNED, f"Returned to service by {v.COLLECTION}: {message}")
+        record_event(client, after, v.EVENT_RETURNED, f"Returned to service by {v.COLLECTION}: {message}"
+                     + (f"; update delivered to {delivered['webhook']['endpoint']}" if delivered else ""))
     return dict(base, changed=True, returned=not check_mode, state=v.STATE_RETURNED, ticket=ticket,
+                update=update, delivered=delivered,
                 cordon_owner=v.CORDON_PERSON if kept else v.CORDON_NONE, message=message,
                 diff={"before": view(node), "after": view(after)})
 
@@ -149,10 +170,11 @@ def return_nodes(call: Call) -> dict:
     params = call.params
     names = unique(params["name"])
     catalog, options = catalog_from(params), options_from(params)
+    webhook = webhook_from(params)
 
     def one(name: str) -> dict:
         return return_to_service(call.client, name, catalog, options, params["healthy_delay"], params["run_id"],
-                                 call.check_mode)
+                                 call.check_mode, webhook=webhook)
 
     result = batch_result(for_each_node(names, one, params["max_parallel"]), "return")
     result["returned"] = all(node.get("returned") for node in result["nodes"])

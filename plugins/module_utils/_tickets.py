@@ -72,9 +72,11 @@ def _event_order(event: dict) -> tuple:
 
 def build_ticket(*, ticket: str, node: dict, classified: dict, events: list[dict], workloads: list[dict],
                  actions: list[dict], history: dict[str, list[str]], window: int, requested_by: str, note: str | None,
-                 run_id: str, now: dt.datetime, repeat_offender: dict | None = None) -> dict:
+                 run_id: str, now: dt.datetime, repeat_offender: dict | None = None,
+                 previous_ticket: str | None = None) -> dict:
     """The evidence bundle a repair team needs, as plain data. `repeat_offender`: why the node comes to repair
-    instead of being remediated again (the loop breaker), or None."""
+    instead of being remediated again (the loop breaker), or None. `previous_ticket`: the node's ticket of an earlier
+    episode, when this one escalates again."""
     annotations = annotations_of(node)
     faults = [_fault_view(f) for f in classified["faults"]]
     fault_names = ", ".join(sorted({f["type"] for f in faults})) or "no active fault"
@@ -87,6 +89,7 @@ def build_ticket(*, ticket: str, node: dict, classified: dict, events: list[dict
         "requested_by": requested_by,
         "run_id": run_id,
         "note": note,
+        "previous_ticket": previous_ticket,
         "summary": summary,
         "node": {
             "name": classified["name"],
@@ -154,6 +157,7 @@ def render_markdown(ticket: dict) -> str:
         ["Recommended action", ticket["action"]],
     ] + ([["Repeat offender", f"{ticket['repeat_offender']['reason']}: not remediated automatically again; it returns "
            "to service only once marked repaired"]] if ticket.get("repeat_offender") else [])
+      + ([["Follows ticket", ticket["previous_ticket"]]] if ticket.get("previous_ticket") else [])
       + ([["Note", ticket["note"]]] if ticket.get("note") else []))
     lines += ["## Faults", ""]
     lines += _table(["Type", "Status", "Severity", "Category", "Since", "Reason", "Message"],
@@ -215,12 +219,72 @@ def deliver_directory(directory: str, ticket: dict, markdown: str) -> list[str]:
     return paths
 
 
-def deliver_webhook(url: str, ticket: dict, markdown: str, headers: dict | None, timeout: int, retries: int,
-                    validate_certs: bool, sleep: Callable[[float], None] = time.sleep) -> dict:
-    """POST the ticket as JSON (chat webhooks display its `text`)."""
+# The ticket's lifecycle as the webhook sees it: each transition is sent once per ticket, under one key.
+TRANSITION_REQUESTED = "requested"  # the hand-off of a node's first ticket (or of a ticket with no previous one)
+TRANSITION_ESCALATED = "escalated"  # the hand-off of a new episode of a node that had a ticket before
+TRANSITION_IN_REPAIR = "in_repair"  # the repair team took the node
+TRANSITION_REPAIRED = "repaired"  # the repair team gave it back
+TRANSITION_CLOSED = "closed"  # node_return returned the node to service: the ticket can be closed
+TRANSITIONS = (TRANSITION_REQUESTED, TRANSITION_ESCALATED, TRANSITION_IN_REPAIR, TRANSITION_REPAIRED,
+               TRANSITION_CLOSED)
+_TRANSITION_TEXT = {TRANSITION_REQUESTED: "handed to repair", TRANSITION_ESCALATED: "handed to repair again",
+                    TRANSITION_IN_REPAIR: "taken into repair", TRANSITION_REPAIRED: "handed back by repair",
+                    TRANSITION_CLOSED: "returned to service; the ticket can be closed"}
+
+
+def idempotency_key(ticket: str, transition: str) -> str:
+    """The same for every delivery of one transition of one ticket (a retry, a rerun after an interruption), so a
+    receiver keeps the first and drops the others; different for every other transition or ticket."""
+    return f"{ticket}:{transition}"
+
+
+def ticket_update(*, ticket: str, transition: str, node: str, by: str | None, at: dt.datetime, run_id: str | None,
+                  state: str, ticket_ref: str | None = None, note: str | None = None,
+                  previous_ticket: str | None = None) -> dict:
+    """One update of a ticket's lifecycle, as plain data (pure)."""
+    if transition not in TRANSITIONS:
+        raise ValueError(f"unknown ticket transition '{transition}'")
+    return {"ticket": ticket, "transition": transition, "idempotency_key": idempotency_key(ticket, transition),
+            "at": rfc3339(at), "by": by, "node": node, "state": state, "ticket_ref": ticket_ref, "note": note,
+            "run_id": run_id, "previous_ticket": previous_ticket}
+
+
+def update_text(update: dict) -> str:
+    """A one-line summary of an update, which chat webhooks display."""
+    return (f"Ticket {update['ticket']}: node {update['node']} {_TRANSITION_TEXT[update['transition']]}"
+            + (f" by {update['by']}" if update.get("by") else "")
+            + (f" ({update['ticket_ref']})" if update.get("ticket_ref") else "")
+            + (f"; follows ticket {update['previous_ticket']}" if update.get("previous_ticket") else "")
+            + (f"; {update['note']}" if update.get("note") else ""))
+
+
+def _post(url: str, payload: dict, what: str, headers: dict | None, timeout: int, retries: int, validate_certs: bool,
+          sleep: Callable[[float], None]) -> dict:
+    key = payload["update"]["idempotency_key"]
     try:
-        return post_json(url, {"ticket": ticket, "text": ticket["summary"], "markdown": markdown},
-                         what="the repair ticket", headers=headers, timeout=timeout, retries=retries,
-                         validate_certs=validate_certs, sleep=sleep)
+        delivered = post_json(url, payload, what=what, headers=dict(headers or {}, **{"Idempotency-Key": key}),
+                              timeout=timeout, retries=retries, validate_certs=validate_certs, sleep=sleep)
     except WebhookError as err:
         raise TicketError(str(err)) from None
+    return dict(delivered, idempotency_key=key)
+
+
+def deliver_webhook(url: str, ticket: dict, markdown: str, headers: dict | None, timeout: int, retries: int,
+                    validate_certs: bool, sleep: Callable[[float], None] = time.sleep, update: dict | None = None) -> dict:
+    """POST the ticket as JSON (chat webhooks display its `text`), with its hand-off `update` and that update's
+    idempotency key as the Idempotency-Key header."""
+    update = update or ticket_update(ticket=ticket["ticket"], transition=TRANSITION_REQUESTED,
+                                     node=ticket["node"]["name"], by=ticket.get("requested_by"),
+                                     at=parse_time(ticket["created"]) or dt.datetime.now(dt.timezone.utc),
+                                     run_id=ticket.get("run_id"), state=v.STATE_REPAIR_PENDING)
+    return _post(url, {"ticket": ticket, "text": ticket["summary"], "markdown": markdown, "update": update},
+                 "the repair ticket", headers, timeout, retries, validate_certs, sleep)
+
+
+def deliver_update(url: str, update: dict, headers: dict | None, timeout: int, retries: int, validate_certs: bool,
+                   sleep: Callable[[float], None] = time.sleep) -> dict:
+    """POST one lifecycle update of a ticket ({update, text}), retried like the hand-off, with its idempotency key
+    as the Idempotency-Key header. Returns the endpoint, status, attempts and the key."""
+    return _post(url, {"update": update, "text": update_text(update)},
+                 f"the {update['transition']} update of ticket {update['ticket']}", headers, timeout, retries,
+                 validate_certs, sleep)

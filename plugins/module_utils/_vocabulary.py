@@ -98,6 +98,7 @@ REPAIR_AT = f"{DOMAIN}/repair-at"  # when the repair team took the node (REPAIR_
 REPAIRED_BY = f"{DOMAIN}/repaired-by"
 REPAIRED_AT = f"{DOMAIN}/repaired-at"
 TICKET_REF = f"{DOMAIN}/ticket-ref"  # the repair system's own reference for our ticket, when it has one
+PREVIOUS_TICKET = f"{DOMAIN}/previous-ticket"  # the ticket of the node's episode before this one (issue 15)
 # Label on a batch Job we suspended to restart it whole: the run, removed when we resume it. A Job left suspended
 # with it (an interrupted run) is ours to resume, and any later run finds it by this label even when none of its pods
 # is left on a node; one suspended without it is someone else's.

@@ -42,6 +42,25 @@ def url_problem(option: str, url: str | None) -> str | None:
     return None
 
 
+# The webhook options of the modules that deliver to one (node_repair, node_return): one spec, one reading.
+WEBHOOK_ARG_SPEC = {
+    "webhook_url": {"type": "str", "no_log": True},
+    "webhook_headers": {"type": "dict", "no_log": True},
+    "webhook_timeout": {"type": "int", "default": 10},
+    "webhook_retries": {"type": "int", "default": 3},
+    "webhook_validate_certs": {"type": "bool", "default": True},
+}
+WEBHOOK_RANGES = {"webhook_timeout": (1, None), "webhook_retries": (0, None)}
+
+
+def webhook_from(params: dict) -> dict | None:
+    """The delivery settings of a module's webhook options (as post_json takes them), or None without a URL."""
+    if not params.get("webhook_url"):
+        return None
+    return {"url": params["webhook_url"], "headers": params["webhook_headers"], "timeout": params["webhook_timeout"],
+            "retries": params["webhook_retries"], "validate_certs": params["webhook_validate_certs"]}
+
+
 def post_json(url: str, payload: Any, *, what: str, headers: dict | None = None, timeout: int = 10, retries: int = 3,
               validate_certs: bool = True, sleep: Callable[[float], None] = time.sleep) -> dict:
     """POST payload as JSON; other 4xx fail at once. Returns the endpoint, status and attempts."""

@@ -28,6 +28,12 @@ description:
     and the ticket reference (O(ticket_ref) when the repair system has its own) are recorded as annotations and a
     Kubernetes Event. A repaired node stays isolated until P(ai_infra.node_recovery.node_return#module) proves it
     healthy.
+  - The ticket's lifecycle goes to O(webhook_url) under the ticket's one id. The hand-off carries an C(update) with the
+    transition V(requested), or V(escalated) with C(previous_ticket) when the node had a ticket of an earlier episode
+    (annotation C(node-recovery.ai-infra.io/previous-ticket)); V(in_repair) and V(repaired) each POST an update
+    (C({update, text})) before the node is marked. Every update has an idempotency key, C(<ticket>:<transition>), also
+    sent as the header C(Idempotency-Key), so a retried or re-sent delivery can be de-duplicated. Check mode sends
+    nothing.
   - V(recorded) only records the node's current faults in its fault history (and O(action_tried), if given). It
     returns RV(nodes[].escalate) when a fault happened O(escalate_after) times within O(history_window). So a fault that
     comes back after a reboot goes to repair instead of another reboot (like MindCluster's fault frequency).
@@ -101,8 +107,9 @@ options:
     type: path
   webhook_url:
     description:
-      - URL the ticket is POSTed to as JSON (C({ticket, text, markdown})); C(text) is a one-line summary, which chat
-        webhooks display.
+      - URL the ticket is POSTed to as JSON (C({ticket, text, markdown, update})); C(text) is a one-line summary, which
+        chat webhooks display.
+      - With V(in_repair) and V(repaired), the URL the ticket's update is POSTed to (C({update, text})).
       - Retried on HTTP 5xx, 429 and connection errors (O(webhook_retries)); any other 4xx fails at once.
       - Treated as a secret (it often embeds a token); messages name only its scheme, host and port.
     type: str
@@ -226,10 +233,10 @@ nodes:
       sample: NR-20261129T120000Z-npu-a-0003
     ticket:
       description:
-        - The evidence bundle. It holds ticket, created, requested_by, run_id, note, summary, node (name, provider_id,
-          addresses, pool, flavor, accelerator_type, ready), recovery (state, isolation, cordon owner, taints), health,
-          action, repeat_offender (null, or isolations, window_seconds, after and reason), faults, pending_faults,
-          suspect_signals, accelerators, events, workloads, actions_tried and fault_history.
+        - The evidence bundle. It holds ticket, created, requested_by, run_id, note, previous_ticket, summary, node
+          (name, provider_id, addresses, pool, flavor, accelerator_type, ready), recovery (state, isolation, cordon
+          owner, taints), health, action, repeat_offender (null, or isolations, window_seconds, after and reason),
+          faults, pending_faults, suspect_signals, accelerators, events, workloads, actions_tried and fault_history.
       returned: when a new ticket is made
       type: dict
     repeat_offender:
@@ -242,12 +249,30 @@ nodes:
       returned: when a new ticket is made
       type: str
     delivered:
-      description: Where the ticket went, files (the paths written) and webhook (endpoint, HTTP status, attempts).
-      returned: when O(state=requested)
+      description: Where the ticket or its update went, files (the paths written) and webhook (endpoint, HTTP status,
+        attempts, idempotency_key).
+      returned: when O(state) is not V(recorded)
       type: dict
       sample:
         files: [/var/lib/node-recovery/tickets/NR-20261129T120000Z-npu-a-0003.json]
-        webhook: {endpoint: "https://ops.example.com", status: 200, attempts: 2}
+        webhook: {endpoint: "https://ops.example.com", status: 200, attempts: 2,
+                  idempotency_key: "NR-20261129T120000Z-npu-a-0003:requested"}
+    update:
+      description:
+        - The ticket's lifecycle update for this call (ticket, transition, idempotency_key, at, by, node, state,
+          ticket_ref, note, run_id, previous_ticket), sent with O(webhook_url) or, in check mode, that would be.
+        - The transition is V(requested) or V(escalated) for a hand-off, V(in_repair) or V(repaired) for a hand-over;
+          null for a hand-over of a node without a ticket.
+      returned: when a new ticket is made, and when O(state) is V(in_repair) or V(repaired)
+      type: dict
+      sample: {ticket: NR-20261129T120000Z-npu-a-0003, transition: in_repair,
+               idempotency_key: "NR-20261129T120000Z-npu-a-0003:in_repair", at: "2026-11-29T14:00:00Z",
+               by: dc-ops (Jane), node: npu-a-0003, state: in-repair, ticket_ref: INC-20419, note: null,
+               run_id: 20261129T120000Z-1a2b3c, previous_ticket: null}
+    previous_ticket:
+      description: The node's ticket of an earlier episode that this hand-off follows (transition V(escalated)), or null.
+      returned: when a new ticket is made
+      type: str
     state:
       description: The node's recovery state afterwards.
       returned: when O(state) is not V(recorded)

@@ -24,6 +24,10 @@ description:
     written on the node, and the node's repair ticket is reported closed in RV(nodes[].ticket).
   - A node that is not ready to return is left unchanged; RV(returned) is false and RV(nodes[].reasons) says why, with
     RV(nodes[].wait_seconds) when only the healthy delay is missing. So a playbook can retry with C(until).
+  - With O(webhook_url), the return of a node whose ticket is still open (state C(repair-pending), C(in-repair) or
+    C(repaired)) POSTs the ticket's C(closed) update (C({update, text})) with the header C(Idempotency-Key) before the
+    node is written, so a ticketing system can close the ticket. A refused delivery returns nothing (the node fails,
+    the others go on); a rerun sends the same key again, so a receiver de-duplicates it. Check mode sends nothing.
 author:
   - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
@@ -48,6 +52,31 @@ options:
     description:
       - Id of the remediation run, recorded on the node.
     type: str
+  webhook_url:
+    description:
+      - URL the C(closed) update of a returned node's open ticket is POSTed to as JSON.
+      - Retried on HTTP 5xx, 429 and connection errors (O(webhook_retries)); any other 4xx fails at once.
+      - Treated as a secret (it often embeds a token); messages name only its scheme, host and port.
+    type: str
+  webhook_headers:
+    description:
+      - Extra HTTP headers for the webhook, for example an C(Authorization) header. Never logged.
+    type: dict
+  webhook_timeout:
+    description:
+      - Seconds to wait for each webhook attempt.
+    type: int
+    default: 10
+  webhook_retries:
+    description:
+      - How many times a failed webhook delivery is retried, with backoff (1, 2, 4... seconds, up to 10).
+    type: int
+    default: 3
+  webhook_validate_certs:
+    description:
+      - Whether the webhook's TLS certificate is verified.
+    type: bool
+    default: true
 extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
   - ai_infra.node_recovery.classification
@@ -115,6 +144,17 @@ nodes:
       returned: always
       type: dict
       sample: {id: NR-20261129T120000Z-npu-a-0003, ref: INC-20419, state: closed, closed_at: "2026-11-30T08:00:00Z"}
+    update:
+      description:
+        - The ticket's C(closed) update (ticket, transition, idempotency_key, at, by, node, state, ticket_ref, note,
+          run_id, previous_ticket), sent with O(webhook_url) or, in check mode, that would be; null when the node does
+          not return now or its ticket is not open.
+      returned: when the node returns (or would, in check mode)
+      type: dict
+    delivered:
+      description: Where the update went, webhook (endpoint, HTTP status, attempts, idempotency_key); empty without one.
+      returned: when the node returns (or would, in check mode)
+      type: dict
     state:
       description: The node's recovery state afterwards.
       returned: always
@@ -150,16 +190,23 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch impo
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._return import return_nodes
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import (
+    WEBHOOK_ARG_SPEC,
+    WEBHOOK_RANGES,
+    url_problem,
+)
 
 SPEC = ModuleSpec(
     argument_spec=dict(
         **BATCH_ARGUMENT_SPEC,
         healthy_delay={"type": "int", "default": 300},
         run_id={"type": "str"},
+        **WEBHOOK_ARG_SPEC,
         **CLASSIFY_ARG_SPEC,
     ),
     run=return_nodes,
-    ranges={**BATCH_RANGES, "healthy_delay": (0, None)},
+    ranges={**BATCH_RANGES, **WEBHOOK_RANGES, "healthy_delay": (0, None)},
+    check=lambda params: url_problem("webhook_url", params["webhook_url"]),
 )
 
 

@@ -165,7 +165,8 @@ def test_webhook_delivery_is_retried_on_500_and_keeps_secrets_out_of_the_log(api
     payload = Hook.received[-1][2]
     assert payload["ticket"]["ticket"] == result["ticket_id"] and name in payload["text"]
     assert payload["markdown"].startswith(f"# Repair ticket {result['ticket_id']}")
-    assert result["delivered"]["webhook"] == {"endpoint": hook, "status": 200, "attempts": 2}
+    assert result["delivered"]["webhook"] == {"endpoint": hook, "status": 200, "attempts": 2,
+                                              "idempotency_key": f"{result['ticket_id']}:requested"}
     logged = handed["_stdout"] + json.dumps(handed)
     assert "hunter2-secret" not in logged and "T0KEN-IN-PATH" not in logged
 

@@ -135,11 +135,16 @@ def test_webhook_is_retried_on_5xx_and_sends_the_ticket(receiver):
     ticket = make_ticket()
     slept = []
     result = t.deliver_webhook(url, ticket, "# md", {"Authorization": "Bearer s3cret"}, 5, 3, True, slept.append)
-    assert result == {"endpoint": url.split("/hook")[0], "status": 200, "attempts": 3}
+    key = f"{ticket['ticket']}:requested"
+    assert result == {"endpoint": url.split("/hook")[0], "status": 200, "attempts": 3, "idempotency_key": key}
     assert slept == [1, 2]
     headers, body = handler.received[-1]
     assert headers["Authorization"] == "Bearer s3cret"
     assert body["ticket"] == ticket and body["text"] == ticket["summary"] and body["markdown"] == "# md"
+    # Every attempt carries the same key, in the header and in the update.
+    assert {h["Idempotency-Key"] for h, _ in handler.received} == {key}
+    assert body["update"]["transition"] == "requested" and body["update"]["idempotency_key"] == key
+    assert body["update"]["node"] == "npu-a-0003" and body["update"]["by"] == "ops"
 
 
 def test_webhook_gives_up_after_its_retries_and_a_4xx_at_once(receiver):
@@ -171,3 +176,58 @@ def test_a_repeat_offender_says_so_in_the_summary_a_field_and_the_markdown():
     plain = make_ticket()
     assert plain["repeat_offender"] is None and "repeat offender" not in plain["summary"]
     assert "Repeat offender" not in t.render_markdown(plain)
+
+
+# -- the ticket's lifecycle -----------------------------------------------------------------------------------------
+
+def test_an_update_has_one_key_per_ticket_and_transition():
+    one = t.ticket_update(ticket="NR-1-n", transition="in_repair", node="n", by="dc-ops", at=NOW, run_id="r1",
+                          state=v.STATE_IN_REPAIR, ticket_ref="INC-7")
+    assert one == {"ticket": "NR-1-n", "transition": "in_repair", "idempotency_key": "NR-1-n:in_repair",
+                   "at": "2026-11-29T12:00:00Z", "by": "dc-ops", "node": "n", "state": v.STATE_IN_REPAIR,
+                   "ticket_ref": "INC-7", "note": None, "run_id": "r1", "previous_ticket": None}
+    later = t.ticket_update(ticket="NR-1-n", transition="in_repair", node="n", by="someone else",
+                            at=NOW.replace(hour=13), run_id="r2", state=v.STATE_IN_REPAIR)
+    assert later["idempotency_key"] == one["idempotency_key"]  # a re-sent update: the receiver drops it
+    keys = {t.idempotency_key(ticket, transition) for ticket in ("NR-1-n", "NR-2-n") for transition in t.TRANSITIONS}
+    assert len(keys) == 2 * len(t.TRANSITIONS)
+    with pytest.raises(ValueError, match="unknown ticket transition 'lost'"):
+        t.ticket_update(ticket="NR-1-n", transition="lost", node="n", by=None, at=NOW, run_id=None, state="x")
+    assert t.update_text(one) == "Ticket NR-1-n: node n taken into repair by dc-ops (INC-7)"
+    escalated = t.ticket_update(ticket="NR-2-n", transition="escalated", node="n", by="bot", at=NOW, run_id="r",
+                                state=v.STATE_REPAIR_PENDING, previous_ticket="NR-1-n")
+    assert t.update_text(escalated) == "Ticket NR-2-n: node n handed to repair again by bot; follows ticket NR-1-n"
+
+
+def test_the_previous_ticket_is_the_one_of_the_episode_before():
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._repair import previous_ticket
+
+    assert previous_ticket({}, "NR-2-n") is None  # the node's first ticket
+    assert previous_ticket({v.TICKET: "NR-1-n"}, "NR-2-n") == "NR-1-n"  # a new episode: escalated again
+    # The same episode asked again after its hand-off was written: still the same previous ticket (and key).
+    assert previous_ticket({v.TICKET: "NR-2-n", v.PREVIOUS_TICKET: "NR-1-n"}, "NR-2-n") == "NR-1-n"
+    assert previous_ticket({v.TICKET: "NR-2-n"}, "NR-2-n") is None
+
+
+def test_a_ticket_that_follows_another_says_so(receiver):
+    ticket = make_ticket(previous_ticket="NR-20261120T080000Z-npu-a-0003")
+    assert ticket["previous_ticket"] == "NR-20261120T080000Z-npu-a-0003"
+    assert "| Follows ticket | NR-20261120T080000Z-npu-a-0003 |" in t.render_markdown(ticket)
+    assert make_ticket()["previous_ticket"] is None and "Follows ticket" not in t.render_markdown(make_ticket())
+
+
+def test_an_update_is_retried_with_the_same_key_and_a_refusal_is_one_sentence_without_secrets(receiver):
+    url, handler = receiver
+    handler.statuses = [502, 200]
+    update = t.ticket_update(ticket="NR-1-n", transition="closed", node="n", by=v.COLLECTION, at=NOW, run_id="r",
+                             state=v.STATE_RETURNED)
+    result = t.deliver_update(url, update, {"Authorization": "Bearer s3cret"}, 5, 3, True, lambda _: None)
+    assert result == {"endpoint": url.split("/hook")[0], "status": 200, "attempts": 2,
+                      "idempotency_key": "NR-1-n:closed"}
+    assert [h["Idempotency-Key"] for h, _ in handler.received] == ["NR-1-n:closed"] * 2
+    assert handler.received[-1][1] == {"update": update, "text": t.update_text(update)}
+    handler.statuses = [400]
+    with pytest.raises(t.TicketError) as err:
+        t.deliver_update(url, update, {"Authorization": "Bearer s3cret"}, 5, 3, True, lambda _: None)
+    assert str(err.value) == (f"the webhook at {url.split('/hook')[0]} refused the closed update of ticket NR-1-n: "
+                              "HTTP 400 Bad Request")
