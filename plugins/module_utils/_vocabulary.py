@@ -35,6 +35,9 @@ FAULT_HISTORY = f"{DOMAIN}/fault-history"  # JSON: {fault type: [RFC 3339 times]
 ACTIONS_TRIED = f"{DOMAIN}/actions"  # JSON list: [{"action": "reboot", "at": ..., "result": ...}]
 REPAIR_BY = f"{DOMAIN}/repair-by"
 RETURNED_AT = f"{DOMAIN}/returned-at"
+# Where the node's BMC is, for a power cycle through Redfish (node_power): a URL, with or without
+# /redfish/v1/Systems/<id>, or JSON {"address": ..., "system": ...}. Written by people or provisioning, read by us.
+BMC = f"{DOMAIN}/bmc"
 # Fleet budgets and the loop breaker (issue 14)
 ISOLATIONS = f"{DOMAIN}/isolations"  # JSON list: when the node was newly isolated (RFC 3339), the newest kept
 ATTEMPTS = f"{DOMAIN}/attempts"  # JSON: {"episode": isolated-at, "count": runs that acted, "run": the last one}
@@ -82,6 +85,7 @@ EVENT_REPAIR_REQUESTED = "NodeRecoveryRepairRequested"
 EVENT_IN_REPAIR = "NodeRecoveryInRepair"
 EVENT_REPAIRED = "NodeRecoveryRepaired"
 EVENT_REBOOT = "NodeRecoveryReboot"
+EVENT_POWER_CYCLE = "NodeRecoveryPowerCycle"  # reset through the BMC (node_power), and how the node came back
 EVENT_RETURNED = "NodeRecoveryReturned"
 EVENT_DEGRADED = "NodeRecoveryDegraded"  # cards lost, the node kept in service, the work on them recovered
 EVENT_CARDS_RETURNED = "NodeRecoveryCardsReturned"  # every card is usable again: the degraded mark is gone
