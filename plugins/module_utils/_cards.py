@@ -15,7 +15,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id, record_event
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id, record_event, rfc3339
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import stamp, unique
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._card_rules import (
     BY_ASSIGNMENT,
@@ -26,7 +26,12 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._card_rules
     pods_on_lost_cards,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CARD_LEVEL_ACTION
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import DEGRADED, FAULTY, classify_node
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
+    DEGRADED,
+    FAULTY,
+    classify_node,
+    parse_time,
+)
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import require_access
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._device_taint import (
     give_back,
@@ -61,6 +66,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._workloads 
 )
 
 ACT, HANDLED, RETURN, NOT_CARD_LEVEL = "act", "handled", "return", "not_card_level"
+RETURN_WAITING = "return_waiting"  # every card usable again, for less than the healthy delay
 
 
 def verdict(classified: dict) -> str:
@@ -181,6 +187,23 @@ def _recover_work(call: Call, run: RecoveryRun, acting: dict[str, dict], started
     return workloads, how_by_node
 
 
+def _healthy_wait(classified: dict, delay: int, now) -> int:
+    """Seconds the cards must still stay usable before the mark goes (0: now); the clock starts at the first run
+    that finds every card usable again, and is kept in the mark (healthy_since)."""
+    if delay <= 0:
+        return 0
+    since = parse_time((classified.get("degraded") or {}).get("healthy_since"))
+    if since is None:
+        return delay
+    return max(0, int(delay - (now - since).total_seconds() + 0.999))
+
+
+def _healthy_mark_changes(classified: dict, judged: str) -> bool:
+    """Whether the mark's healthy clock is started (cards usable again) or stopped (a card lost again)."""
+    started = bool((classified.get("degraded") or {}).get("healthy_since"))
+    return (judged == RETURN_WAITING and not started) or (judged == HANDLED and started)
+
+
 def _node_result(name: str, classified: dict, judged: str, workloads: list, how: str | None, check_mode: bool,
                  wait: bool) -> dict:
     mine = [w.summary() for w in workloads if name in {p.get("node") for p in w.pods}]
@@ -208,6 +231,11 @@ def _node_result(name: str, classified: dict, judged: str, workloads: list, how:
                                               f"(run {(classified.get('degraded') or {}).get('run')})")
     elif judged == RETURN:
         result.update(recovered=True, message="every card is usable again: the degraded mark is removed")
+    elif judged == RETURN_WAITING:
+        since = (classified.get("degraded") or {}).get("healthy_since")
+        result.update(recovered=True, message=(
+            f"every card is usable again{' since ' + since if since else ''}: the degraded mark goes once they have "
+            "been for the healthy delay"))
     else:
         result.update(recovered=False, message=(
             f"not handled card by card: {cards['escalated']}, so the node-level action applies" if cards.get("escalated")
@@ -232,9 +260,12 @@ def recover_cards(call: Call) -> dict:
     for name, node in nodes.items():
         classified[name] = classify_node(node, catalog, options, now, devices.get(name))
     verdicts = {name: verdict(classified[name]) for name in names}
+    waits = {name: _healthy_wait(classified[name], params["healthy_delay"], now) for name in names
+             if verdicts[name] == RETURN}
+    verdicts.update({name: RETURN_WAITING for name, wait in waits.items() if wait})
     run_id = params["run_id"] or new_run_id()
     times = {name: {"started": stamp()} for name in names}
-    if not call.check_mode and any(j in (ACT, RETURN) for j in verdicts.values()):
+    if not call.check_mode and any(j in (ACT, RETURN, RETURN_WAITING, HANDLED) for j in verdicts.values()):
         require_access(call.client, [("patch", "nodes", "", ""), ("create", "events", "", "default")])
     acting: dict[str, dict] = {}
     failures: dict[str, str] = {}
@@ -263,7 +294,10 @@ def recover_cards(call: Call) -> dict:
         else:
             result.update(_node_result(name, classified[name], verdicts[name], workloads, how_by_node.get(name),
                                        call.check_mode, params["wait"]))
-            result["changed"] = verdicts[name] in (ACT, RETURN)
+            result["changed"] = verdicts[name] in (ACT, RETURN) or _healthy_mark_changes(classified[name],
+                                                                                          verdicts[name])
+            if verdicts[name] == RETURN_WAITING:
+                result["wait_seconds"] = waits[name]
             if verdicts[name] == RETURN:
                 diffs[name] = {"before_header": name, "after_header": name, "before": _marks(nodes[name]),
                                "after": {"annotations": {}, "labels": {}}}
@@ -301,6 +335,11 @@ def _finish(call: Call, node: dict, classified: dict, judged: str, result: dict,
     if call.check_mode:
         return
     name = node["metadata"]["name"]
+    if _healthy_mark_changes(classified, judged):  # the healthy clock: started, or stopped by a new loss
+        mark = dict(classified["degraded"], healthy_since=rfc3339() if judged == RETURN_WAITING else None)
+        mark = {key: value for key, value in mark.items() if value is not None}
+        write_node(call.client, name, lambda _current: {"metadata": {"annotations": {
+            v.DEGRADED: json.dumps(mark, sort_keys=True)}}}, False, f"recording the cards' health on node {name}")
     if judged == ACT:
         record_event(call.client, node, v.EVENT_DEGRADED, f"Card-level recovery (run {run_id}): {result['message']}",
                      "Warning" if result.get("failed") else "Normal")

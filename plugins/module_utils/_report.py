@@ -252,6 +252,9 @@ def return_entry(name: str, batch: dict) -> dict:
     if cards is not None:  # a node kept in service with lost cards: only our degraded mark to remove
         if cards.get("failed"):
             entry.update(outcome=f"cards not given back: {cards.get('msg')}", failed=True)
+        elif cards.get("verdict") == "return_waiting":
+            entry["outcome"] = (f"cards not given back yet: {cards.get('message')} "
+                                f"({cards.get('wait_seconds')}s left)")
         else:
             entry["outcome"] = "cards returned: " + (cards.get("message") or "")
             entry["timeline"].append({"step": "returned", "at": cards.get("finished"), "seconds": _seconds(cards),

@@ -69,6 +69,13 @@ options:
     description:
       - Id of the remediation run, recorded in the mark and on every job it restarts. Defaults to a new id.
     type: str
+  healthy_delay:
+    description:
+      - Seconds every card of a degraded node must have been usable again before the mark (and our DeviceTaintRules)
+        go. The first call that finds them usable records when (C(healthy_since) in the mark) and reports
+        RV(nodes[].wait_seconds); a card lost again meanwhile stops that clock.
+    type: int
+    default: 0
 extends_documentation_fragment:
   - ai_infra.node_recovery.k8s_auth
   - ai_infra.node_recovery.classification
@@ -123,8 +130,8 @@ nodes:
     finished: {description: When acting on this node finished (UTC)., type: str, returned: always}
     verdict:
       description: "V(act) (cards newly lost: marked and its work recovered), V(handled) (already degraded, its work
-        recovered), V(return) (every card usable again: the mark removed), V(not_card_level) (for the node-level
-        steps)."
+        recovered), V(return) (every card usable again: the mark removed), V(return_waiting) (every card usable
+        again for less than O(healthy_delay)), V(not_card_level) (for the node-level steps)."
       returned: always
       type: str
     kept_in_service:
@@ -137,6 +144,10 @@ nodes:
       returned: always
       type: dict
       sample: {huawei.com/ascend-1980: {lost: 1, expected: 8, cards: [Ascend910-3]}}
+    wait_seconds:
+      description: Seconds left of the healthy delay before the cards are given back.
+      returned: when the verdict is return_waiting
+      type: int
     how:
       description: "How the work on the lost cards was found: V(assignments) (the device-plugin's per-pod cards) or
         V(every_training_rank) (no assignments published: every training job on the node, services left alone)."
@@ -206,10 +217,11 @@ SPEC = ModuleSpec(
         recreate_unmanaged={"type": "bool", "default": False},
         restart_ignores_budgets={"type": "bool", "default": False},
         run_id={"type": "str"},
+        healthy_delay={"type": "int", "default": 0},
         **CLASSIFY_ARG_SPEC,
     ),
     run=recover_cards,
-    ranges={"wait_timeout": (0, None)},
+    ranges={"wait_timeout": (0, None), "healthy_delay": (0, None)},
 )
 
 

@@ -122,9 +122,15 @@ def test_a_lost_card_restarts_only_the_work_that_used_it_and_keeps_the_node_in_s
     assert entry["verdict"] == "not_card_level" and not third["changed"]
     assert entry["escalated"] == "3 of 8 huawei.com/ascend-1980 cards lost (more than 2)"
 
-    # Every card back: the mark and label go, the history stays.
+    # Every card back: after the healthy delay, the mark and label go, the history stays.
     devices.heal_cards(name, api=api)
-    back = run_module("card_recover", args, diff=True)
+    waiting = run_module("card_recover", dict(args, healthy_delay=4))
+    assert (waiting["nodes"][0]["verdict"], waiting["changed"]) == ("return_waiting", True)
+    assert 0 < waiting["nodes"][0]["wait_seconds"] <= 4 and _mark(api, name)["healthy_since"]
+    still = run_module("card_recover", dict(args, healthy_delay=600))  # the clock kept, not started again
+    assert (still["nodes"][0]["verdict"], still["changed"]) == ("return_waiting", False)
+    time.sleep(4)
+    back = run_module("card_recover", dict(args, healthy_delay=4), diff=True)
     assert (back["nodes"][0]["verdict"], back["changed"]) == ("return", True)
     current = node(api, name)
     assert v.DEGRADED not in current["metadata"]["annotations"]

@@ -215,3 +215,19 @@ def test_a_dra_drivers_device_taint_is_a_card_level_fault_naming_the_devices():
     three = classify_node(node(), load_catalog(), Options(), NOW, dra([device(f"npu-{i}") for i in range(3)]))
     assert three["action"] == "reboot_then_repair" and three["cards"]["escalated"].startswith("3 of 8")
     assert classify_node(node(), load_catalog(), Options(), NOW, dra([device("npu-5", "None")]))["health"] == "healthy"
+
+
+def test_the_healthy_clock_of_a_degraded_node_starts_once_and_stops_when_a_card_is_lost_again():
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._cards import (
+        HANDLED,
+        RETURN_WAITING,
+        _healthy_mark_changes,
+        _healthy_wait,
+    )
+
+    fresh = {"degraded": {"lost": {RES: 1}}}
+    ticking = {"degraded": {"lost": {RES: 1}, "healthy_since": ago(100)}}
+    assert _healthy_wait(fresh, 300, NOW) == 300 and _healthy_wait(fresh, 0, NOW) == 0
+    assert _healthy_wait(ticking, 300, NOW) == 200 and _healthy_wait(ticking, 60, NOW) == 0
+    assert _healthy_mark_changes(fresh, RETURN_WAITING) and not _healthy_mark_changes(ticking, RETURN_WAITING)
+    assert _healthy_mark_changes(ticking, HANDLED) and not _healthy_mark_changes(fresh, HANDLED)
