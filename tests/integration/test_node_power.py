@@ -171,7 +171,7 @@ SAVED = ("{{ {'decision': reboot_decisions[inventory_hostname], 'result': reboot
          "'ticket': ((reboot_result | default({})).handoff | default({})).ticket_id | default(none)} | to_json }}")
 
 
-def run_role(tmp_path, kubeconfig, name, host_vars, **role_vars):
+def run_role(tmp_path, kubeconfig, name, host_vars, *args, **role_vars):
     facts = tmp_path / "facts.json"
     inventory = {"all": {"hosts": {name: {"ansible_host": "127.0.0.1", "ansible_port": 9,
                                           "ansible_connection": "ssh", **host_vars}}}}
@@ -187,7 +187,7 @@ def run_role(tmp_path, kubeconfig, name, host_vars, **role_vars):
     }]
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-vvv", "-i", str(tmp_path / "inventory.yml"),
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-vvv", *args, "-i", str(tmp_path / "inventory.yml"),
                            str(tmp_path / "play.yml")], capture_output=True, text=True, timeout=600, cwd=tmp_path,
                           env=dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=str(VENV_BIN / "python"),
                                    ANSIBLE_HOST_KEY_CHECKING="false"))
@@ -279,3 +279,27 @@ def test_the_reboot_role_keeps_the_command_path_for_a_node_whose_kubelet_answers
     time.sleep(1)
     assert redfish.transitions("node-a") == []
     assert redfish.password not in proc.stdout + proc.stderr
+
+
+def test_the_reboot_role_in_check_mode_reads_the_bmc_and_resets_nothing(
+        api, kubeconfig, make_nodes, redfish, tmp_path):
+    name = make_nodes(1)[0]
+    localnodes.set_condition(name, "NT_NPU_DEVICE", "True", ago=dt.timedelta(seconds=120), api=api)
+    isolate(api, name, ["NT_NPU_DEVICE"], new_run_id())
+    before = node(api, name)["metadata"]["annotations"]
+
+    _, proc = run_role(
+        tmp_path, kubeconfig, name,
+        {"reboot_bmc_address": redfish.system_url("node-a"), "reboot_bmc_user": USER,
+         "reboot_bmc_password": redfish.password},
+        "--check", reboot_redfish="always", reboot_ready_timeout=8, reboot_poll_interval=2)
+
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert f"node '{name}' would be power-cycled: ForceRestart of system {redfish.systems['node-a']}" in output
+    time.sleep(1)
+    assert redfish.transitions("node-a") == [] and redfish.power_state("node-a") == "On"
+    after = node(api, name)["metadata"]["annotations"]
+    assert v.ACTIONS_TRIED not in after and after[v.STATE] == before[v.STATE]
+    assert not any(e["reason"] == v.EVENT_POWER_CYCLE for e in node_events(api, name))
+    assert redfish.password not in output
