@@ -312,7 +312,7 @@ Generated {{ h.generated }}; incidents since {{ h.since }} ({{ duration(h.window
 {% endfor %}
 Whole runs: {{ h.runs.duration.count }}, median {{ duration(h.runs.duration.median) }}, \
 p90 {{ duration(h.runs.duration.p90) }}.
-{% else %}(no run measured)
+{% else %}(no step measured: no node was acted on in these runs)
 {% endif %}
 ## Mean time between incidents, per pool
 
@@ -377,7 +377,7 @@ with {{ h.incidents }} incident(s).</p>
 {% for s in h.mttr %}<tr><td>{{ s.label }}</td><td class="n">{{ s.count }}</td><td class="n">{{ duration(s.median) }}</td>
 <td class="n">{{ duration(s.p90) }}</td><td class="n">{{ duration(s.max) }}</td></tr>{% endfor %}</table>
 <p>Whole runs: {{ h.runs.duration.count }}, median {{ duration(h.runs.duration.median) }}, p90
-{{ duration(h.runs.duration.p90) }}.</p>{% else %}<p>No run measured.</p>{% endif %}
+{{ duration(h.runs.duration.p90) }}.</p>{% else %}<p>No step measured: no node was acted on in these runs.</p>{% endif %}
 <h2>Mean time between incidents, per pool</h2>
 <table><tr><th>pool</th><th>nodes</th><th>with incidents</th><th>incidents</th><th>mean time between</th>
 <th>card losses</th><th>cards lost now</th></tr>

@@ -83,7 +83,7 @@ def test_a_step_without_seconds_or_of_no_kind_is_not_measured():
                                  "not a node"])]
     history = h.build_history([], documents, NOW)
     assert history["mttr"] == [] and history["runs"]["considered"] == 1
-    assert "(no run measured)" in h.render(history)["md"]
+    assert "(no step measured: no node was acted on in these runs)" in h.render(history)["md"]
 
 
 # -- the nodes --------------------------------------------------------------------------------------------------------
