@@ -139,6 +139,10 @@ class Redfish:
             raise self._refused(err, what) from None
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, ssl.SSLError, OSError) as err:
             reason = getattr(err, "reason", err)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise RedfishError(f"{what}: the certificate of the BMC at {self.base} cannot be verified "
+                                   f"({reason.verify_message}): give bmc_ca_cert, or set bmc_validate_certs to false",
+                                   bmc=self.base) from None
             raise RedfishError(f"{what}: the BMC at {self.base} cannot be reached ({reason})",
                                bmc=self.base) from None
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -59,13 +60,23 @@ class Recorder(ThreadingHTTPServer):
 class Emulator:
     """sushy-emulator with one fake system (powered on) per name asked for."""
 
-    def __init__(self, workdir: Path, systems: list[str]) -> None:
+    def __init__(self, workdir: Path, systems: list[str], tls: bool = False) -> None:
         self.password = f"pw-{uuid.uuid4().hex}"  # a string that must never show anywhere but in the request
         self.systems = {name: str(uuid.uuid4()) for name in systems}
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.recorder = Recorder()
         workdir.mkdir(parents=True, exist_ok=True)
+        self.certificate = workdir / "bmc.crt" if tls else None
+        self._context = None
+        tls_config = ""
+        if self.certificate:  # a self-signed certificate for 127.0.0.1, as a BMC has out of the box
+            key = workdir / "bmc.key"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                            "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                            "-out", str(self.certificate)], check=True, capture_output=True)
+            tls_config = f"SUSHY_EMULATOR_SSL_CERT = {str(self.certificate)!r}\nSUSHY_EMULATOR_SSL_KEY = {str(key)!r}\n"
+            self._context = ssl.create_default_context(cafile=str(self.certificate))
         auth = workdir / "htpasswd"
         auth.write_text(f"{USER}:{bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()}\n")
         fake = [{"uuid": uid, "name": name, "power_state": "On", "external_notifier": True, "nics": []}
@@ -75,7 +86,7 @@ class Emulator:
             f"SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\nSUSHY_EMULATOR_LISTEN_PORT = {self.port}\n"
             f"SUSHY_EMULATOR_FAKE_DRIVER = True\nSUSHY_EMULATOR_FAKE_SYSTEMS = {fake!r}\n"
             f"SUSHY_EMULATOR_AUTH_FILE = {str(auth)!r}\nSUSHY_EMULATOR_STATE_DIR = {str(workdir / 'state')!r}\n"
-            f"EXTERNAL_NOTIFICATION_URL = {self.recorder.url!r}\n")
+            f"EXTERNAL_NOTIFICATION_URL = {self.recorder.url!r}\n{tls_config}")
         self.log = (workdir / "emulator.log").open("w")
         self.proc = subprocess.Popen([str(VENV_BIN / "sushy-emulator"), "--config", str(config)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -95,7 +106,7 @@ class Emulator:
     def get(self, path: str) -> dict:
         request = urllib.request.Request(self.url + path, headers={
             "Authorization": "Basic " + b64encode(f"{USER}:{self.password}".encode()).decode()})
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=self._context) as response:
             return json.loads(response.read())
 
     def power_state(self, name: str) -> str:

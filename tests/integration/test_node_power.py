@@ -303,3 +303,26 @@ def test_the_reboot_role_in_check_mode_reads_the_bmc_and_resets_nothing(
     assert v.ACTIONS_TRIED not in after and after[v.STATE] == before[v.STATE]
     assert not any(e["reason"] == v.EVENT_POWER_CYCLE for e in node_events(api, name))
     assert redfish.password not in output
+
+
+def test_a_bmc_over_https_is_verified_unless_told_otherwise(api, kubeconfig, make_nodes, tmp_path):
+    emulator = Emulator(tmp_path / "redfish-tls", ["node-t"], tls=True)
+    try:
+        name = make_nodes(1)[0]
+        common = {"name": name, "bmc_address": emulator.system_url("node-t"), "bmc_user": USER,
+                  "bmc_password": emulator.password}
+        assert emulator.url.startswith("https://")
+
+        untrusted = run(kubeconfig, check_mode=True, **common)
+        assert untrusted["failed"] and untrusted["msg"] == (
+            f"reading system {emulator.systems['node-t']}: the certificate of the BMC at {emulator.url} cannot be "
+            "verified (self-signed certificate): give bmc_ca_cert, or set bmc_validate_certs to false")
+        trusted = run(kubeconfig, check_mode=True, bmc_ca_cert=str(emulator.certificate), **common)
+        assert not trusted.get("failed"), trusted
+        assert trusted["reset_type"] == "ForceRestart" and trusted["bmc"] == emulator.url
+        unverified = run(kubeconfig, check_mode=True, bmc_validate_certs=False, **common)
+        assert not unverified.get("failed") and unverified["power_state_before"] == "On"
+        assert emulator.transitions("node-t") == []
+        assert emulator.password not in json.dumps([untrusted, trusted, unverified])
+    finally:
+        emulator.stop()
