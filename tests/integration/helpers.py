@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -157,3 +159,26 @@ def service_account_kubeconfig(api: Client, namespace: str, name: str, cluster_r
     state = localcluster.status()
     localcluster.write_kubeconfig(path, state["server"], localcluster.STATE_DIR / "pki" / "ca.crt", token, user=name)
     return path
+
+
+def kill_with_descendants(pid: int) -> None:
+    """SIGKILL a process and every process under it, at once. Ansible's workers call setsid(), so killing the
+    playbook's process group would leave the worker that delivers (and then writes the node) running."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    family, grown = {pid}, True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in family} - family
+        family |= children
+        grown = bool(children)
+    for member in family:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

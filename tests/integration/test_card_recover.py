@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -20,7 +19,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
 from tools.localcluster import devices, workloads
 from tools.localcluster.nodes import GPU_RESOURCE, NPU_RESOURCE
 
-from .helpers import VENV_BIN, node, pool_of, run_module, running_pods, wait_for
+from .helpers import VENV_BIN, kill_with_descendants, node, pool_of, run_module, running_pods, wait_for
 
 
 def _running(api, namespace, count):
@@ -176,7 +175,7 @@ def test_a_run_killed_after_marking_the_node_is_finished_by_the_next(api, kubeco
         try:
             wait_for(lambda: _mark(api, name), 60, "the degraded mark of the first run")
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_with_descendants(proc.pid)  # the whole tree: Ansible's worker is a session of its own
             proc.wait()
     left = _mark(api, name)
     assert left["workloads_recovered"] is False  # killed before the work ran again: the record says so

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ from .helpers import (
     REPO,
     VENV_BIN,
     NodeFactory,
+    kill_with_descendants,
     localnodes,
     node,
     run_module,
@@ -438,7 +438,7 @@ def test_a_run_killed_during_a_drain_is_finished_by_a_run_started_right_after(ap
     proc = subprocess.Popen(runbook.command("recover"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=runbook.env(), cwd=runbook.tmp, start_new_session=True)
     wait_for(lambda: state_of(api, victim) == "draining", 180, "the drain to start")
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_with_descendants(proc.pid)  # the whole tree, as a lost execution node: Ansible's worker is a session of its own
     proc.communicate()
     killed_at = time.monotonic()
     assert state_of(api, victim) == "draining"

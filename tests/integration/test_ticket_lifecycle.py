@@ -11,7 +11,6 @@ import datetime as dt
 import http.server
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import threading
@@ -26,7 +25,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate
 from tools.localcluster import nodes as localnodes
 
-from .helpers import VENV_BIN, node, run_module, wait_for
+from .helpers import VENV_BIN, kill_with_descendants, node, run_module, wait_for
 from .test_node_repair import RUN_ID, faulty, only
 
 SECRET_PATH = "/hooks/T0KEN-IN-PATH"
@@ -102,29 +101,6 @@ def start_module(module: str, args: dict, workdir: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env=dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=str(VENV_BIN / "python"),
                                      ANSIBLE_LOCALHOST_WARNING="false"))
-
-
-def kill_with_descendants(pid: int) -> None:
-    """SIGKILL a process and every process under it, at once. Ansible's workers call setsid(), so killing the
-    playbook's process group would leave the worker that delivers (and then writes the node) running."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    family, grown = {pid}, True
-    while grown:
-        children = {child for child, parent in parents.items() if parent in family} - family
-        family |= children
-        grown = bool(children)
-    for member in family:
-        try:
-            os.kill(member, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_one_ticket_id_from_hand_off_to_return_then_escalated_again(api, kubeconfig, make_nodes, receiver):
