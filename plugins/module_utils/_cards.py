@@ -150,8 +150,10 @@ def _recover_work(call: Call, run: RecoveryRun, acting: dict[str, dict], started
         affected.update({p["metadata"]["uid"]: p for p in hit + held})
     workloads = [w for w in resolve(call.client, list(affected.values()), params["recreate_unmanaged"])
                  if _selected(w, how_by_node)]
-    # A job an interrupted restart left suspended has no pod on a card any more: found by our label.
-    workloads += left_suspended_jobs(call.client, {(w.key, w.namespace, w.name) for w in workloads})
+    # A job an interrupted restart of these nodes' card loss left suspended has no pod on a card any more: found by
+    # our label, with the run that marked the node (the node-level runs finish those of their own nodes).
+    runs = {(c.get("degraded") or {}).get("run") for c in acting.values()} - {None}
+    workloads += left_suspended_jobs(call.client, {(w.key, w.namespace, w.name) for w in workloads}, runs)
     if not call.check_mode and workloads:
         require_access(call.client, [("create", "pods/eviction", "", w.namespace) for w in workloads])
 

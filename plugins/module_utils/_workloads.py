@@ -182,14 +182,16 @@ def resolve(client: Client, pods: list[dict], recreate_unmanaged: bool) -> list[
     return sorted(workloads.values(), key=lambda w: (w.namespace or "", w.kind, w.name))
 
 
-def left_suspended_jobs(client: Client, known: set[tuple]) -> list[Workload]:
+def left_suspended_jobs(client: Client, known: set[tuple], runs: set[str] | None = None) -> list[Workload]:
     """Jobs an interrupted whole restart left suspended (our label on them), wherever they run: none of their pods
-    may be left on a node, and they must not stay suspended."""
+    may be left on a node, and they must not stay suspended. `runs`: only those the given runs suspended."""
     found = []
     for job in client.list("/apis/batch/v1/jobs", label_selector=v.SUSPENDED_BY_RUN,
                            what="listing Jobs left suspended by an interrupted restart", resource="jobs.batch"):
         meta = job["metadata"]
         if (BATCH_JOB, meta["namespace"], meta["name"]) in known or not (job.get("spec") or {}).get("suspend"):
+            continue
+        if runs is not None and meta["labels"][v.SUSPENDED_BY_RUN] not in runs:
             continue
         found.append(Workload(api_version="batch/v1", kind="Job", namespace=meta["namespace"], name=meta["name"],
                               obj=job, strategy=RESTART_JOB,
@@ -388,7 +390,10 @@ class RecoveryRun:
                 f"their grace period, then resume it so the Job controller recreates every rank together")
             return True
         resuming = self.left_suspended(workload)
-        if not resuming:
+        if resuming:  # a rank still terminating is not gone: resuming now could run two copies of it
+            pods = [p for p in workload_pods(self.client, workload)
+                    if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+        else:
             self.client.patch(workload.path, {"metadata": {"annotations": {
                 v.RESTARTED_RUN: self.run_id, v.RESTARTED_AT: rfc3339()}, "labels": {v.SUSPENDED_BY_RUN: self.run_id}},
                 "spec": {"suspend": True}}, what=f"suspending {workload.ref} to restart it whole", verb="patch",

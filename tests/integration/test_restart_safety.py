@@ -63,6 +63,12 @@ def test_a_job_whose_pod_does_not_stop_on_a_ready_node_stays_suspended_until_the
     assert current["metadata"]["deletionGracePeriodSeconds"] != 0  # never force-deleted
     assert api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["spec"]["suspend"] is True
 
+    # Another run meanwhile: the rank is still terminating, so it is not gone and the Job is not resumed.
+    meanwhile = recover(api, [faulty], [], "run-2", False, True, 120, False)
+    (job,) = meanwhile["workloads"]
+    assert job["status"] == "failed" and "stays suspended" in job["message"], job
+    assert api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["spec"]["suspend"] is True
+
     # Its kubelet ends it at last; the next run of the same remediation resumes the Job.
     api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{stuck['metadata']['name']}",
                 body={"gracePeriodSeconds": 0})
