@@ -244,13 +244,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _devices(self, client: Client, name: str) -> dict:
         """The DRA devices of the cluster's nodes; a credential that may read nodes but not ResourceSlices still
         gives an inventory, without the DRA faults, and says so."""
-        try:
-            return read_devices(client)
-        except KubernetesError as err:
-            if err.status != 403:
-                raise
-            self.display.warning(f"cluster '{name}': DRA device faults are not read ({err})")
-            return {}
+        return read_devices(client, lambda warning: self.display.warning(f"cluster '{name}': {warning}"))
 
     def _group(self, name: str) -> str:
         return self.inventory.add_group(name)

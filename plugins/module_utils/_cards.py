@@ -256,7 +256,7 @@ def recover_cards(call: Call) -> dict:
     if missing:
         raise NodeRecoveryError(f"node '{missing[0]}' does not exist" if len(missing) == 1
                                 else f"nodes {', '.join(missing)} do not exist")
-    devices = read_devices(call.client)
+    devices = read_devices(call.client, call.warn)
     now = utcnow()
     classified = {}
     for name, node in nodes.items():

@@ -10,6 +10,7 @@ node for the audit trail. The judgement is the pure core's (_dra); this file rea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _dra as d
@@ -60,13 +61,17 @@ def locate(client: Client, driver: str, pool: str, device: str, node: str | None
     return found
 
 
-def read_devices(client: Client) -> dict[str, dict]:
+def read_devices(client: Client, warn: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Per node, its DRA devices (_dra.node_devices): the ResourceSlices and our DeviceTaintRules; nothing on a cluster
-    that serves no DRA (resource.k8s.io/v1 is GA since Kubernetes 1.34) or no DeviceTaintRule."""
+    that serves no DRA (resource.k8s.io/v1 is GA since Kubernetes 1.34) or no DeviceTaintRule. With `warn`, a
+    credential that may not list ResourceSlices gets nothing and the warning (the node faults are still read)."""
     try:
         slices = client.list(d.SLICES_PATH, what="listing the ResourceSlices",
                              resource="resourceslices.resource.k8s.io")
     except KubernetesError as err:
+        if err.status == 403 and warn is not None:
+            warn(f"{err}: DRA device faults are not read")
+            return {}
         if err.status != 404:
             raise
         return {}

@@ -245,7 +245,7 @@ def faults_info(call: Call) -> dict[str, Any]:
     # The engine imports this module: imported here, where the DRA devices are read.
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._device_taint import read_devices
 
-    devices = read_devices(call.client)
+    devices = read_devices(call.client, call.warn)
     now = utcnow()
     classified = classify_all(read, catalog, options, now, devices)
     result = fault_summary(classified, options.domain_labels)

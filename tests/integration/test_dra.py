@@ -336,3 +336,15 @@ def test_the_event_source_sees_a_drivers_device_taint_as_a_fault_of_its_node_and
         assert run.batches() == [[dra_node]]
         dra.heal(dra_node, "npu-2")
         wait_for(lambda: run.has(dra_node, "cleared"), 30, "the healed device as cleared")
+
+
+def test_a_credential_that_may_not_list_resource_slices_still_classifies_nodes_and_says_so(
+        api, namespace, dra_node, tmp_path):
+    rules = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
+             {"apiGroups": [""], "resources": ["namespaces", "configmaps"], "verbs": ["get"]}]
+    kubeconfig = service_account_kubeconfig(api, namespace, "nodes-only", rules, tmp_path)
+    dra.set_fault(dra_node, "npu-1", effect="NoSchedule", reason="ECC")
+    result = run_module("node_faults_info", {"kubeconfig": str(kubeconfig), "names": [dra_node]})
+    assert not result.get("failed"), result.get("msg")
+    assert result["nodes"][0]["health"] == "healthy"  # the driver's taint is not seen without the slices
+    assert any("DRA device faults are not read" in w and "resourceslices" in w for w in result.get("warnings") or [])
