@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
 import threading
 import time
 
 import pytest
-import yaml
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id, node_events
@@ -22,7 +19,8 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner imp
 from ansible_collections.ai_infra.node_recovery.plugins.modules.node_power import SPEC
 from tools.localcluster import nodes as localnodes
 
-from .helpers import VENV_BIN, node, wait_for
+from . import test_reboot_role as reboot_role
+from .helpers import node, wait_for
 from .redfish import USER, Emulator, free_port
 
 SYSTEMS = ("node-a", "node-b", "node-c")
@@ -166,32 +164,9 @@ def test_bad_bmc_input_is_one_sentence(api, kubeconfig, make_nodes, redfish):
     assert all(redfish.transitions(system) == [] for system in SYSTEMS)
 
 
-SAVED = ("{{ {'decision': reboot_decisions[inventory_hostname], 'result': reboot_result | default(none), "
-         "'recovered': reboot_recovered | default(false), "
-         "'ticket': ((reboot_result | default({})).handoff | default({})).ticket_id | default(none)} | to_json }}")
-
-
 def run_role(tmp_path, kubeconfig, name, host_vars, *args, **role_vars):
-    facts = tmp_path / "facts.json"
-    inventory = {"all": {"hosts": {name: {"ansible_host": "127.0.0.1", "ansible_port": 9,
-                                          "ansible_connection": "ssh", **host_vars}}}}
-    play = [{
-        "hosts": "all", "gather_facts": False,
-        "module_defaults": {"group/ai_infra.node_recovery.k8s": {"kubeconfig": kubeconfig}},
-        "vars": {"node_recovery_report_dir": str(tmp_path / "reports"), "reboot_enabled": True, **role_vars},
-        "tasks": [
-            {"name": "reboot role", "ansible.builtin.include_role": {"name": "ai_infra.node_recovery.reboot"}},
-            {"name": "save facts", "ansible.builtin.copy": {"dest": str(facts), "content": SAVED},
-             "delegate_to": "localhost"},
-        ],
-    }]
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-vvv", *args, "-i", str(tmp_path / "inventory.yml"),
-                           str(tmp_path / "play.yml")], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                          env=dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=str(VENV_BIN / "python"),
-                                   ANSIBLE_HOST_KEY_CHECKING="false"))
-    return (json.loads(facts.read_text()) if facts.exists() else None), proc
+    """The reboot role's run, verbose (the password must not show even there)."""
+    return reboot_role.run_role(tmp_path, kubeconfig, name, None, "-vvv", *args, host_vars=host_vars, **role_vars)
 
 
 def test_the_reboot_role_power_cycles_an_unreachable_node_and_hands_it_to_repair_when_it_does_not_come_back(

@@ -27,11 +27,12 @@ SAVED = ("{{ {'decision': reboot_decisions[inventory_hostname], 'result': reboot
          "| default((repair_handoff_result.nodes | default([{}]))[0].ticket_id | default(none), true)} | to_json }}")
 
 
-def run_role(tmp_path, kubeconfig, name, marker, **role_vars):
-    """Run the role for one node (as the inventory host of that name); return its facts and the output."""
-    facts = tmp_path / f"facts-{marker.name}.json"
+def run_role(tmp_path, kubeconfig, name, marker, *args, host_vars=None, **role_vars):
+    """Run the role for one node (as the inventory host of that name, with host_vars); return its facts and the
+    output. `args`: more ansible-playbook options."""
+    facts = tmp_path / f"facts-{marker.name if marker else 'run'}.json"
     inventory = {"all": {"hosts": {name: {"ansible_host": "127.0.0.1", "ansible_port": 9,
-                                          "ansible_connection": "ssh"}}}}
+                                          "ansible_connection": "ssh", **(host_vars or {})}}}}
     play = [{
         "hosts": "all", "gather_facts": False,
         "module_defaults": {"group/ai_infra.node_recovery.k8s": {"kubeconfig": kubeconfig}},
@@ -44,7 +45,7 @@ def run_role(tmp_path, kubeconfig, name, marker, **role_vars):
     }]
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(tmp_path / "inventory.yml"),
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), *args, "-i", str(tmp_path / "inventory.yml"),
                            str(tmp_path / "play.yml")], capture_output=True, text=True, timeout=600, cwd=tmp_path,
                           env=dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=str(VENV_BIN / "python"),
                                    ANSIBLE_HOST_KEY_CHECKING="false"))
