@@ -239,28 +239,7 @@ class NodeFaultSource:
         return futures
 
     def _slice_loop(self) -> None:
-        version = self.slice_version
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                if version is None:
-                    version = self._list_slices(initial=False)
-                version = self._watch_slices(version)
-                failures = 0
-            except _Expired:
-                version = None
-            except KubernetesError as err:
-                version = None
-                if err.status == 410:
-                    continue
-                failures += 1
-                delay = min(2.0 ** failures, MAX_BACKOFF)
-                log.warning("%s; listing ResourceSlices again in %.0fs", err, delay)
-                self._stop.wait(delay)
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as err:
-                log.warning("ResourceSlice watch connection dropped (%s): listing again", err)
-                version = None
-                self._stop.wait(0.5)
+        self._follow(self.slice_version, lambda: self._list_slices(initial=False), self._watch_slices, "ResourceSlice")
 
     def _watch_slices(self, version: str) -> str:
         for event in self.client.watch(_dra.SLICES_PATH, version, timeout_seconds=self.args["watch_timeout"],
@@ -302,28 +281,33 @@ class NodeFaultSource:
         return self.resource_version
 
     def _watch_loop(self) -> None:
-        version = self.resource_version
+        self._follow(self.resource_version, lambda: self._list(initial=False), self._watch, "node")
+
+    def _follow(self, version: str | None, list_again: Callable[[], str | None], watch: Callable[[str], str],
+                noun: str) -> None:
+        """Watch from `version`, listing again whenever the watch cannot go on (410 Gone, an error with back-off,
+        a dropped connection), until the source stops."""
         failures = 0
         while not self._stop.is_set():
             try:
                 if version is None:
-                    version = self._list(initial=False)
-                version = self._watch(version)
+                    version = list_again()
+                version = watch(version)
                 failures = 0
             except _Expired:
-                log.info("node watch from resourceVersion %s expired (410 Gone): listing again", version)
+                log.info("%s watch from resourceVersion %s expired (410 Gone): listing again", noun, version)
                 version = None
             except KubernetesError as err:
                 version = None
                 if err.status == 410:
-                    log.info("node watch answered 410 Gone: listing again")
+                    log.info("%s watch answered 410 Gone: listing again", noun)
                     continue
                 failures += 1
                 delay = min(2.0 ** failures, MAX_BACKOFF)
-                log.warning("%s; listing nodes again in %.0fs", err, delay)
+                log.warning("%s; listing %ss again in %.0fs", err, noun, delay)
                 self._stop.wait(delay)
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as err:
-                log.warning("node watch connection dropped (%s): listing again", err)
+                log.warning("%s watch connection dropped (%s): listing again", noun, err)
                 version = None
                 self._stop.wait(0.5)
 
