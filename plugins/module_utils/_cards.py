@@ -239,10 +239,9 @@ def _node_result(name: str, classified: dict, judged: str, workloads: list, how:
             f"every card is usable again{' since ' + since if since else ''}: the degraded mark goes once they have "
             "been for the healthy delay"))
     else:
-        result.update(recovered=False, message=(
-            f"not handled card by card: {cards['escalated']}, so the node-level action applies" if cards.get("escalated")
-            else "not handled card by card: no card-level fault" + (" (isolated by us)" if classified["isolated_by_us"]
-                                                                     else "")))
+        why = (f"{cards['escalated']}, so the node-level action applies" if cards.get("escalated")
+               else "no card-level fault" + (" (isolated by us)" if classified["isolated_by_us"] else ""))
+        result.update(recovered=False, message=f"not handled card by card: {why}")
     return result
 
 
@@ -296,8 +295,8 @@ def recover_cards(call: Call) -> dict:
         else:
             result.update(_node_result(name, classified[name], verdicts[name], workloads, how_by_node.get(name),
                                        call.check_mode, params["wait"]))
-            result["changed"] = verdicts[name] in (ACT, RETURN) or _healthy_mark_changes(classified[name],
-                                                                                          verdicts[name])
+            clock = _healthy_mark_changes(classified[name], verdicts[name])
+            result["changed"] = verdicts[name] in (ACT, RETURN) or clock
             if verdicts[name] == RETURN_WAITING:
                 result["wait_seconds"] = waits[name]
             if verdicts[name] == RETURN:

@@ -192,7 +192,7 @@ def repair_times(facts: dict, now: dt.datetime) -> dict[str, Any]:
     has waited so far when its repair is still open."""
     times = {key: parse_time(value) for key, value in facts["times"].items()}
     phases: dict[str, float] = {}
-    for phase, start_key, end_key, _ in REPAIR_PHASES:
+    for phase, start_key, end_key, _label in REPAIR_PHASES:
         start, end = times.get(start_key), times.get(end_key)
         requested = times.get(v.REPAIR_REQUESTED_AT)
         if start and end and end >= start and (requested is None or start >= requested):
@@ -248,7 +248,7 @@ def build_history(facts: list[dict], documents: list[Any], now: dt.datetime, run
     offenders = sorted((n for n in per_node if n["incidents"] >= 2),
                        key=lambda n: (-n["incidents"], n["mtbi_seconds"] or 0, n["name"]))[:top]
 
-    phases: dict[str, list[float]] = {phase: [] for phase, *_ in REPAIR_PHASES}
+    phases: dict[str, list[float]] = {entry[0]: [] for entry in REPAIR_PHASES}
     still_open = []
     for fact in facts:
         repair = repair_times(fact, now)
@@ -276,7 +276,7 @@ def build_history(facts: list[dict], documents: list[Any], now: dt.datetime, run
         "nodes": [n for n in per_node if n["incidents"] or n["faults"] or n["card_losses"]],
         "repeat_offenders": offenders,
         "repair": {"phases": [dict(summary(phases[phase]), phase=phase, label=label)
-                              for phase, _, _, label in REPAIR_PHASES],
+                              for phase, _start, _end, label in REPAIR_PHASES],
                    "open": still_open},
         "warnings": list(warnings or []),
     }
