@@ -175,7 +175,7 @@ def isolate(call: Call) -> dict:
     message += f"; {_pods_sentence(pods, effect)}"
     if not call.check_mode:
         reason = params.get("reason") or "unspecified"
-        _event(client, call, node, d.EVENT_DEVICE_ISOLATED,
+        _event(client, call, node, v.EVENT_DEVICE_ISOLATED,
                f"device {ident} isolated by {v.COLLECTION} with DeviceTaintRule {name} ({effect}), reason {reason}, "
                f"run {run_id}; {_pods_sentence(pods, effect)}")
     view = d.rule_view(after)
@@ -223,7 +223,7 @@ def give_back(call: Call) -> dict:
                 "message": f"no DeviceTaintRule of {v.COLLECTION} isolates {ident}"}
     verb = "would be returned" if call.check_mode else "returned"
     if not call.check_mode:
-        _event(client, call, node, d.EVENT_DEVICE_RETURNED,
+        _event(client, call, node, v.EVENT_DEVICE_RETURNED,
                f"device {ident} returned to service by {v.COLLECTION}: DeviceTaintRule {name} removed")
     return {**result, "changed": True, "diff": {"before": d.rule_view(current), "after": None},
             "message": f"{ident} {verb}: DeviceTaintRule {name} removed"}

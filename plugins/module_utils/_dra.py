@@ -37,9 +37,6 @@ OWNER_LABEL = v.ISOLATED_BY
 RULE_PREFIX = "node-recovery-"
 EFFECTS = ("NoExecute", "NoSchedule", "None")
 EFFECT_RANK = {"None": 0, "NoSchedule": 1, "NoExecute": 2}  # unknown effects rank as None
-# Events on the node whose device is isolated or returned
-EVENT_DEVICE_ISOLATED = "NodeRecoveryDeviceIsolated"
-EVENT_DEVICE_RETURNED = "NodeRecoveryDeviceReturned"
 
 _NAME_BAD = re.compile(r"[^a-z0-9.-]+")
 

@@ -89,6 +89,8 @@ EVENT_POWER_CYCLE = "NodeRecoveryPowerCycle"  # reset through the BMC (node_powe
 EVENT_RETURNED = "NodeRecoveryReturned"
 EVENT_DEGRADED = "NodeRecoveryDegraded"  # cards lost, the node kept in service, the work on them recovered
 EVENT_CARDS_RETURNED = "NodeRecoveryCardsReturned"  # every card is usable again: the degraded mark is gone
+EVENT_DEVICE_ISOLATED = "NodeRecoveryDeviceIsolated"  # a DRA device isolated with a DeviceTaintRule of ours
+EVENT_DEVICE_RETURNED = "NodeRecoveryDeviceReturned"  # our DeviceTaintRule of a DRA device removed
 
 CARD_LOSS_TYPE = "AllocatableCardLoss"
 DRA_FAULT_TYPE = "DRADeviceTaint"  # a DRA driver tainted devices of the node in its ResourceSlice

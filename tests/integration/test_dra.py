@@ -156,7 +156,7 @@ def test_our_rule_evicts_the_holder_only_and_new_claims_go_to_healthy_cards_unti
     wait_all_running(api, namespace, 8)
     assert devices_in_use(api, namespace)[f"{dra_node}/npu-3"] == pending[0]["metadata"]["name"]
     reasons = [e["reason"] for e in node_events(api, dra_node)]
-    assert reasons.count(d.EVENT_DEVICE_ISOLATED) == 1 and reasons.count(d.EVENT_DEVICE_RETURNED) == 1
+    assert reasons.count(v.EVENT_DEVICE_ISOLATED) == 1 and reasons.count(v.EVENT_DEVICE_RETURNED) == 1
     gone = run_module("device_taint", args(kubeconfig, dra_node, "npu-3", state="absent"))
     assert gone["changed"] is False
 
@@ -174,7 +174,7 @@ def test_check_mode_writes_nothing_and_says_what_would_happen(api, kubeconfig, n
     assert api.get_or_none(f"{d.RULES_PATH}/{name}") is None
     time.sleep(3)
     assert [p["metadata"]["uid"] for p in running(api, namespace)] == [pod["metadata"]["uid"]]
-    assert d.EVENT_DEVICE_ISOLATED not in [e["reason"] for e in node_events(api, dra_node)]
+    assert v.EVENT_DEVICE_ISOLATED not in [e["reason"] for e in node_events(api, dra_node)]
 
     # with a rule in place, check mode for absent leaves it
     run_module("device_taint", args(kubeconfig, dra_node, device, effect="NoSchedule"))
@@ -300,7 +300,7 @@ def test_card_level_recovery_isolates_the_faulty_device_restarts_its_job_whole_a
     assert (back["nodes"][0]["verdict"], back["changed"]) == ("return", True)
     assert api.get_or_none(f"{d.RULES_PATH}/{isolated['rule']}") is None
     assert v.DEGRADED_LABEL not in api.get(f"/api/v1/nodes/{dra_node}")["metadata"]["labels"]
-    assert any(e["reason"] == d.EVENT_DEVICE_RETURNED for e in node_events(api, dra_node))
+    assert any(e["reason"] == v.EVENT_DEVICE_RETURNED for e in node_events(api, dra_node))
 
 
 def test_the_inventory_groups_a_node_by_its_drivers_device_taint(kubeconfig, dra_node, tmp_path):
