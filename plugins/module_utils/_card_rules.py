@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CARD_LEVEL_ACTION
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
     MAX_CARD_LOSSES_KEPT,
     card_fault_key,
@@ -62,7 +63,7 @@ def degraded_value(classified: dict, run_id: str, now: dt.datetime, recovered: b
     """The degraded mark for the node's current card-level faults (its `since` kept from an earlier mark)."""
     cards = classified["cards"] or {}
     previous = classified.get("degraded") or {}
-    card_faults = [f for f in classified["faults"] if f.get("action") == "restart_workloads"]
+    card_faults = [f for f in classified["faults"] if f.get("action") == CARD_LEVEL_ACTION]
     return {
         "faults": sorted({card_fault_key(f) for f in card_faults}),
         "cards": {r: info["cards"] for r, info in (cards.get("resources") or {}).items() if info["cards"]},

@@ -36,7 +36,6 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client imp
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._device_taint import (
     give_back,
     isolate,
-    pods_holding,
     read_devices,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
@@ -115,11 +114,11 @@ def _isolate_devices(call: Call, name: str, classified: dict, run_id: str) -> tu
     holders, done = [], []
     for device in _dra_devices(classified):
         where = (device["driver"], device["pool"], device["device"])
-        holders += pods_holding(call.client, *where, None)
         result = isolate(_device_call(call, driver=where[0], pool=where[1], device=where[2], effect="NoExecute",
                                       node=name, run_id=run_id,
                                       reason=f"{device['key']}={device['value']}" if device.get("value")
                                       else device.get("key") or "faulty"))
+        holders += result["pods"]  # read by isolate() before its rule, whose eviction controller takes them away
         done.append({"device": result["device"], "rule": (result.get("rule") or {}).get("name"),
                      "changed": result["changed"], "message": result["message"]})
     pods = []
