@@ -15,6 +15,10 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._timeline import duration
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._timeline import layout as timeline_layout
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._timeline import legend as timeline_legend
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._timeline import svg as timeline_svg
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import WebhookError, post_json
 
 if TYPE_CHECKING:
@@ -50,13 +54,28 @@ MARKDOWN = """# Node recovery report: {{ report.playbook }} run {{ report.run_id
 {% endfor %}
 {% endif -%}
 {{ report.summary_line }}
-
-| node | pool | faults | action | outcome | steps |
-|---|---|---|---|---|---|
+{% if report.mttr.nodes %}
+{{ mttr_line(report) }}
+{% endif %}{% if report.slowest_step %}
+Slowest step: {{ labels.get(report.slowest_step.step, report.slowest_step.step) }} on {{ report.slowest_step.node }}, \
+{{ duration(report.slowest_step.seconds) }}.
+{% endif %}
+| node | pool | faults | action | outcome | waited before the run | in this run | time to recover | steps |
+|---|---|---|---|---|---|---|---|---|
 {% for n in report.nodes %}| {{ n.name }} | {{ n.pool }} | {{ n.faults | join(', ') }} | {{ n.action }} | {{ n.outcome }} | \
-{% for s in n.timeline %}{{ labels.get(s.step, s.step) }}{% if s.seconds is not none %} ({{ '%.1f' % s.seconds }} s){% endif %}\
-{% if not loop.last %}, {% endif %}{% endfor %} |
+{{ duration(n.wait.seconds if n.wait else none) }} | {{ duration(n.in_run_seconds) }} | {{ duration(n.recover_seconds) }} | \
+{% for s in n.timeline if s.step != 'detected' %}{% if s.get('slowest') %}**{% endif %}{{ labels.get(s.step, s.step) }}\
+{% if s.seconds is not none %} ({{ duration(s.seconds) }}{% if s.get('slowest') %}, slowest{% endif %}){% endif %}\
+{% if s.get('slowest') %}**{% endif %}{% if not loop.last %}, {% endif %}{% endfor %} |
 {% endfor %}
+{% if report.ticket_updates %}
+Ticket updates sent:
+
+| ticket | update | node | idempotency key | sent to | status |
+|---|---|---|---|---|---|
+{% for u in report.ticket_updates %}| {{ u.ticket }} | {{ u.transition }} | {{ u.node }} | {{ u.idempotency_key }} | \
+{{ u.endpoint }} | {{ u.status }} |
+{% endfor %}{% endif %}
 {% if report.skipped %}
 Left alone:
 {% for s in report.skipped %}- {{ s.name }}: {{ s.reason }}
@@ -69,14 +88,24 @@ Left alone:
 
 HTML = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Node recovery {{ report.playbook }} {{ report.run_id }}</title>
 <style>
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:90em}
+table{border-collapse:collapse;margin:1em 0;max-width:100%}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#f3f5f8}td.n{text-align:right;white-space:nowrap}
 .storm{background:#fee;border:2px solid #c00;padding:.8em}.ok{color:#070}.failed{color:#c00}
-.timeline{display:flex;flex-wrap:wrap;gap:.4em;margin:.3em 0 1.2em}
-.step{border-left:4px solid #36c;background:#eef3fb;padding:.3em .6em;font-size:.9em}
-.step small{display:block;color:#555}
+.summary{background:#f6f8fb;border-left:4px solid #36c;padding:.6em 1em}
+.legend{display:flex;flex-wrap:wrap;gap:.4em 1.2em;margin:.6em 0;font-size:.9em}
+.legend span::before{content:"";display:inline-block;width:1.6em;height:.8em;margin-right:.35em;
+vertical-align:middle;background:var(--c)}
+.legend .slowest::before{background:#fff;border:2px solid #d00000;box-sizing:border-box}
+svg.timeline{display:block;font-size:11px;margin:.5em 0 1.5em}
+svg.timeline .head{font-weight:600}svg.timeline .axis,svg.timeline .wait-text{fill:#555}
+svg.timeline .tick{stroke:#e3e3e3}svg.timeline .start{stroke:#333}svg.timeline .stripe{fill:#f7f7f7}
+svg.timeline .slowest-text{fill:#d00000;font-weight:600;paint-order:stroke;stroke:#fff;stroke-width:3px}
+details{margin:.3em 0}summary{cursor:pointer}
 </style></head><body>
 <h1>Node recovery: {{ report.playbook }} run {{ report.run_id }}</h1>
 <p>{{ report.started }} to {{ report.finished }}{% if report.check_mode %} <b>(check mode: nothing was changed)</b>{% endif %}</p>
@@ -91,17 +120,41 @@ resume.</div>{% endif %}
 {% if report.budgets %}<h2>Budgets that stopped or held nodes</h2><ul>
 {% for b in report.budgets %}<li><b>{{ b.budget }}</b>{% if b.scope %} {{ b.scope }}{% endif %}: {{ b.detail }}:
 {{ b.nodes | join(', ') }}</li>{% endfor %}</ul>{% endif %}
-<p>{{ report.summary_line }}</p>
-<table><tr><th>node</th><th>pool</th><th>faults</th><th>action</th><th>outcome</th></tr>
+<div class="summary"><p>{{ report.summary_line }}</p>
+{% if report.mttr.nodes %}<p>{{ mttr_line(report) }}</p>{% endif %}
+{% if report.slowest_step %}<p>Slowest step: <b>{{ labels.get(report.slowest_step.step, report.slowest_step.step) }}</b>
+on {{ report.slowest_step.node }}, {{ duration(report.slowest_step.seconds) }} (outlined in red below).</p>{% endif %}
+</div>
+{% if timeline.rows %}<h2>Timeline</h2>
+<p>One row per node. Left: how long before the run its fault began (its minimum duration, then the wait for a run);
+right: the run's own steps on one time axis.</p>
+<div class="legend">{% for l in legend %}<span style="--c:{{ l.colour }}">{{ l.label }}</span>{% endfor %}
+<span class="slowest">slowest step</span></div>
+{{ timeline_svg }}{% endif %}
+<h2>Nodes</h2>
+<table><thead><tr><th>node</th><th>pool</th><th>faults</th><th>action</th><th>outcome</th>
+<th>waited before the run</th><th>in this run</th><th>time to recover</th></tr></thead><tbody>
 {% for n in report.nodes %}<tr><td>{{ n.name }}</td><td>{{ n.pool }}</td><td>{{ n.faults | join(', ') }}</td>
-<td>{{ n.action }}</td><td class="{{ 'failed' if n.failed else 'ok' }}">{{ n.outcome }}</td></tr>{% endfor %}
-</table>
-{% for n in report.nodes %}<h2>{{ n.name }}</h2><div class="timeline">
-{% for s in n.timeline %}<div class="step">{{ labels.get(s.step, s.step) }}<small>{{ s.at }}{% if s.seconds is not none %},
-{{ '%.1f' % s.seconds }} s{% endif %}</small>{% if s.note %}<small>{{ s.note }}</small>{% endif %}</div>{% endfor %}
-</div>{% if n.details %}<ul>{% for d in n.details %}<li>{{ d }}</li>{% endfor %}</ul>{% endif %}{% endfor %}
+<td>{{ n.action }}</td><td class="{{ 'failed' if n.failed else 'ok' }}">{{ n.outcome }}</td>
+<td class="n">{{ duration(n.wait.seconds if n.wait else none) }}</td><td class="n">{{ duration(n.in_run_seconds) }}</td>
+<td class="n">{{ duration(n.recover_seconds) }}</td></tr>
+{% endfor %}</tbody></table>
+{% if report.ticket_updates %}<h2>Ticket updates sent</h2>
+<table><thead><tr><th>ticket</th><th>update</th><th>node</th><th>idempotency key</th><th>sent to</th><th>status</th>
+</tr></thead><tbody>{% for u in report.ticket_updates %}<tr><td>{{ u.ticket }}</td><td>{{ u.transition }}</td>
+<td>{{ u.node }}</td><td>{{ u.idempotency_key }}</td><td>{{ u.endpoint }}</td><td class="n">{{ u.status }}</td></tr>
+{% endfor %}</tbody></table>{% endif %}
 {% if report.skipped %}<h2>Left alone</h2><ul>
 {% for s in report.skipped %}<li>{{ s.name }}: {{ s.reason }}</li>{% endfor %}</ul>{% endif %}
+<h2>Steps and details per node</h2>
+{% for n in report.nodes %}<details class="node"><summary><b>{{ n.name }}</b>: {{ n.outcome }}</summary>
+{% if n.timeline %}<table><thead><tr><th>step</th><th>finished</th><th>took</th><th>note</th></tr></thead><tbody>
+{% for s in n.timeline %}<tr><td>{% if s.get('slowest') %}<b>{% endif %}{{ labels.get(s.step, s.step) }}{% if s.get('slowest') %}
+(slowest)</b>{% endif %}</td><td>{{ s.at or '-' }}</td><td class="n">{% if s.step == 'detected' %}fault began{% else %}\
+{{ duration(s.seconds) }}{% endif %}</td><td>{{ s.note }}</td></tr>
+{% endfor %}</tbody></table>{% endif %}
+{% if n.details %}<ul>{% for d in n.details %}<li>{{ d }}</li>{% endfor %}</ul>{% endif %}</details>
+{% endfor %}
 </body></html>
 """
 
@@ -117,36 +170,78 @@ def _parse(stamp: Any) -> dt.datetime | None:
         return None
 
 
-def with_durations(timeline: list[dict]) -> list[dict]:
-    """A step without its own duration took the time since the step before it
-    (so 'isolated' shows how long detection to isolation took)."""
-    steps, previous = [], None
+def with_durations(timeline: list[dict], run_started: str | None = None) -> list[dict]:
+    """A step without its own duration took the time since the run's step before it, the first one since the run's
+    start. Never since `detected`: that is when the fault began, before the run; the wait is reported apart (an
+    isolation ten minutes after the fault began took the run a few seconds, not ten minutes)."""
+    steps, previous = [], _parse(run_started)
     for step in timeline:
         step = dict({"note": "", "at": None}, **step)
         at = _parse(step.get("at"))
-        if step.get("seconds") in (None, "") and at and previous:
-            step["seconds"] = round((at - previous).total_seconds(), 1)
-        elif step.get("seconds") not in (None, ""):
+        if step.get("seconds") not in (None, ""):
             step["seconds"] = float(step["seconds"])
+        elif step.get("step") != "detected" and at and previous:
+            step["seconds"] = round(max(0.0, (at - previous).total_seconds()), 1)
         else:
             step["seconds"] = None
-        previous = at or previous
+        if step.get("step") != "detected" and at:
+            previous = at
         steps.append(step)
     return steps
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 1) if values else None
+
+
+def with_figures(node: dict, run_started: str | None) -> dict:
+    """A node's wait before the run (from its fault's start to the run's start, with the fault's minimum duration),
+    the time its steps took in the run (from the run's start to its last step) and its time to recover (both)."""
+    start = _parse(run_started)
+    detected = next((s for s in node["timeline"] if s.get("step") == "detected"), None)
+    since = _parse(detected.get("at")) if detected else None
+    wait = None
+    if since and start:
+        wait = {"since": detected["at"], "seconds": round(max(0.0, (start - since).total_seconds()), 1),
+                "min_duration": detected.get("min_duration")}
+    ends = [at for at in (_parse(s.get("at")) for s in node["timeline"] if s.get("step") != "detected") if at]
+    in_run = round(max(0.0, (max(ends) - start).total_seconds()), 1) if ends and start else None
+    recover = round(wait["seconds"] + in_run, 1) if wait and in_run is not None else None
+    return dict(node, wait=wait, in_run_seconds=in_run, recover_seconds=recover)
+
+
+def mark_slowest(nodes: list[dict]) -> dict | None:
+    """Mark the run's slowest step (the first of equals) and say which it is; None when no step was timed."""
+    timed = [(s["seconds"], i, n, s) for i, n in enumerate(nodes) for s in n["timeline"]
+             if s.get("step") != "detected" and isinstance(s.get("seconds"), (int, float))]
+    for _seconds, _i, _node, step in timed:
+        step["slowest"] = False
+    if not timed:
+        return None
+    seconds, _i, node, step = max(timed, key=lambda t: (t[0], -t[1]))
+    step["slowest"] = True
+    return {"node": node["name"], "step": step["step"], "seconds": seconds}
 
 
 def build(playbook: str, run_id: str, nodes: list[dict], plan: dict | None, started: str | None,
           check_mode: bool) -> dict[str, Any]:
     plan = plan or {}
+    started = started or _now()
     outcomes: dict[str, int] = {}
     for node in nodes:
         outcomes[node.get("outcome", "unknown")] = outcomes.get(node.get("outcome", "unknown"), 0) + 1
     parts = [f"{count} {outcome}" for outcome, count in sorted(outcomes.items())]
     summary = f"{len(nodes)} node(s) handled" + (f": {', '.join(parts)}" if parts else "") + "."
+    entries = [with_figures(dict({"faults": [], "details": [], "failed": False, "action": None, "pool": None,
+                                  "ticket_updates": []},
+                                 **{**n, "timeline": with_durations(n.get("timeline") or [], started)}), started)
+               for n in nodes]
+    slowest = mark_slowest(entries)
+    recovered = [n for n in entries if n["recover_seconds"] is not None]
     return {
         "playbook": playbook,
         "run_id": run_id,
-        "started": started or _now(),
+        "started": started,
         "finished": _now(),
         "check_mode": check_mode,
         "storm": bool(plan.get("storm")),
@@ -158,10 +253,25 @@ def build(playbook: str, run_id: str, nodes: list[dict], plan: dict | None, star
         "isolations": plan.get("isolations"),
         "skipped": plan.get("skip") or [],
         "pools": plan.get("pools") or {},
-        "nodes": [dict({"faults": [], "details": [], "failed": False, "action": None, "pool": None},
-                       **{**n, "timeline": with_durations(n.get("timeline") or [])}) for n in nodes],
+        "nodes": entries,
         "summary_line": summary,
+        # Time to recover: from each fault's start to its node's last step in this run (the wait before the run
+        # and the run's own part apart); means over the nodes that have both.
+        "mttr": {"nodes": len(recovered), "mean_seconds": _mean([n["recover_seconds"] for n in recovered]),
+                 "max_seconds": max([n["recover_seconds"] for n in recovered], default=None),
+                 "wait_mean_seconds": _mean([n["wait"]["seconds"] for n in recovered]),
+                 "in_run_mean_seconds": _mean([n["in_run_seconds"] for n in recovered])},
+        "slowest_step": slowest,
+        "ticket_updates": [dict(u, node=n["name"]) for n in entries for u in n.get("ticket_updates") or []],
     }
+
+
+def mttr_line(report: dict[str, Any]) -> str:
+    """The run's time to recover in one sentence."""
+    m = report["mttr"]
+    return (f"Time to recover (MTTR, from each fault's start to its node's last step in this run): mean "
+            f"{duration(m['mean_seconds'])} over {m['nodes']} node(s), of which {duration(m['wait_mean_seconds'])} "
+            f"before the run and {duration(m['in_run_mean_seconds'])} in it; the longest {duration(m['max_seconds'])}.")
 
 
 def summary_message(report: dict[str, Any], paths: dict[str, str] | None = None) -> dict[str, Any]:
@@ -188,13 +298,22 @@ def summary_message(report: dict[str, Any], paths: dict[str, str] | None = None)
 
 def render(report: dict[str, Any]) -> dict[str, str]:
     import jinja2
+    from markupsafe import Markup
 
+    # A report built before the figures existed (or by hand) gets them here.
+    report = dict({"mttr": {"nodes": 0}, "slowest_step": None, "ticket_updates": []}, **report)
+    report["nodes"] = [dict({"wait": None, "in_run_seconds": None, "recover_seconds": None}, **n)
+                       for n in report["nodes"]]
     env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    helpers = {"labels": STEP_LABELS, "duration": duration, "mttr_line": mttr_line}
+    drawing = timeline_layout(report)
     return {
         "json": json.dumps(report, indent=2, sort_keys=True, default=str) + "\n",
-        "md": env.from_string(MARKDOWN).render(report=report, labels=STEP_LABELS),
-        "html": html_env.from_string(HTML).render(report=report, labels=STEP_LABELS),
+        "md": env.from_string(MARKDOWN).render(report=report, **helpers),
+        # The SVG escapes every text itself (_timeline.svg), so it goes into the page as markup.
+        "html": html_env.from_string(HTML).render(report=report, timeline=drawing, legend=timeline_legend(STEP_LABELS),
+                                                  timeline_svg=Markup(timeline_svg(drawing, STEP_LABELS)), **helpers),
     }
 
 
@@ -236,9 +355,20 @@ def _by_name(result: Any, key: str = "nodes") -> dict[str, dict]:
     return {n["name"]: n for n in result.get(key) or [] if isinstance(n, dict) and n.get("name")}
 
 
-def _earliest_fault(classified: dict) -> str | None:
-    times = sorted(f["since"] for f in classified.get("faults") or [] if f.get("since"))
-    return times[0] if times else None
+def _earliest_fault(classified: dict) -> dict:
+    """The fault that began first (its `since` and minimum duration), or {} when none is dated."""
+    dated = sorted((f for f in classified.get("faults") or [] if f.get("since")), key=lambda f: str(f["since"]))
+    return dated[0] if dated else {}
+
+
+def ticket_updates(result: dict | None) -> list[dict]:
+    """The ticket lifecycle update a hand-off or a return sent to the webhook (with its idempotency key), if any."""
+    update, sent = (result or {}).get("update"), ((result or {}).get("delivered") or {}).get("webhook")
+    if not isinstance(update, dict) or not isinstance(sent, dict):
+        return []
+    return [{"ticket": update.get("ticket"), "transition": update.get("transition"), "at": update.get("at"),
+             "idempotency_key": sent.get("idempotency_key") or update.get("idempotency_key"),
+             "endpoint": sent.get("endpoint"), "status": sent.get("status"), "attempts": sent.get("attempts")}]
 
 
 def return_entry(name: str, batch: dict) -> dict:
@@ -269,6 +399,7 @@ def return_entry(name: str, batch: dict) -> dict:
                                   "note": result.get("message") or ""})
         if (result.get("ticket") or {}).get("id"):
             entry["details"].append(f"ticket {result['ticket']['id']} closed")
+        entry["ticket_updates"] = ticket_updates(result)
     else:
         entry["outcome"] = "kept out: " + "; ".join(result.get("reasons") or [result.get("message") or "not proven"])
     return entry
@@ -284,7 +415,9 @@ def node_entry(name: str, batch: dict, reboot: dict | None) -> dict:
              "faults": sorted({f["type"] for f in classified.get("faults") or []}), "failed": False,
              "timeline": [], "details": []}
     if classified.get("faults"):
-        entry["timeline"].append({"step": "detected", "at": _earliest_fault(classified), "seconds": None,
+        first = _earliest_fault(classified)
+        entry["timeline"].append({"step": "detected", "at": first.get("since"), "seconds": None,
+                                  "min_duration": first.get("min_duration"),
                                   "note": ", ".join(entry["faults"]) + (f" -> {entry['action']}" if entry["action"] else "")})
     if name not in {a["name"] for a in plan.get("act") or []}:
         reasons = {s["name"]: s["reason"] for s in plan.get("skip") or []}
@@ -364,6 +497,7 @@ def node_entry(name: str, batch: dict, reboot: dict | None) -> dict:
     if handoff.get("ticket_id"):
         delivered = ", ".join(sorted(handoff.get("delivered") or {})) or "not delivered (check mode)"
         entry["details"].append(f"repair ticket {handoff['ticket_id']} ({delivered})")
+    entry["ticket_updates"] = ticket_updates(handoff)
     entry["outcome"] = "handed off to repair" + (" (repeat offender)" if offence else "")
     return entry
 

@@ -13,14 +13,18 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report imp
 )
 
 
-def test_steps_without_duration_take_the_time_since_the_previous_step():
+def test_steps_without_duration_take_the_time_since_the_previous_step_of_the_run():
     steps = with_durations([
-        {"step": "detected", "at": "2026-11-29T10:00:00Z"},
+        {"step": "detected", "at": "2026-11-29T09:50:00Z"},
         {"step": "isolated", "at": "2026-11-29T10:00:42.500000Z"},
         {"step": "drained", "at": "2026-11-29T10:01:00Z", "seconds": "12.25"},
+        {"step": "rebooted", "at": "2026-11-29T10:02:00Z"},
         {"step": "handed_off", "at": None},
-    ])
-    assert [s["seconds"] for s in steps] == [None, 42.5, 12.25, None]
+    ], "2026-11-29T10:00:40Z")
+    # The first step counts from the run's start, never from the fault's start (the wait before the run).
+    assert [s["seconds"] for s in steps] == [None, 2.5, 12.25, 60.0, None]
+    assert with_durations([{"step": "detected", "at": "2026-11-29T09:50:00Z"},
+                           {"step": "isolated", "at": "2026-11-29T10:00:00Z"}])[1]["seconds"] is None
 
 
 def node(**extra):
@@ -116,3 +120,88 @@ def test_a_repeat_offender_handed_to_repair_says_so_in_its_entry():
     assert entry["details"][0] == ("repeat offender: isolated 4 times within 7d (more than 3); handed to repair "
                                    "instead of remediated the usual way, and not returned to service until marked "
                                    "repaired")
+
+
+def timed_node(name, wait, steps, min_duration=60, run="2026-11-29T10:00:00Z"):
+    """A node whose fault began `wait` seconds before the run and whose steps ended at the given seconds into it."""
+    import datetime as dt
+
+    start = dt.datetime.fromisoformat(run.replace("Z", "+00:00"))
+    iso = lambda s: (start + dt.timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: E731
+    timeline = [{"step": "detected", "at": iso(-wait), "seconds": None, "min_duration": min_duration}]
+    timeline += [{"step": step, "at": iso(end), "seconds": took} for step, end, took in steps]
+    return node(name=name, timeline=timeline)
+
+
+def test_the_wait_before_the_run_is_apart_from_the_run_and_both_make_the_time_to_recover():
+    nodes = [timed_node("a", 600, [("isolated", 6.6, None), ("drained", 9.6, 3.0), ("handed_off", 10.0, 0.4)]),
+             timed_node("b", 120, [("isolated", 1.0, 0.5), ("drained", 31.0, 30.0)]),
+             node(name="c", timeline=[], outcome="healthy now: nothing to do")]
+    report = build("recover", "run-7", nodes, {"act": []}, "2026-11-29T10:00:00Z", False)
+    a, b, c = report["nodes"]
+    assert a["timeline"][1]["seconds"] == 6.6  # not 606.6: the fault's age is the wait
+    assert a["wait"] == {"since": a["timeline"][0]["at"], "seconds": 600.0, "min_duration": 60}
+    assert (a["in_run_seconds"], a["recover_seconds"]) == (10.0, 610.0)
+    assert (b["in_run_seconds"], b["recover_seconds"]) == (31.0, 151.0)
+    assert (c["wait"], c["in_run_seconds"], c["recover_seconds"]) == (None, None, None)
+    assert report["mttr"] == {"nodes": 2, "mean_seconds": 380.5, "max_seconds": 610.0, "wait_mean_seconds": 360.0,
+                              "in_run_mean_seconds": 20.5}
+    assert report["slowest_step"] == {"node": "b", "step": "drained", "seconds": 30.0}
+    assert [s["slowest"] for s in b["timeline"][1:]] == [False, True]
+    assert not any(s.get("slowest") for s in a["timeline"])
+    out = render(report)
+    md = out["md"]
+    assert "| a | npu-a | NT_NPU_ECC_COUNT | repair | handed off to repair | 10.0 min | 10.0 s | 10.2 min |" in md
+    assert "**drained (30.0 s, slowest)**" in md and "isolated (6.6 s)" in md and "606" not in md
+    assert ("mean 6.3 min over 2 node(s), of which 6.0 min before the run and 20.5 s in it; the longest 10.2 min"
+            in md)
+    assert "Slowest step: drained on b, 30.0 s." in md
+    assert json.loads(out["json"])["nodes"][0]["wait"]["seconds"] == 600.0
+    html = out["html"]
+    assert html.count('class="bar"') + html.count('class="bar slowest"') == 5
+    assert html.count('class="bar slowest"') == 1 and 'data-node="b" data-step="drained"' in html
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+
+
+def test_ticket_updates_the_run_sent_are_listed_with_their_idempotency_keys():
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import run_entries
+
+    done = {"failed": False, "message": "ok", "started": "2026-11-29T10:00:00Z", "finished": "2026-11-29T10:00:01Z"}
+    update = {"ticket": "NR-1", "transition": "requested", "idempotency_key": "NR-1:requested",
+              "at": "2026-11-29T10:00:01Z"}
+    batch = {"nodes": ["n1", "n2"],
+             "triage": {"nodes": [{"name": n, "pool": "p", "action": "repair", "faults": []} for n in ("n1", "n2")]},
+             "plan": {"act": [{"name": "n1", "action": "repair"}, {"name": "n2", "action": "repair"}], "skip": []},
+             "isolate": {"nodes": [dict(done, name=n) for n in ("n1", "n2")]},
+             "drain": {"nodes": [dict(done, name=n, drained=True) for n in ("n1", "n2")]},
+             "handoff": {"nodes": [
+                 dict(done, name="n1", ticket_id="NR-1", update=update, delivered={
+                     "files": [], "webhook": {"endpoint": "http://127.0.0.1:9000", "status": 200, "attempts": 1,
+                                              "idempotency_key": "NR-1:requested"}}),
+                 dict(done, name="n2", ticket_id="NR-2", update=dict(update, ticket="NR-2"), delivered={"files": []})]}}
+    entries = run_entries([batch])
+    assert entries[0]["ticket_updates"] == [{"ticket": "NR-1", "transition": "requested", "at": update["at"],
+                                             "idempotency_key": "NR-1:requested", "endpoint": "http://127.0.0.1:9000",
+                                             "status": 200, "attempts": 1}]
+    assert entries[1]["ticket_updates"] == []  # no webhook: nothing was sent
+    report = build("recover", "run-8", entries, batch["plan"], "2026-11-29T10:00:00Z", False)
+    assert [(u["node"], u["idempotency_key"]) for u in report["ticket_updates"]] == [("n1", "NR-1:requested")]
+    out = render(report)
+    assert "| NR-1 | requested | n1 | NR-1:requested | http://127.0.0.1:9000 | 200 |" in out["md"]
+    assert "<th>idempotency key</th>" in out["html"] and "<td>NR-1:requested</td>" in out["html"]
+    returned = run_entries([{"nodes": ["n1"], "return": {"nodes": [dict(
+        done, name="n1", returned=True, ticket={"id": "NR-1"},
+        update=dict(update, transition="closed", idempotency_key="NR-1:closed"),
+        delivered={"webhook": {"endpoint": "e", "status": 202, "attempts": 2, "idempotency_key": "NR-1:closed"}})]}}])
+    assert [(u["transition"], u["idempotency_key"], u["status"]) for u in returned[0]["ticket_updates"]] == [
+        ("closed", "NR-1:closed", 202)]
+
+
+def test_a_report_from_before_the_figures_still_renders():
+    old = {"playbook": "recover", "run_id": "r0", "started": "2026-11-29T10:00:00Z",
+           "finished": "2026-11-29T10:00:05Z", "check_mode": False, "storm": False, "storm_scopes": [],
+           "paused": None, "budgets": [], "skipped": [], "summary_line": "1 node(s) handled.",
+           "nodes": [dict(node(), timeline=[{"step": "isolated", "at": "2026-11-29T10:00:01Z", "seconds": 0.5,
+                                             "note": ""}], details=[], failed=False)]}
+    out = render(old)
+    assert 'class="bar"' in out["html"] and "| npu-a-0003 |" in out["md"]

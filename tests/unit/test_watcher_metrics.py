@@ -113,15 +113,18 @@ def test_a_run_report_gives_the_seconds_of_each_of_the_runs_own_steps():
 
 
 def test_a_step_counted_from_the_fault_is_the_wait_before_the_run_not_a_step():
-    """A step without its own duration after `detected` is given the time since the fault began: the
-    issue's "606.6 s" isolation. It reaches back before the run started, so it is left out."""
+    """A step without its own duration after `detected` counts from the run's start, not from when the fault
+    began (the issue's "606.6 s" isolation): the report keeps the wait apart. A report written before that fix
+    still says 606.6 s; it reaches back before the run started, so it is left out."""
     started = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.timezone.utc)
     nodes = [{"name": "n", "outcome": "isolated", "timeline": [
         {"step": "detected", "at": iso(started - dt.timedelta(seconds=600)), "seconds": None},
         {"step": "isolated", "at": iso(started + dt.timedelta(seconds=6.6)), "seconds": None},
         {"step": "drained", "at": iso(started + dt.timedelta(seconds=9.6)), "seconds": None}]}]
     report = build("recover", "r", nodes, None, "2026-11-29T12:00:00Z", False)
-    assert report["nodes"][0]["timeline"][1]["seconds"] == 606.6
+    assert report["nodes"][0]["timeline"][1]["seconds"] == 6.6 and report["nodes"][0]["wait"]["seconds"] == 600
+    assert m.report_observations(report) == [("isolated", 6.6), ("drained", 3.0)]
+    report["nodes"][0]["timeline"][1]["seconds"] = 606.6  # as an older report has it
     assert m.report_observations(report) == [("drained", 3.0)]
 
 
