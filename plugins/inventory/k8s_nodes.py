@@ -30,6 +30,10 @@ description:
     certificate verification - which the collection's playbooks pass to every module, so a run acts on the cluster
     its inventory read. A token or inline kubeconfig content is never put in a variable; the modules take those from
     the environment (C(K8S_AUTH_*)), as the inventory did."
+  - "Group variable C(node_recovery_clusters) of C(all): every cluster read, in the order of O(connections), each
+    with C(name), C(group) (its C(cluster_<name>) group), C(id), C(server), C(connection) and C(error) (null, or why
+    it could not be read). With more than one cluster, the C(recover) and C(return_to_service) playbooks run on every
+    cluster in one run from it (docs/user_guide.md, one run across clusters)."
   - Nodes are listed in pages and parsed as plain JSON (no client model objects), which keeps a 10,000-node
     cluster within seconds.
   - The configuration file must be named C(k8s_nodes.yml) or end in C(.k8s_nodes.yml) (or C(.yaml)).
@@ -67,6 +71,11 @@ options:
         O(context), O(host), O(api_key), O(validate_certs), O(ca_cert)), an optional O(label_selector) and a C(name)
         used for the C(cluster_<name>) group (default the context, the host, or C(default)).
       - With more than one connection, host names are C(<name>_<node>) so equal node names do not collide.
+      - With more than one connection, a cluster that cannot be read (its API server unreachable, a credential
+        refused) does not fail the inventory - the others are read, a warning names it, and its entry in
+        C(node_recovery_clusters) carries the error, so a fleet run reports that cluster as failed and goes on.
+        Nothing is cached while a cluster failed. With one connection, a cluster that cannot be read fails the
+        inventory.
       - Without it, the top-level connection options (or the environment) define the only cluster.
     type: list
     elements: dict
@@ -159,6 +168,13 @@ def handed_over(connection: dict) -> dict:
     return {key: value for key, value in resolved.items() if value is not None and key != "api_key"}
 
 
+def fleet_entry(cluster: dict) -> dict:
+    """What a fleet run needs of each cluster read (never a secret: the connection is the one handed to hosts)."""
+    return {"name": cluster["name"], "group": f"cluster_{sanitize(cluster['name'])}",
+            "id": cluster["identity"]["id"], "server": cluster["identity"]["server"],
+            "connection": cluster["connection"], "error": cluster.get("error")}
+
+
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "ai_infra.node_recovery.k8s_nodes"
 
@@ -188,11 +204,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 clusters = None
         if clusters is None:
             clusters = self._fetch(params)
-            if self.get_option("cache"):
+            if self.get_option("cache") and not any(c.get("error") for c in clusters):
                 self._cache[cache_key] = clusters
         for cluster in clusters:
+            if cluster.get("error"):
+                self.display.warning(f"cluster '{cluster['name']}' was not read: {cluster['error']}")
+                self._group(f"cluster_{sanitize(cluster['name'])}")
+                continue
             self._populate(cluster, classify_all(cluster["nodes"], catalog, options, devices=cluster.get("devices")),
                            len(clusters) == 1)
+        self.inventory.set_variable("all", "node_recovery_clusters", make_unsafe([fleet_entry(c) for c in clusters]))
 
     def _check_config(self, path: str, config: dict) -> None:
         """Ansible ignores unknown keys and reads any word as a boolean: a typo would silently change the hosts."""
@@ -226,7 +247,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _fetch(self, params: dict) -> list[dict]:
         clusters = []
-        for conn in self._connections(params):
+        connections = self._connections(params)
+        for conn in connections:
             name = conn.get("name") or conn.get("context") or conn.get("host") or "default"
             try:
                 client = Client(conn)
@@ -236,9 +258,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 identity = cluster_identity(client)
                 devices = self._devices(client, name)
             except KubernetesError as err:
-                raise AnsibleParserError(str(err)) from None
+                if len(connections) == 1:
+                    raise AnsibleParserError(str(err)) from None
+                # One cluster of a fleet: the others are read all the same, and the run reports this one as failed.
+                clusters.append({"name": name, "nodes": [], "identity": {"server": None, "id": None},
+                                 "connection": handed_over(conn), "devices": None, "error": str(err)})
+                continue
             clusters.append({"name": name, "nodes": nodes, "identity": identity, "connection": handed_over(conn),
-                             "devices": devices})
+                             "devices": devices, "error": None})
         return clusters
 
     def _devices(self, client: Client, name: str) -> dict:

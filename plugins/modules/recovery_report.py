@@ -43,6 +43,15 @@ options:
   started:
     description: When the run started (RFC 3339).
     type: str
+  clusters:
+    description:
+      - A run across clusters (a fleet inventory): one section per cluster instead of O(nodes) and O(plan), each a
+        mapping with C(name), C(server), C(error) (null, or why the run could not act on that cluster), C(plan) and
+        C(nodes) (as O(plan) and O(nodes) for one cluster).
+      - The report then says at the top which clusters failed and why, and has each cluster's own report as a
+        section; its JSON keeps C(nodes) (each with its C(cluster)) and adds C(clusters) and C(failed_clusters).
+    type: list
+    elements: dict
   notify_url:
     description:
       - Webhook that gets a short summary of the run as JSON (C({text, summary, run_id, playbook, storm, nodes})); C(text)
@@ -95,13 +104,18 @@ markdown:
   description: The Markdown report (to print at the end of a run).
   returned: always
   type: str
+failed_clusters:
+  description: The clusters the run could not act on (with O(clusters)).
+  returned: when clusters was given
+  type: list
+  elements: str
 notified:
   description: Where the summary was sent (endpoint without secrets, HTTP status, attempts), or null.
   returned: always
   type: dict
 """
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import write_report
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._fleet_report import write_report
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import url_problem
 
@@ -113,6 +127,7 @@ SPEC = ModuleSpec(
         nodes={"type": "list", "elements": "dict", "default": []},
         plan={"type": "dict"},
         started={"type": "str"},
+        clusters={"type": "list", "elements": "dict"},
         notify_url={"type": "str", "no_log": True},
         notify_headers={"type": "dict", "no_log": True},
         notify_validate_certs={"type": "bool", "default": True},
