@@ -1,13 +1,17 @@
 """localcluster: a real, disposable Kubernetes control plane with KWOK accelerator nodes.
 
     python -m tools.localcluster up [--no-populate] [--heartbeat-seconds N]
-    python -m tools.localcluster down | status | build | restart COMPONENT
+    python -m tools.localcluster down | status | build | stop COMPONENT | restart COMPONENT
     python -m tools.localcluster populate [--pool NAME:KIND:SIZE ...] [--prefix P]
     python -m tools.localcluster inject NODE [NODE ...] --condition TYPE --status True|False|Unknown [--reason R]
                                         [--message M] [--since 10m]
     python -m tools.localcluster inject NODE --allocatable N [--resource RES]
     python -m tools.localcluster clear NODE [NODE ...]
     python -m tools.localcluster dra publish|unpublish|fault|heal ...   play a DRA driver (tools/localcluster/dra.py)
+
+Every command takes --dir DIR first (default .localcluster, or $LOCALCLUSTER_DIR): a second, independent cluster
+lives in a directory of its own, on free ports picked when it starts, from the same cached binaries, e.g.
+    python -m tools.localcluster --dir .localcluster-second up --no-populate
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ def _pool(text: str):
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="localcluster", description=__doc__.split("\n\n")[0])
+    top.add_argument("--dir", help="state directory of the cluster (default: .localcluster or $LOCALCLUSTER_DIR); "
+                                   "another directory is another, independent cluster on ports of its own")
     sub = top.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the control plane and kwok (idempotent) and populate the default pools")
     up.add_argument("--no-populate", action="store_true", help="start with no nodes")
@@ -44,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("build", help="build the binaries into the cache (done by 'up' when missing)")
     rst = sub.add_parser("restart", help="stop and start one component with the same flags (data kept)")
     rst.add_argument("component", choices=cluster.COMPONENTS)
+    stp = sub.add_parser("stop", help="stop one component, data kept (kube-apiserver: an unreachable cluster)")
+    stp.add_argument("component", choices=cluster.COMPONENTS)
     pop = sub.add_parser("populate", help="create accelerator nodes")
     pop.add_argument("--pool", type=_pool, action="append", help="NAME:npu|gpu:SIZE, repeatable")
     pop.add_argument("--prefix", default="", help="node name prefix")
@@ -83,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "restart":
         cluster.restart(args.component)
         return 0
+    if args.command == "stop":
+        cluster.stop(args.component)
+        return 0
     if args.command == "status":
         print(json.dumps(cluster.status(), indent=2))
         return 0 if cluster.is_up() else 3
@@ -116,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.dir:
+        cluster.use_state_dir(args.dir)
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import KubernetesError
 
     try:

@@ -23,9 +23,20 @@ import yaml
 from . import build
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# One cluster per state directory: its processes, data, certificates and kubeconfig live there, and its ports are
+# free ports picked when it starts, so a second, independent cluster only needs a directory of its own (--dir, or
+# LOCALCLUSTER_DIR); it starts from the same cached binaries.
 STATE_DIR = Path(os.environ.get("LOCALCLUSTER_DIR", REPO_ROOT / ".localcluster"))
 KUBECONFIG = STATE_DIR / "kubeconfig"
 STATE_FILE = STATE_DIR / "state.json"
+
+
+def use_state_dir(path: str | os.PathLike) -> None:
+    """Act on the cluster of another state directory (the CLI's --dir) from now on."""
+    global STATE_DIR, KUBECONFIG, STATE_FILE
+    STATE_DIR = Path(path).resolve()
+    KUBECONFIG = STATE_DIR / "kubeconfig"
+    STATE_FILE = STATE_DIR / "state.json"
 
 # kwok manages only nodes carrying this label; removing it simulates a dead kubelet.
 KWOK_MANAGED_LABEL = "kwok.x-k8s.io/managed"
@@ -418,10 +429,32 @@ def _stop(pid: int, binary: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def restart(component: str, verbose: bool = True) -> None:
-    """Stop one component (by its recorded pid) and start it again with the same flags and ports."""
+def stop(component: str, verbose: bool = True) -> None:
+    """Stop one component (by its recorded pid), keeping its data and flags: `restart` starts it again. Stopping
+    kube-apiserver plays a cluster whose API server is unreachable."""
     with _exclusive():
-        state = require_up()
+        state = _started_state()
+        if component not in state["processes"]:
+            raise ClusterError(f"'{component}' is not a component of the local cluster ({', '.join(COMPONENTS)})")
+        proc = state["processes"][component]
+        if _alive(proc["pid"], proc["binary"]):
+            _stop(proc["pid"], proc["binary"])
+        if verbose:
+            print(f"stopped {component} (pid {proc['pid']}); 'restart {component}' starts it again")
+
+
+def _started_state() -> dict:
+    state = _load_state()
+    if not state:
+        raise ClusterError(f"the local cluster was never started in {STATE_DIR}; run 'make cluster-up' first")
+    return state
+
+
+def restart(component: str, verbose: bool = True) -> None:
+    """Stop one component (by its recorded pid) and start it again with the same flags and ports (also one that
+    `stop` stopped, while the API is down)."""
+    with _exclusive():
+        state = _started_state()
         if component not in state["processes"]:
             raise ClusterError(f"'{component}' is not a component of the local cluster ({', '.join(COMPONENTS)})")
         proc = state["processes"][component]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError
 
-from .cluster import HOLD_READY_LABEL, KUBECONFIG, KWOK_MANAGED_LABEL, ClusterError, require_up
+from . import cluster as _cluster
+from .cluster import HOLD_READY_LABEL, KWOK_MANAGED_LABEL, ClusterError, require_up
 
 NODES = "/api/v1/nodes"
 
@@ -55,7 +56,7 @@ DEFAULT_POOLS = (Pool("npu-a", "npu", 16), Pool("npu-b", "npu", 8), Pool("gpu-a"
 
 def client() -> Client:
     require_up()
-    return Client({"kubeconfig": str(KUBECONFIG)}, pool_size=64)
+    return Client({"kubeconfig": str(_cluster.KUBECONFIG)}, pool_size=64)  # the state directory in use
 
 
 def rfc3339(when: dt.datetime) -> str:
