@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCALCLUSTER := $(PY) -m tools.localcluster
 
-.PHONY: venv binaries cluster-up cluster-down demo test unit integration lint sanity bench
+.PHONY: venv browser binaries cluster-up cluster-down demo test unit integration lint sanity bench
 SANITY_ROOT := tests/output/sanity/ansible_collections/ai_infra/node_recovery
 
 $(STAMP): requirements.txt requirements-test.txt
@@ -24,6 +24,21 @@ venv: $(STAMP)
 
 binaries: venv
 	$(LOCALCLUSTER) build
+
+# The browser test of the HTML reports (tests/integration/test_report_browser.py) renders them in Debian's headless
+# Chromium through its chromedriver: installed here when missing (as root, else through sudo), quietly and without
+# questions, so a fresh machine runs the test instead of skipping it. Where it cannot be installed, the test skips
+# and says why.
+CHROMIUM_PACKAGES := chromium chromium-driver
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+	  echo "installing $(CHROMIUM_PACKAGES) for the browser test of the reports"; \
+	  if ! { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	         $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	           $(CHROMIUM_PACKAGES) >/dev/null; }; then \
+	    echo "WARNING: $(CHROMIUM_PACKAGES) could not be installed: the browser test of the reports will skip" >&2; \
+	  fi
 
 cluster-up: venv
 	$(LOCALCLUSTER) up
@@ -58,12 +73,12 @@ sanity: venv
 # The integration suite shares one cluster (each test makes its own nodes and namespace), so test
 # files run in parallel; the cluster is stopped afterwards unless it was already up.
 INTEGRATION_WORKERS ?= 3
-integration: venv binaries
+integration: venv binaries browser
 	@if $(LOCALCLUSTER) status >/dev/null 2>&1; then keep=1; else keep=0; $(LOCALCLUSTER) up || exit 1; fi; \
 	  KEEP_LOCALCLUSTER=1 $(PY) -m pytest -q -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration; rc=$$?; \
 	  if [ $$keep = 0 ]; then $(LOCALCLUSTER) down; fi; exit $$rc
 
-test: venv binaries lint sanity unit integration
+test: venv browser binaries lint sanity unit integration
 
 bench: venv binaries
 	$(PY) -m tools.bench

@@ -91,9 +91,9 @@ HTML = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Node recovery {{ report.playbook }} {{ report.run_id }}</title>
 <style>
-body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:90em}
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:90em;overflow-wrap:break-word}
 table{border-collapse:collapse;margin:1em 0;max-width:100%}
-td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}td.w{overflow-wrap:anywhere}
 th{background:#f3f5f8}td.n{text-align:right;white-space:nowrap}
 .storm{background:#fee;border:2px solid #c00;padding:.8em}.ok{color:#070}.failed{color:#c00}
 .summary{background:#f6f8fb;border-left:4px solid #36c;padding:.6em 1em}
@@ -135,14 +135,15 @@ right: the run's own steps on one time axis.</p>
 <table><thead><tr><th>node</th><th>pool</th><th>faults</th><th>action</th><th>outcome</th>
 <th>waited before the run</th><th>in this run</th><th>time to recover</th></tr></thead><tbody>
 {% for n in report.nodes %}<tr><td>{{ n.name }}</td><td>{{ n.pool }}</td><td>{{ n.faults | join(', ') }}</td>
-<td>{{ n.action }}</td><td class="{{ 'failed' if n.failed else 'ok' }}">{{ n.outcome }}</td>
+<td>{{ n.action }}</td><td class="w {{ 'failed' if n.failed else 'ok' }}">{{ n.outcome }}</td>
 <td class="n">{{ duration(n.wait.seconds if n.wait else none) }}</td><td class="n">{{ duration(n.in_run_seconds) }}</td>
 <td class="n">{{ duration(n.recover_seconds) }}</td></tr>
 {% endfor %}</tbody></table>
 {% if report.ticket_updates %}<h2>Ticket updates sent</h2>
 <table><thead><tr><th>ticket</th><th>update</th><th>node</th><th>idempotency key</th><th>sent to</th><th>status</th>
 </tr></thead><tbody>{% for u in report.ticket_updates %}<tr><td>{{ u.ticket }}</td><td>{{ u.transition }}</td>
-<td>{{ u.node }}</td><td>{{ u.idempotency_key }}</td><td>{{ u.endpoint }}</td><td class="n">{{ u.status }}</td></tr>
+<td>{{ u.node }}</td><td class="w">{{ u.idempotency_key }}</td><td class="w">{{ u.endpoint }}</td>
+<td class="n">{{ u.status }}</td></tr>
 {% endfor %}</tbody></table>{% endif %}
 {% if report.skipped %}<h2>Left alone</h2><ul>
 {% for s in report.skipped %}<li>{{ s.name }}: {{ s.reason }}</li>{% endfor %}</ul>{% endif %}
@@ -151,7 +152,7 @@ right: the run's own steps on one time axis.</p>
 {% if n.timeline %}<table><thead><tr><th>step</th><th>finished</th><th>took</th><th>note</th></tr></thead><tbody>
 {% for s in n.timeline %}<tr><td>{% if s.get('slowest') %}<b>{% endif %}{{ labels.get(s.step, s.step) }}{% if s.get('slowest') %}
 (slowest)</b>{% endif %}</td><td>{{ s.at or '-' }}</td><td class="n">{% if s.step == 'detected' %}fault began{% else %}\
-{{ duration(s.seconds) }}{% endif %}</td><td>{{ s.note }}</td></tr>
+{{ duration(s.seconds) }}{% endif %}</td><td class="w">{{ s.note }}</td></tr>
 {% endfor %}</tbody></table>{% endif %}
 {% if n.details %}<ul>{% for d in n.details %}<li>{{ d }}</li>{% endfor %}</ul>{% endif %}</details>
 {% endfor %}

@@ -97,7 +97,12 @@ def scale(value: float, domain_end: float, left: float, right: float) -> float:
 
 
 def _label(name: str) -> str:
-    return name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "\u2026"
+    """A name that fits the label column: a long one keeps its start and its end (where node names number the
+    node), cut in the middle."""
+    if len(name) <= LABEL_CHARS:
+        return name
+    head = (LABEL_CHARS - 1) // 3
+    return name[:head] + "\u2026" + name[-(LABEL_CHARS - 1 - head):]
 
 
 def run_steps(node: dict, run_start: dt.datetime) -> list[dict]:
@@ -199,6 +204,8 @@ def svg(plan: dict, labels: dict[str, str] | None = None) -> str:
                        + (f'<rect x="{wait["x"]}" y="{row["y"]}" width="{wait["counting_width"]}" height="{BAR}" '
                           f'fill="{MIN_DURATION_COLOUR}"/>' if wait["counting_width"] else "")
                        + '</g>')
+        if not row["bars"]:
+            out.append(f'<text x="{RUN_LEFT + 6}" y="{row["text_y"]}" class="axis">no step in this run</text>')
         for bar in row["bars"]:
             name = labels.get(bar["step"], bar["step"])
             title = (f'{row["name"]}: {name}, {duration(bar["seconds"])} (from {duration(bar["start"])} to '

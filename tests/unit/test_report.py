@@ -188,7 +188,7 @@ def test_ticket_updates_the_run_sent_are_listed_with_their_idempotency_keys():
     assert [(u["node"], u["idempotency_key"]) for u in report["ticket_updates"]] == [("n1", "NR-1:requested")]
     out = render(report)
     assert "| NR-1 | requested | n1 | NR-1:requested | http://127.0.0.1:9000 | 200 |" in out["md"]
-    assert "<th>idempotency key</th>" in out["html"] and "<td>NR-1:requested</td>" in out["html"]
+    assert "<th>idempotency key</th>" in out["html"] and '<td class="w">NR-1:requested</td>' in out["html"]
     returned = run_entries([{"nodes": ["n1"], "return": {"nodes": [dict(
         done, name="n1", returned=True, ticket={"id": "NR-1"},
         update=dict(update, transition="closed", idempotency_key="NR-1:closed"),

@@ -92,7 +92,10 @@ def test_long_names_are_cut_in_the_label_and_whole_in_the_tooltip():
     name = "gpu-a-" + "x" * 60
     plan = t.layout(report({"name": name, "timeline": [step("isolated", 1, 1.0)]}))
     row = plan["rows"][0]
-    assert len(row["label"]) == t.LABEL_CHARS and row["label"].endswith("\u2026") and row["name"] == name
+    assert len(row["label"]) == t.LABEL_CHARS and row["name"] == name
+    assert row["label"].startswith("gpu-a-xx") and "\u2026" in row["label"] and row["label"].endswith("x")
+    numbered = t.layout(report({"name": "gpu-h100-rack21-slot1-node-0169", "timeline": []}))["rows"][0]
+    assert numbered["label"] == "gpu-h100\u20261-slot1-node-0169" and numbered["bars"] == []
 
 
 def test_the_svg_draws_every_bar_escapes_text_and_needs_nothing_from_outside():
