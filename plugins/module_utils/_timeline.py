@@ -140,11 +140,11 @@ def layout(report: dict) -> dict[str, Any]:
             x2 = scale(step["end"], axis_end, RUN_LEFT, RUN_RIGHT)
             width = max(MIN_BAR, x2 - x1)
             x1 = min(x1, RUN_RIGHT - width)
-            bar = dict(step, x=round(x1, 2), width=round(width, 2))
+            rect = dict(step, x=round(x1, 2), width=round(width, 2))
             if step["slowest"]:
-                bar["label_x"] = round(x1 + width + 4 if x1 + width + 4 + SLOWEST_TEXT <= WIDTH else x1 - 4, 2)
-                bar["label_anchor"] = "start" if bar["label_x"] > x1 else "end"
-            bars.append(bar)
+                rect["label_x"] = round(x1 + width + 4 if x1 + width + 4 + SLOWEST_TEXT <= WIDTH else x1 - 4, 2)
+                rect["label_anchor"] = "start" if rect["label_x"] > x1 else "end"
+            bars.append(rect)
         wait = node.get("wait") or {}
         wait_bar = None
         if wait.get("seconds") is not None:
@@ -206,19 +206,19 @@ def svg(plan: dict, labels: dict[str, str] | None = None) -> str:
                        + '</g>')
         if not row["bars"]:
             out.append(f'<text x="{RUN_LEFT + 6}" y="{row["text_y"]}" class="axis">no step in this run</text>')
-        for bar in row["bars"]:
-            name = labels.get(bar["step"], bar["step"])
-            title = (f'{row["name"]}: {name}, {duration(bar["seconds"])} (from {duration(bar["start"])} to '
-                     f'{duration(bar["end"])} after the run started)' + ("; the slowest step" if bar["slowest"] else ""))
-            colour = STEP_COLOURS.get(bar["step"], OTHER_COLOUR)
-            classes = "bar slowest" if bar["slowest"] else "bar"
-            out.append(f'<rect {_attrs(class_=classes, data_node=row["name"], data_step=bar["step"])} '
-                       f'x="{bar["x"]}" y="{row["y"]}" width="{bar["width"]}" height="{BAR}" fill="{colour}"'
-                       + (f' stroke="{SLOWEST_COLOUR}" stroke-width="2"' if bar["slowest"] else "")
+        for rect in row["bars"]:
+            name = labels.get(rect["step"], rect["step"])
+            title = (f'{row["name"]}: {name}, {duration(rect["seconds"])} (from {duration(rect["start"])} to '
+                     f'{duration(rect["end"])} after the run started)' + ("; the slowest step" if rect["slowest"] else ""))
+            colour = STEP_COLOURS.get(rect["step"], OTHER_COLOUR)
+            classes = "bar slowest" if rect["slowest"] else "bar"
+            out.append(f'<rect {_attrs(class_=classes, data_node=row["name"], data_step=rect["step"])} '
+                       f'x="{rect["x"]}" y="{row["y"]}" width="{rect["width"]}" height="{BAR}" fill="{colour}"'
+                       + (f' stroke="{SLOWEST_COLOUR}" stroke-width="2"' if rect["slowest"] else "")
                        + f'><title>{escape(title)}</title></rect>')
-            if bar["slowest"]:  # drawn last, over the bars after it
-                on_top.append(f'<text x="{bar["label_x"]}" y="{row["text_y"]}" text-anchor="{bar["label_anchor"]}" '
-                              f'class="slowest-text">slowest: {escape(duration(bar["seconds"]))}</text>')
+            if rect["slowest"]:  # drawn last, over the bars after it
+                on_top.append(f'<text x="{rect["label_x"]}" y="{row["text_y"]}" text-anchor="{rect["label_anchor"]}" '
+                              f'class="slowest-text">slowest: {escape(duration(rect["seconds"]))}</text>')
     out += on_top
     out.append("</svg>")
     return "\n".join(out)
