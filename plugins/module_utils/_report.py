@@ -125,7 +125,7 @@ resume.</div>{% endif %}
 {% if report.slowest_step %}<p>Slowest step: <b>{{ labels.get(report.slowest_step.step, report.slowest_step.step) }}</b>
 on {{ report.slowest_step.node }}, {{ duration(report.slowest_step.seconds) }} (outlined in red below).</p>{% endif %}
 </div>
-{% if timeline.rows %}<h2>Timeline</h2>
+{% if timeline.drawn %}<h2>Timeline</h2>
 <p>One row per node. Left: how long before the run its fault began (its minimum duration, then the wait for a run);
 right: the run's own steps on one time axis.</p>
 <div class="legend">{% for l in legend %}<span style="--c:{{ l.colour }}">{{ l.label }}</span>{% endfor %}

@@ -159,6 +159,8 @@ def layout(report: dict) -> dict[str, Any]:
                      "text_y": round(y + BAR - 2, 2), "bars": bars, "wait": wait_bar})
     height = HEADER + len(rows) * ROW + FOOTER
     return {"width": WIDTH, "height": height, "run_start": run_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            # Anything to draw: a run that acted on no node (detect, a storm, a pause) gets no empty drawing.
+            "drawn": any(row["bars"] or row["wait"] for row in rows),
             "span": round(span, 3), "axis_end": axis_end, "wait_end": wait_end,
             "ticks": [{"seconds": t, "x": round(scale(t, axis_end, RUN_LEFT, RUN_RIGHT), 2), "label": duration(t)
                        if t else "0"} for t in axis],

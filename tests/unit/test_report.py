@@ -42,6 +42,9 @@ def test_render_all_three_formats_and_escape_html():
     assert "| npu-a-0003 | npu-a | NT_NPU_ECC_COUNT | repair | handed off to repair |" in out["md"]
     assert "- x: suspect" in out["md"]
     assert "<script>" not in out["html"] and "&lt;script&gt;" in out["html"]
+    detect = render(build("detect", "run-1d", [node(timeline=[], outcome="would be remediated (repair)")],
+                          {"act": []}, None, False))
+    assert "<svg" not in detect["html"] and "<h2>Timeline</h2>" not in detect["html"]  # nothing done: nothing drawn
     assert report["summary_line"] == "1 node(s) handled: 1 handed off to repair."
 
 

@@ -120,8 +120,14 @@ def test_the_svg_draws_every_bar_escapes_text_and_needs_nothing_from_outside():
 
 def test_no_node_draws_an_empty_axis():
     plan = t.layout(report())
-    assert plan["rows"] == [] and plan["height"] == t.HEADER + t.FOOTER
+    assert plan["rows"] == [] and plan["height"] == t.HEADER + t.FOOTER and not plan["drawn"]
     ET.fromstring(t.svg(plan))
+
+
+def test_nodes_without_steps_or_wait_leave_nothing_to_draw():
+    """A detect run (or one held by the storm brake) lists nodes but did nothing to them: the page shows no timeline."""
+    assert not t.layout(report({"name": "a", "timeline": []}, {"name": "b", "wait": None, "timeline": []}))["drawn"]
+    assert t.layout(report({"name": "a", "timeline": [step("isolated", 1, 0.5)]}))["drawn"]
 
 
 def test_the_legend_names_the_wait_and_every_step():
