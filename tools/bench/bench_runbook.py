@@ -85,7 +85,7 @@ def _timed(command: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, f
 
 
 def _recover(kubeconfig: Path, workdir: Path, label: str, parallel: int, faulty: list[str],
-             how: str = "inventory") -> tuple[float, float, dict]:
+             how: str = "inventory", extra_env: dict[str, str] | None = None) -> tuple[float, float, dict]:
     """One recover run for the faulty nodes, found as HOW says: wall time, CPU time, report."""
     workdir.mkdir(parents=True, exist_ok=True)
     named = how == "named"
@@ -97,7 +97,8 @@ def _recover(kubeconfig: Path, workdir: Path, label: str, parallel: int, faulty:
              "node_recovery_classification": CLASSIFICATION}
     source = [] if named else ["-i", str(_inventory(kubeconfig, workdir, how))]
     proc, wall, cpu = _timed([str(REPO / ".venv/bin/ansible-playbook"), *source, "ai_infra.node_recovery.recover",
-                              "-e", json.dumps(extra)], env=_ansible_env(kubeconfig), cwd=workdir)
+                              "-e", json.dumps(extra)], env={**_ansible_env(kubeconfig), **(extra_env or {})},
+                              cwd=workdir)
     if proc.returncode != 0:
         raise RuntimeError(f"recover failed ({label}): {proc.stdout[-3000:]}")
     return wall, cpu, json.loads((workdir / "reports" / "latest-recover.json").read_text())
@@ -132,14 +133,15 @@ class Bench:
         self.used.update(picked)
         return picked
 
-    def ours(self, count: int, label: str, parallel: int, how: str = "named") -> dict:
+    def ours(self, count: int, label: str, parallel: int, how: str = "named",
+             extra_env: dict[str, str] | None = None) -> dict:
         """The fault injected on fresh nodes and the recover run for them: MTTR from the injection to the
         run's end (tickets and report written) or to the services whole again, whichever is later."""
         faulty = self.pick(count)
         services = affected(self.api, faulty)
         goal = self.watch.expect(whole_again(self.wanted, services, faulty))
         injected = inject(self.api, faulty)
-        wall, cpu, report = _recover(self.kubeconfig, self.work / label, label, parallel, faulty, how)
+        wall, cpu, report = _recover(self.kubeconfig, self.work / label, label, parallel, faulty, how, extra_env)
         ended = time.time()
         whole = goal.wait(300, f"the services of {label} to be whole again")
         tickets = len(list((self.work / label / "tickets").glob("*.json")))
