@@ -45,7 +45,7 @@ options:
     type: str
   clusters:
     description:
-      - A run across clusters (a fleet inventory): one section per cluster instead of O(nodes) and O(plan), each a
+      - A run across clusters (a fleet inventory) has one section per cluster instead of O(nodes) and O(plan), each a
         mapping with C(name), C(server), C(error) (null, or why the run could not act on that cluster), C(plan) and
         C(nodes) (as O(plan) and O(nodes) for one cluster).
       - The report then says at the top which clusters failed and why, and has each cluster's own report as a

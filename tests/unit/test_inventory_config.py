@@ -56,3 +56,36 @@ def test_the_connection_handed_to_hosts_never_holds_a_secret(monkeypatch):
     monkeypatch.setenv("K8S_AUTH_API_KEY", "env-token")
     monkeypatch.setenv("K8S_AUTH_HOST", "https://10.0.0.1:6443")
     assert handed_over({}) == {"host": "https://10.0.0.1:6443"}
+
+
+def test_a_fleet_inventory_reads_the_other_clusters_when_one_cannot_be_read(plugin, monkeypatch):
+    """With several connections a cluster that cannot be read is recorded with its error (the run reports it as
+    failed); with one connection it still fails the inventory."""
+    from ansible_collections.ai_infra.node_recovery.plugins.inventory import k8s_nodes
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import KubernetesError
+
+    class Client:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def list_pages(self, path, label_selector=None, what="", resource=""):
+            if self.conn["name"] == "down":
+                raise KubernetesError(f"{what} failed: cannot reach the Kubernetes API")
+            return []
+
+    monkeypatch.setattr(k8s_nodes, "Client", Client)
+    monkeypatch.setattr(k8s_nodes, "cluster_identity", lambda client: {"server": "https://up:6443", "id": "uid-up"})
+    monkeypatch.setattr(k8s_nodes, "read_devices", lambda client, warn: {})
+    monkeypatch.setattr(k8s_nodes, "handed_over", lambda conn: {"kubeconfig": f"/k/{conn['name']}.yml"})
+    plugin.set_options(direct={"plugin": "ai_infra.node_recovery.k8s_nodes",
+                               "connections": [{"name": "up"}, {"name": "down"}]})
+    clusters = plugin._fetch({})
+    assert [(c["name"], c["error"]) for c in clusters] == [
+        ("up", None), ("down", "listing nodes of cluster 'down' failed: cannot reach the Kubernetes API")]
+    assert [k8s_nodes.fleet_entry(c) for c in clusters][1] == {
+        "name": "down", "group": "cluster_down", "id": None, "server": None,
+        "connection": {"kubeconfig": "/k/down.yml"},
+        "error": "listing nodes of cluster 'down' failed: cannot reach the Kubernetes API"}
+    plugin.set_options(direct={"plugin": "ai_infra.node_recovery.k8s_nodes", "connections": [{"name": "down"}]})
+    with pytest.raises(AnsibleParserError, match="cannot reach the Kubernetes API"):
+        plugin._fetch({})

@@ -1,0 +1,54 @@
+"""The report of a run across clusters: a section per cluster (each the report one cluster's run writes), the failed
+clusters named at the top, and the single-cluster keys kept for readers of run reports (fleet history)."""
+
+from __future__ import annotations
+
+import json
+
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._fleet_report import _write, build, render
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._history import read_reports, run_reports
+
+
+def entry(name: str, outcome: str = "handed off to repair", failed: bool = False) -> dict:
+    return {"name": name, "pool": "npu-a", "faults": ["NT_NPU_OTHER"], "action": "repair", "outcome": outcome,
+            "failed": failed, "timeline": [{"step": "isolated", "at": "2026-12-02T10:00:01Z"}]}
+
+
+CLUSTERS = [
+    {"name": "beijing", "server": "https://10.0.0.1:6443", "error": None,
+     "plan": {"act": [{"name": "npu-a-0001"}], "skip": [{"name": "npu-a-0002", "reason": "suspect"}]},
+     "nodes": [entry("npu-a-0001")]},
+    {"name": "shanghai", "server": None, "error": "listing nodes of cluster 'shanghai' failed: <refused>",
+     "plan": None, "nodes": []},
+]
+
+
+def test_each_cluster_has_its_section_and_the_failed_ones_are_named_first():
+    report = build("recover", "run-1", CLUSTERS, "2026-12-02T10:00:00Z", False)
+    assert report["fleet"] is True and report["failed_clusters"] == ["shanghai"]
+    assert [s["name"] for s in report["clusters"]] == ["beijing", "shanghai"]
+    assert report["summary_line"] == "2 cluster(s), 1 node(s) handled; failed: shanghai."
+    assert report["nodes"][0]["cluster"] == "beijing" and report["skipped"][0]["cluster"] == "beijing"
+    out = render(report)
+    head, beijing, shanghai = out["md"].split("\n## ")
+    assert "- **shanghai**: FAILED: listing nodes of cluster 'shanghai' failed: <refused>" in head
+    assert beijing.startswith("Cluster beijing\n") and "| npu-a-0001 |" in beijing and "npu-a-0002: suspect" in beijing
+    assert shanghai.startswith("Cluster shanghai (FAILED)\n") and "**Cluster failed: listing nodes" in shanghai
+    assert "<refused>" not in out["html"] and "&lt;refused&gt;" in out["html"]
+    assert out["html"].count("<section class=\"cluster\">") == 2 and out["html"].count("<body>") == 1
+    assert json.loads(out["json"])["failed_clusters"] == ["shanghai"]
+
+
+def test_a_node_not_remediated_is_named_in_its_cluster_line():
+    clusters = [dict(CLUSTERS[0], nodes=[entry("npu-a-0001", "drain failed: PDB", failed=True)])]
+    (section,) = build("recover", "run-2", clusters, None, False)["clusters"]
+    assert section["summary_line"].endswith("Not remediated: npu-a-0001.") and not section["failed"]
+
+
+def test_fleet_history_reads_a_fleet_report_like_any_run_report(tmp_path):
+    report = build("recover", "20261202T100000Z-ab12cd", CLUSTERS, "2026-12-02T10:00:00Z", False)
+    _write(report, render(report), str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir())[:3] == [
+        "latest-recover.html", "latest-recover.json", "latest-recover.md"]
+    runs, total = run_reports(read_reports(str(tmp_path), []), 10)
+    assert total == 1 and [n["name"] for n in runs[0]["nodes"]] == ["npu-a-0001"]
