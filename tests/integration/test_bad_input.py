@@ -31,6 +31,7 @@ from ansible_collections.ai_infra.node_recovery.extensions.eda.plugins.event_sou
     SourceError,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._vocabulary import COLLECTION
+from tools.localcluster import devices
 
 from .helpers import REPO, VENV_BIN, NodeFactory, localnodes, unique
 
@@ -112,18 +113,23 @@ def changes(before: dict, after: dict) -> list[tuple]:
 def victims(api, kubeconfig, tmp_path_factory):
     """Nodes that a valid catalog would act on: `faulty` has a fault whose action is repair (node_isolate
     isolates it, node_repair opens a ticket), `isolated` was isolated by us and is healthy again
-    (node_return with no healthy delay returns it). Shared by the cases, which must change nothing."""
+    (node_return with no healthy delay returns it), `card` lost a card (card_recover marks it degraded).
+    Shared by the cases, which must change nothing."""
     factory = NodeFactory(api)
     try:
-        faulty, isolated = factory(2)
+        faulty, isolated, card = factory(3)
         localnodes.set_condition(faulty, FAULT, "True", ago=TEN_MINUTES, api=api)
+        devices.fail_cards(card, [0], api=api)
         setup = playbook([{"ai_infra.node_recovery.node_isolate": {"name": [isolated], "reasons": [FAULT],
                                                                      "kubeconfig": kubeconfig}}],
                          tmp_path_factory.mktemp("setup"))
         assert setup.results[0].get("changed") is True, setup.results[0]
-        yield {"faulty": faulty, "isolated": isolated}
+        yield {"faulty": faulty, "isolated": isolated, "card": card}
     finally:
         factory.cleanup()
+
+
+MODULES = ("node_faults_info", "node_isolate", "node_repair", "node_return", "card_recover")
 
 
 def module_tasks(victims: dict, catalog_options: dict, kubeconfig: str, tickets: Path) -> list[dict]:
@@ -136,6 +142,7 @@ def module_tasks(victims: dict, catalog_options: dict, kubeconfig: str, tickets:
         {"ai_infra.node_recovery.node_repair": {"name": [faulty], "state": "requested", "directory": str(tickets),
                                                 **common}},
         {"ai_infra.node_recovery.node_return": {"name": [isolated], "healthy_delay": 0, **common}},
+        {"ai_infra.node_recovery.card_recover": {"name": [victims["card"]], "wait_timeout": 60, **common}},
     ]
 
 
@@ -174,14 +181,14 @@ def test_malformed_catalog_is_one_sentence_in_every_module_and_changes_nothing(c
     before = cluster_state(api, list(victims.values()))
     run = playbook(module_tasks(victims, options, kubeconfig, tickets), tmp_path / "run")
 
-    for module, result in zip(("node_faults_info", "node_isolate", "node_repair", "node_return"), run.results):
+    for module, result in zip(MODULES, run.results, strict=True):
         assert result.get("failed") is True, (module, result)
         assert result["msg"] == sentence, module
         assert result.get("changed") is False, (module, result)
         # At -vvv ansible-core 2.19 puts this in every failed result that carries no traceback of its own.
         assert result.get("exception", "(traceback unavailable)") == "(traceback unavailable)", (module, result)
     no_traceback(run.output)
-    assert run.stdout.count(sentence) >= 4  # each task says it as it fails
+    assert run.stdout.count(sentence) >= len(MODULES)  # each task says it as it fails
     assert changes(before, cluster_state(api, list(victims.values()))) == []
     assert not tickets.exists() or not any(tickets.iterdir())
 
@@ -189,22 +196,24 @@ def test_malformed_catalog_is_one_sentence_in_every_module_and_changes_nothing(c
 def test_the_same_tasks_with_a_valid_catalog_do_change_the_cluster(api, kubeconfig, make_nodes, tmp_path):
     """The control for the test above: its tasks act when the catalog is sound, so 'nothing changed' there
     is the catalog's doing."""
-    faulty, isolated = make_nodes(2)
+    faulty, isolated, card = make_nodes(3)
     localnodes.set_condition(faulty, FAULT, "True", ago=TEN_MINUTES, api=api)
+    devices.fail_cards(card, [0], api=api)
     setup = playbook([{"ai_infra.node_recovery.node_isolate": {"name": [isolated], "reasons": [FAULT],
                                                                  "kubeconfig": kubeconfig}}], tmp_path / "setup")
     assert setup.results[0]["changed"] is True
-    victims = {"faulty": faulty, "isolated": isolated}
+    victims = {"faulty": faulty, "isolated": isolated, "card": card}
     tickets = tmp_path / "tickets"
-    before = cluster_state(api, [faulty, isolated])
+    before = cluster_state(api, list(victims.values()))
     run = playbook(module_tasks(victims, {"catalog": [{"type": FAULT, "action": "repair", "min_duration": "1m"}]},
                                 kubeconfig, tickets), tmp_path / "run")
-    info, isolate, repair, returned = run.results
+    info, isolate, repair, returned, cards = run.results
     assert [n["name"] for n in info["faulty_nodes"]] == [faulty]
     assert isolate["changed"] is True and repair["changed"] is True, (isolate, repair)
     assert returned["changed"] is True and returned["returned"] is True, returned
-    after = cluster_state(api, [faulty, isolated])
-    assert after[faulty] != before[faulty] and after[isolated] != before[isolated]
+    assert cards["changed"] is True and cards["nodes"][0]["verdict"] == "act", cards
+    after = cluster_state(api, list(victims.values()))
+    assert all(after[name] != before[name] for name in victims.values())
     assert any(tickets.iterdir())
 
 
