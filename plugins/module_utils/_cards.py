@@ -109,16 +109,19 @@ def _dra_devices(classified: dict) -> list[dict]:
 
 
 def _isolate_devices(call: Call, name: str, classified: dict, run_id: str) -> tuple[list[dict], list[dict]]:
-    """Each faulty DRA device of the node isolated with a DeviceTaintRule of ours (NoExecute): the pods that held
-    them (read before the rule, whose eviction controller takes them away at once) and what was done."""
+    """Each faulty DRA device of the node isolated with a DeviceTaintRule of ours: the pods that hold them and what
+    was done. NoSchedule: no new claim gets the device, while its holders stay until this run moves them (jobs
+    restarted whole, services evicted within their budgets). With NoExecute the eviction controller would take a
+    training rank away alone at once, and a run killed right after the rule would leave the next one no holder
+    to restart its job by."""
     holders, done = [], []
     for device in _dra_devices(classified):
         where = (device["driver"], device["pool"], device["device"])
-        result = isolate(_device_call(call, driver=where[0], pool=where[1], device=where[2], effect="NoExecute",
+        result = isolate(_device_call(call, driver=where[0], pool=where[1], device=where[2], effect="NoSchedule",
                                       node=name, run_id=run_id,
                                       reason=f"{device['key']}={device['value']}" if device.get("value")
                                       else device.get("key") or "faulty"))
-        holders += result["pods"]  # read by isolate() before its rule, whose eviction controller takes them away
+        holders += result["pods"]
         done.append({"device": result["device"], "rule": (result.get("rule") or {}).get("name"),
                      "changed": result["changed"], "message": result["message"]})
     pods = []

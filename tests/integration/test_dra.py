@@ -5,9 +5,13 @@ returns one card while the rest of the node stays in service."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 
 import pytest
+import yaml
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _dra as d
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
@@ -15,7 +19,15 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError
 from tools.localcluster import dra, workloads
 
-from .helpers import pool_of, run_module, service_account_kubeconfig, unique, wait_for
+from .helpers import (
+    VENV_BIN,
+    kill_with_descendants,
+    pool_of,
+    run_module,
+    service_account_kubeconfig,
+    unique,
+    wait_for,
+)
 
 DRIVER = dra.DRIVERS["npu"]
 TEMPLATES = "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates"
@@ -280,7 +292,7 @@ def test_card_level_recovery_isolates_the_faulty_device_restarts_its_job_whole_a
     (isolated,) = entry["devices"]
     assert isolated["device"]["device"] == device and isolated["changed"]
     rule = api.get(f"{d.RULES_PATH}/{isolated['rule']}")
-    assert d.is_ours(rule) and rule["spec"]["taint"]["effect"] == "NoExecute"
+    assert d.is_ours(rule) and rule["spec"]["taint"]["effect"] == "NoSchedule"  # the run moves the holders itself
     after = wait_all_running(api, namespace, 4)
     old = {p["metadata"]["uid"] for p in before}
     assert not {p["metadata"]["uid"] for p in after if p["metadata"]["labels"]["app"] == "train"} & old  # whole
@@ -348,3 +360,44 @@ def test_a_credential_that_may_not_list_resource_slices_still_classifies_nodes_a
     assert not result.get("failed"), result.get("msg")
     assert result["nodes"][0]["health"] == "healthy"  # the driver's taint is not seen without the slices
     assert any("DRA device faults are not read" in w and "resourceslices" in w for w in result.get("warnings") or [])
+
+
+def test_a_card_level_run_killed_once_its_rule_is_in_place_is_finished_by_the_next_and_the_job_restarts_whole(
+        api, kubeconfig, namespace, dra_node, tmp_path):
+    """SIGKILL the run as soon as our DeviceTaintRule exists, before (or while) it restarts the job: the next run must
+    still restart the training job whole, once; the card's holder must not be replaced alone behind its back."""
+    start_training(api, namespace, dra_node, ranks=3)
+    before = wait_all_running(api, namespace, 3)
+    rank = before[0]
+    device = next(key.split("/")[1] for key, pod in devices_in_use(api, namespace).items()
+                  if pod == rank["metadata"]["name"])
+    dra.set_fault(dra_node, device, effect="NoSchedule", reason="ECC", api=api)
+
+    def our_rule():
+        return next((r for r in api.list(d.RULES_PATH)
+                     if (r["spec"].get("deviceSelector") or {}).get("pool") == dra_node and d.is_ours(r)), None)
+
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"ai_infra.node_recovery.card_recover": {"kubeconfig": kubeconfig, "name": [dra_node]}}]}]))
+    proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=str(VENV_BIN / "python")))
+    try:
+        wait_for(our_rule, 60, "our DeviceTaintRule from the first run", interval=0.02)
+    finally:
+        kill_with_descendants(proc.pid)  # the whole tree: Ansible's worker is a session of its own
+        proc.wait()
+    time.sleep(5)  # what the cluster's controllers do meanwhile (evictions, replacements) happens before the next run
+
+    result = run_module("card_recover", {"kubeconfig": kubeconfig, "name": [dra_node], "wait_timeout": 120})
+    assert not result.get("failed"), result.get("msg")
+    assert result["nodes"][0]["recovered"] is True, result["nodes"][0]
+    after = wait_all_running(api, namespace, 3)
+    assert not {p["metadata"]["uid"] for p in after} & {p["metadata"]["uid"] for p in before}  # every rank anew
+    assert f"{dra_node}/{device}" not in devices_in_use(api, namespace)
+    job = api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")
+    assert not job["spec"].get("suspend") and v.SUSPENDED_BY_RUN not in job["metadata"].get("labels", {})
+    assert v.RESTARTED_RUN in job["metadata"].get("annotations", {})
+    mark = json.loads(api.get(f"/api/v1/nodes/{dra_node}")["metadata"]["annotations"][v.DEGRADED])
+    assert mark["workloads_recovered"] is True
