@@ -9,9 +9,17 @@ module: recovery_report
 short_description: Write the report of a node recovery run (JSON, Markdown, HTML timeline)
 version_added: 0.1.0
 description:
-  - Writes C(<playbook>-<run id>.json) for machines, C(.md) for people and a self-contained C(.html) page with a
-    per-node timeline (detected, isolated, drained, workloads recovered, handed off, returned) and the time each
-    step took, into O(report_dir), and points C(latest-<playbook>.*) at them.
+  - Writes C(<playbook>-<run id>.json) for machines, C(.md) for people and a self-contained C(.html) page (inline CSS
+    and SVG, no script, nothing fetched) into O(report_dir), and points C(latest-<playbook>.*) at them.
+  - The HTML page draws the run as a timeline - one time axis for the run, a bar per node and step (isolated,
+    drained, workloads recovered, card level, rebooted, handed off, returned), and beside it, on a scale of its own,
+    each node's wait before the run (from its fault's start - its minimum duration, then the wait for a run). The
+    slowest step is outlined; the summary gives the run's MTTR (from each fault's start to its node's last step,
+    split into the wait and the run's own part) and the slowest step.
+  - A step without a duration of its own counts from the run's step before it (the first from the run's start),
+    never from the fault's start. The JSON keeps per node C(wait), C(in_run_seconds) and C(recover_seconds), and per
+    run C(mttr), C(slowest_step) and C(ticket_updates) (the ticket lifecycle updates the run sent to the repair
+    webhook, with their idempotency keys).
   - Used by the C(report) role at the end of the C(detect), C(recover) and C(return_to_service) playbooks.
   - Values from the cluster are HTML-escaped in the HTML page.
 author:
