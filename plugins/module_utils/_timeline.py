@@ -152,7 +152,9 @@ def layout(report: dict) -> dict[str, Any]:
             counting = min(float(wait.get("min_duration") or 0), seconds)
             width = max(MIN_BAR, scale(seconds, wait_end, 0, WAIT_RIGHT - WAIT_LEFT)) if seconds > 0 else 0.0
             counting_width = width * counting / seconds if seconds > 0 else 0.0
-            wait_bar = {"seconds": seconds, "min_duration": counting, "x": round(WAIT_RIGHT - width, 2),
+            wait_bar = {"seconds": seconds, "x": round(WAIT_RIGHT - width, 2),
+                        # None when the report does not say (one written before it kept the minimum duration)
+                        "min_duration": None if wait.get("min_duration") is None else counting,
                         "width": round(width, 2), "counting_width": round(counting_width, 2),
                         "since": wait.get("since")}
         rows.append({"name": str(node.get("name")), "label": _label(str(node.get("name"))), "y": round(y, 2),
@@ -194,8 +196,9 @@ def svg(plan: dict, labels: dict[str, str] | None = None) -> str:
         out.append(f'<text x="{LABEL_RIGHT}" y="{row["text_y"]}" text-anchor="end" class="node">'
                    f'<title>{escape(row["name"])}</title>{escape(row["label"])}</text>')
         wait = row["wait"]
-        text = wait and (f'{row["name"]}: fault began {wait["since"] or "?"}, {duration(wait["seconds"])} before the '
-                         f'run ({duration(wait["min_duration"])} of it its minimum duration)')
+        text = wait and (f'{row["name"]}: fault began {wait["since"] or "?"}, {duration(wait["seconds"])} before the run'
+                         + ("" if wait["min_duration"] is None
+                            else f' ({duration(wait["min_duration"])} of it its minimum duration)'))
         if wait:
             out.append(f'<text x="{WAIT_TEXT_RIGHT}" y="{row["text_y"]}" text-anchor="end" class="wait-text">'
                        f'{escape(duration(wait["seconds"]))}</text>')

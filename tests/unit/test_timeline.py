@@ -66,6 +66,10 @@ def test_a_bar_per_step_on_the_run_axis_and_the_wait_on_its_own_scale():
     assert b["wait"]["width"] == pytest.approx((t.WAIT_RIGHT - t.WAIT_LEFT) / 5, abs=0.01)
     assert b["wait"]["x"] + b["wait"]["width"] == pytest.approx(t.WAIT_RIGHT)
     assert b["wait"]["counting_width"] == 0
+    unsaid = t.layout(report(dict(second, wait={"since": None, "seconds": 120.0})))["rows"][0]["wait"]
+    assert unsaid["min_duration"] is None and unsaid["counting_width"] == 0
+    assert "minimum duration" not in t.svg(t.layout(report(dict(second, wait={"since": None, "seconds": 120.0}))))
+    assert "(60.0 s of it its minimum duration)" in t.svg(t.layout(report(first)))
     assert drained["slowest"] and drained["label_anchor"] == "start" and not isolated["slowest"]
 
 
