@@ -401,3 +401,22 @@ def test_a_card_level_run_killed_once_its_rule_is_in_place_is_finished_by_the_ne
     assert v.RESTARTED_RUN in job["metadata"].get("annotations", {})
     mark = json.loads(api.get(f"/api/v1/nodes/{dra_node}")["metadata"]["annotations"][v.DEGRADED])
     assert mark["workloads_recovered"] is True
+
+
+def test_the_event_source_follows_a_node_whose_first_slice_appears_after_it_started(api, kubeconfig, make_nodes):
+    """The source keeps a copy only of nodes that have devices; a node without any, whose driver publishes its
+    slice (with a faulty device) later, is read anew and its fault seen; its slice withdrawn, the fault clears."""
+    from .test_eda_source import GatedClient, SourceInThread
+
+    (name,) = make_nodes(1)
+    pool = name.rsplit("-", 1)[0]
+    args = {"kubeconfig": kubeconfig, "label_selector": f"ai-infra.io/pool={pool}", "coalesce_seconds": 0}
+    with SourceInThread(args, GatedClient({"kubeconfig": kubeconfig})) as run:
+        wait_for(lambda: run.alive() and run.source.stats["lists"] >= 1, 60, "the source's first list")
+        dra.publish([name], api=api)
+        dra.set_fault(name, "npu-5", effect="NoSchedule", reason="ECC", api=api)
+        wait_for(lambda: run.has(name, "faulty"), 30, "the device taint of a newly published slice as a fault")
+        event = next(e for e in run.events if e.get("node") == name and e.get("transition") == "faulty")
+        assert event["fault_types"] == ["DRADeviceTaint"] and event["faults"][0]["cards"] == ["npu-5"]
+        dra.unpublish([name], api=api)
+        wait_for(lambda: run.has(name, "cleared"), 30, "the withdrawn slice as cleared")

@@ -139,8 +139,8 @@ class NodeFaultSource:
         self._timer_wakeup = threading.Condition(self._lock)
         self._nodes: dict[str, tuple[dict, dict]] = {}  # name -> (classification, snapshot)
         self._pending: dict[str, dict] = {}  # name -> slim node JSON while a fault is under its min_duration
-        # DRA: the ResourceSlices by name, each node's devices from them, and the slim node to classify again
-        # when only its slices changed.
+        # DRA: the ResourceSlices by name, each node's devices from them, and the slim copy of each node that has
+        # devices, to classify again when only its slices change (a node whose first slice appears is read anew).
         self._slices: dict[str, dict] = {}
         self._devices: dict[str, dict] = {}
         self._slim: dict[str, dict] = {}
@@ -218,14 +218,17 @@ class NodeFaultSource:
         self.slice_version = self.client.last_resource_version
         with self._lock:
             self._slices = {item["metadata"]["name"]: item for item in slices}
-            futures = self._devices_changed_locked(None)
+            futures, unread = self._devices_changed_locked(None)
         self._handed_over(futures)
+        self._read_again(unread)
         return self.slice_version
 
-    def _devices_changed_locked(self, nodes: set[str] | None) -> list[Future]:
-        """Recount the devices of these nodes (None: all) and classify again each known node whose devices changed."""
+    def _devices_changed_locked(self, nodes: set[str] | None) -> tuple[list[Future], list[str]]:
+        """Recount the devices of these nodes (None: all) and classify again each known node whose devices changed:
+        from its slim copy, or (a node that had no devices, so no copy) returned to be read anew."""
         found = _dra.node_devices(self._slices.values())
         futures: list[Future] = []
+        unread: list[str] = []
         for name in set(found) | set(self._devices) if nodes is None else nodes:
             devices = found.get(name)
             if devices == self._devices.get(name):
@@ -236,7 +239,20 @@ class NodeFaultSource:
                 self._devices[name] = devices
             if name in self._slim:
                 futures += self._update_locked(self._slim[name], initial=False)
-        return futures
+            elif name in self._nodes:
+                unread.append(name)
+        return futures, unread
+
+    def _read_again(self, names: list[str]) -> None:
+        """Classify these nodes again from the API (their first devices appeared): outside the lock."""
+        for name in names:
+            try:
+                node = self.client.get_or_none(f"{NODES}/{name}", what=f"reading node {name}", resource="nodes")
+            except KubernetesError as err:  # the node's next update classifies it with its devices anyway
+                log.warning("%s: its devices are judged at its next update", err)
+                continue
+            if node is not None:
+                self._handed_over(self._observe(node))
 
     def _slice_loop(self) -> None:
         self._follow(self.slice_version, lambda: self._list_slices(initial=False), self._watch_slices, "ResourceSlice")
@@ -261,8 +277,9 @@ class NodeFaultSource:
                 if kind != "DELETED":
                     self._slices[name] = obj
                 nodes = {n for n in (_dra.slice_node(old or {}), _dra.slice_node(obj)) if n}
-                futures = self._devices_changed_locked(nodes)
+                futures, unread = self._devices_changed_locked(nodes)
             self._handed_over(futures)
+            self._read_again(unread)
         return version
 
     def _list(self, initial: bool) -> str | None:
@@ -370,8 +387,10 @@ class NodeFaultSource:
         name = node["metadata"]["name"]
         now = utcnow()
         classification = classify_node(node, self.catalog, self.options, now, self._devices.get(name))
-        if self.slice_version is not None:
+        if name in self._devices:  # only nodes with devices: thousands of nodes without any keep no copy
             self._slim[name] = node if node is self._slim.get(name) else slim_node(node)
+        else:
+            self._slim.pop(name, None)
         current = snapshot(classification)
         previous = self._nodes.get(name)
         event = transition(previous[1] if previous else None, classification, now, initial)
