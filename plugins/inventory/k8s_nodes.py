@@ -31,9 +31,10 @@ description:
     its inventory read. A token or inline kubeconfig content is never put in a variable; the modules take those from
     the environment (C(K8S_AUTH_*)), as the inventory did."
   - "Group variable C(node_recovery_clusters) of C(all): every cluster read, in the order of O(connections), each
-    with C(name), C(group) (its C(cluster_<name>) group), C(id), C(server), C(connection) and C(error) (null, or why
-    it could not be read). With more than one cluster, the C(recover) and C(return_to_service) playbooks run on every
-    cluster in one run from it (docs/user_guide.md, one run across clusters)."
+    with C(name), C(group) (its C(cluster_<name>) group), C(id) (the uid of its C(kube-system) namespace),
+    C(connection) and C(error) (null, or why it could not be read). With more than one cluster, the C(recover) and
+    C(return_to_service) playbooks run on every cluster in one run from it (docs/user_guide.md, one run across
+    clusters)."
   - Nodes are listed in pages and parsed as plain JSON (no client model objects), which keeps a 10,000-node
     cluster within seconds.
   - The configuration file must be named C(k8s_nodes.yml) or end in C(.k8s_nodes.yml) (or C(.yaml)).
@@ -171,8 +172,7 @@ def handed_over(connection: dict) -> dict:
 def fleet_entry(cluster: dict) -> dict:
     """What a fleet run needs of each cluster read (never a secret: the connection is the one handed to hosts)."""
     return {"name": cluster["name"], "group": f"cluster_{sanitize(cluster['name'])}",
-            "id": cluster["identity"]["id"], "server": cluster["identity"]["server"],
-            "connection": cluster["connection"], "error": cluster.get("error")}
+            "id": cluster["identity"]["id"], "connection": cluster["connection"], "error": cluster.get("error")}
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):

@@ -102,7 +102,7 @@ def normalise(text: str) -> tuple[dict, dict[str, list]]:
             return {k: scrub(v, k) for k, v in value.items() if k != "node.alpha.kubernetes.io/ttl"}
         if isinstance(value, list):
             return [scrub(v, key) for v in value]
-        if key == "node_recovery_cluster_id":
+        if key in ("node_recovery_cluster_id", "id"):  # "id": the cluster's, in node_recovery_clusters
             return mask(key, value, "<cluster uid>")
         if key == "kubeconfig":
             return mask(key, value, "<kubeconfig>")

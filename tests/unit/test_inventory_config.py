@@ -83,7 +83,7 @@ def test_a_fleet_inventory_reads_the_other_clusters_when_one_cannot_be_read(plug
     assert [(c["name"], c["error"]) for c in clusters] == [
         ("up", None), ("down", "listing nodes of cluster 'down' failed: cannot reach the Kubernetes API")]
     assert [k8s_nodes.fleet_entry(c) for c in clusters][1] == {
-        "name": "down", "group": "cluster_down", "id": None, "server": None,
+        "name": "down", "group": "cluster_down", "id": None,
         "connection": {"kubeconfig": "/k/down.yml"},
         "error": "listing nodes of cluster 'down' failed: cannot reach the Kubernetes API"}
     plugin.set_options(direct={"plugin": "ai_infra.node_recovery.k8s_nodes", "connections": [{"name": "down"}]})
