@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from pathlib import Path
 
 import yaml
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
-
-from . import REPO, bench_cluster, log, table, write_section
-from ._scenario import PodWatch, populate
-from .bench_runbook import GOAL_RATIO, QUIET_SECONDS, Bench, _ansible_env, _timed
+from . import REPO, log, table, write_section
+from .bench_runbook import GOAL_RATIO, _ansible_env, _timed, spread_cluster
 
 CALLBACKS = Path(__file__).with_name("callback_plugins")
 # The least any run of ours costs: ansible-playbook starts, loads the collection and its Kubernetes client (as
@@ -56,15 +52,7 @@ def run(quick: bool = False) -> None:
     rounds = 2 if quick else 5
     work = REPO / ".localcluster-bench-one-node" / "runs"
     floors, ours, splits, ansible = [], [], [], []
-    with bench_cluster("one-node", heartbeat_seconds=600, lease_seconds=600) as (kubeconfig, _env):
-        api = Client({"kubeconfig": str(kubeconfig)}, pool_size=64)
-        wanted = populate(api, size)
-        watch = PodWatch(kubeconfig)
-        watch.start()
-        watch.listed.wait(60)
-        watch.check()
-        bench = Bench(api, kubeconfig, watch, wanted, work)
-        time.sleep(QUIET_SECONDS)
+    with spread_cluster("one-node", size, work) as bench:
         for attempt in range(rounds):
             # Rotated each round, so a drift of the machine's load favours none of the three.
             methods = ("floor", "ours", "ansible")
@@ -73,7 +61,7 @@ def run(quick: bool = False) -> None:
                 if method == "floor":
                     floors.append(bench.floor(1)["mttr"])
                 elif method == "ansible":
-                    ansible.append(ansible_floor(kubeconfig, work / f"ansible-{attempt}"))
+                    ansible.append(ansible_floor(bench.kubeconfig, work / f"ansible-{attempt}"))
                 else:
                     times_file = work / f"tasks-{attempt}.jsonl"
                     times_file.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +70,6 @@ def run(quick: bool = False) -> None:
                         "NODE_RECOVERY_BENCH_TASK_TIMES": str(times_file)})
                     ours.append(measured["mttr"])
                     splits.append(task_split(measured, times_file))
-        watch.stop()
     write_section("one_node", "One faulty node: against the kubectl floor and Ansible's own floor",
                   section(size, floors, ours, ansible, splits))
 

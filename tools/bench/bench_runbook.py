@@ -6,12 +6,14 @@ run finds its nodes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -160,6 +162,25 @@ class Bench:
         measured["services"] = len(services)
         restore(self.api, faulty)
         return measured
+
+
+@contextlib.contextmanager
+def spread_cluster(name: str, size: int, work: Path) -> Iterator[Bench]:
+    """A private cluster of `size` nodes with the spread services running and a pod watch on them, settled."""
+    # Slow heartbeats: the figures are the run's, not the CPU kwok and the apiserver spend keeping
+    # thousands of simulated nodes alive on the same two cores.
+    with bench_cluster(name, heartbeat_seconds=600, lease_seconds=600) as (kubeconfig, _env):
+        api = Client({"kubeconfig": str(kubeconfig)}, pool_size=64)
+        wanted = populate(api, size)
+        watch = PodWatch(kubeconfig)
+        watch.start()
+        watch.listed.wait(60)
+        watch.check()
+        time.sleep(QUIET_SECONDS)
+        try:
+            yield Bench(api, kubeconfig, watch, wanted, work)
+        finally:
+            watch.stop()
 
 
 def _split(measured: dict) -> dict[str, float | None]:
@@ -322,17 +343,8 @@ def run(quick: bool = False) -> None:
     ours: dict[int, list[dict]] = {n: [] for n in counts}
     growth: list[list[str]] = []
     load: list[float] = []
-    # Slow heartbeats: the figures are the run's, not the CPU kwok and the apiserver spend keeping
-    # thousands of simulated nodes alive on the same two cores.
-    with bench_cluster("runbook", heartbeat_seconds=600, lease_seconds=600) as (kubeconfig, _env):
-        api = Client({"kubeconfig": str(kubeconfig)}, pool_size=64)
-        wanted = populate(api, sizes[0])
-        watch = PodWatch(kubeconfig)
-        watch.start()
-        watch.listed.wait(60)
-        watch.check()
-        bench = Bench(api, kubeconfig, watch, wanted, work)
-        time.sleep(QUIET_SECONDS)
+    with spread_cluster("runbook", sizes[0], work) as bench:
+        api, kubeconfig = bench.api, bench.kubeconfig
         for attempt in range(rounds):
             for n in counts:
                 # ABBA: the floor first in even rounds, ours first in odd ones, so a drift of the machine's
@@ -372,7 +384,6 @@ def run(quick: bool = False) -> None:
         log(f"growing the cluster to {sizes[1]}")
         grow(api, sizes[1], sizes[0], QUIET_SECONDS)
         large = growth_rows(sizes[1])
-        watch.stop()
     cpu_by_count = {n: min(ours[n], key=lambda m: m["mttr"])["cpu"] for n in counts}
     per_faulty_cpu = _per_node(cpu_by_count)[max(counts)] if len(counts) > 1 else None
     body = (mttr_section(counts, parallel, sizes[0], floors, ours) + "\n\n" + split_section(counts, floors, ours)
