@@ -237,3 +237,59 @@ def test_named_nodes_across_clusters_are_named_with_their_cluster(fleet):
     assert run.returncode == 0, run.stdout[-5000:]
     isolated_here(fleet, SECOND, second, fleet.report("recover")["run_id"])
     untouched(fleet, FIRST, second)  # its twin, faulty too, was not asked for
+
+
+def restricted_kubeconfig(fleet: Fleet, second, drop: tuple[str, str]) -> str:
+    """The second cluster through a real ServiceAccount bound to the shipped role less one verb (RBAC judged by its
+    own apiserver): the run plans and locks there, and a step needing that verb fails as a whole."""
+    api, name = second.api, unique("recoverer")
+    docs = [d for d in yaml.safe_load_all((REPO / "files" / "rbac" / "node-recovery.yaml").read_text()) if d]
+    resource, verb = drop
+    cluster_rules = [dict(r, verbs=[x for x in r["verbs"] if not (resource in r["resources"] and x == verb)])
+                     for r in next(d for d in docs if d["kind"] == "ClusterRole")["rules"]]
+    lease_rules = next(d for d in docs if d["kind"] == "Role")["rules"]
+    api.request("POST", "/api/v1/namespaces/default/serviceaccounts", body={"metadata": {"name": name}})
+    subject = [{"kind": "ServiceAccount", "name": name, "namespace": "default"}]
+    api.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                body={"metadata": {"name": name}, "rules": [r for r in cluster_rules if r["verbs"]]})
+    api.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body={
+        "metadata": {"name": name}, "subjects": subject,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}})
+    api.request("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+                body={"metadata": {"name": name}, "rules": lease_rules})
+    api.request("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", body={
+        "metadata": {"name": name}, "subjects": subject,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}})
+    token = api.request("POST", f"/api/v1/namespaces/default/serviceaccounts/{name}/token",
+                        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                              "spec": {"expirationSeconds": 3600}})["status"]["token"]
+    config = yaml.safe_load(open(second.kubeconfig).read())
+    config["users"] = [{"name": name, "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = name
+    path = fleet.tmp / f"{name}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_a_cluster_whose_step_fails_mid_run_fails_alone_and_the_next_cluster_goes_on(fleet, second_cluster):
+    """The second cluster's batch comes first and its isolation fails as a whole (its credential may not patch
+    nodes): the first cluster's batch, after it, is remediated all the same."""
+    first, second = fleet.fault(FIRST, 0), fleet.fault(SECOND, 0)
+    restricted = restricted_kubeconfig(fleet, second_cluster, ("nodes", "patch"))
+    config = yaml.safe_load(fleet.inventory.read_text())
+    config["connections"] = [{"name": SECOND, "kubeconfig": restricted}, config["connections"][0]]
+    fleet.inventory.write_text(yaml.safe_dump(config))
+
+    run = fleet.run("recover")
+
+    assert run.returncode != 0
+    report = fleet.report("recover")
+    isolated_here(fleet, FIRST, first, report["run_id"])
+    untouched(fleet, SECOND, second)
+    assert report["failed_clusters"] == [SECOND]
+    (failed,) = [s for s in report["clusters"] if s["failed"]]
+    assert "may not patch nodes" in failed["error"], failed["error"]
+    # Its lock was taken through that credential, and given back at the end.
+    held = lease(fleet.apis[SECOND], fleet.lock)
+    assert held is not None and held["metadata"]["annotations"][v.RUN_ID] == report["run_id"]
+    assert not held["spec"].get("holderIdentity")
