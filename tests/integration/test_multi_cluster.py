@@ -37,6 +37,7 @@ def second_cluster():
                               cli=cli)
     finally:
         subprocess.run(cli + ["down"], cwd=REPO, capture_output=True, timeout=300)
+        (REPO / f".{state.name}.lock").unlink(missing_ok=True)  # the CLI's up/down lock beside the directory
 
 
 class Fleet:
