@@ -169,6 +169,10 @@ def handed_over(connection: dict) -> dict:
     return {key: value for key, value in resolved.items() if value is not None and key != "api_key"}
 
 
+def cluster_name(connection: dict) -> str:
+    return connection.get("name") or connection.get("context") or connection.get("host") or "default"
+
+
 def fleet_entry(cluster: dict) -> dict:
     """What a fleet run needs of each cluster read (never a secret: the connection is the one handed to hosts)."""
     return {"name": cluster["name"], "group": f"cluster_{sanitize(cluster['name'])}",
@@ -243,13 +247,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if unknown:
                 raise AnsibleParserError(f"connections item {index + 1} has unknown option '{unknown[0]}' "
                                          f"(known: {', '.join(sorted(CONNECTION_KEYS))})")
+        # Each cluster's group, hosts and (in a run across clusters) plan, lock and report are told apart by name.
+        seen: dict[str, int] = {}
+        for index, conn in enumerate(connections):
+            group = f"cluster_{sanitize(cluster_name(conn))}"
+            if group in seen:
+                raise AnsibleParserError(f"connections items {seen[group] + 1} and {index + 1} are both the cluster "
+                                         f"'{group}': give each a name of its own")
+            seen[group] = index
         return connections
 
     def _fetch(self, params: dict) -> list[dict]:
         clusters = []
         connections = self._connections(params)
         for conn in connections:
-            name = conn.get("name") or conn.get("context") or conn.get("host") or "default"
+            name = cluster_name(conn)
             try:
                 client = Client(conn)
                 nodes = [slim_node(n) for n in client.list_pages(

@@ -39,6 +39,10 @@ def test_a_typo_or_a_word_that_is_no_boolean_is_one_sentence(plugin, config, sen
 @pytest.mark.parametrize("connections, sentence", [
     (["beijing"], "connections item 1 must be a mapping of connection options"),
     ([{"name": "a"}, {"name": "b", "kubeconfg": "x"}], "connections item 2 has unknown option 'kubeconfg'"),
+    ([{"name": "prod-eu"}, {"name": "b"}, {"name": "prod_eu"}],
+     "connections items 1 and 3 are both the cluster 'cluster_prod_eu': give each a name of its own"),
+    ([{"kubeconfig": "/k/a.yml"}, {"kubeconfig": "/k/b.yml"}],
+     "connections items 1 and 2 are both the cluster 'cluster_default'"),
 ])
 def test_a_malformed_connection_is_one_sentence(plugin, connections, sentence):
     plugin.set_options(direct={"plugin": "ai_infra.node_recovery.k8s_nodes", "connections": connections})
