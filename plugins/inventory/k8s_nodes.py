@@ -71,7 +71,8 @@ options:
       - Several clusters in one inventory. Each item takes the connection options of this plugin (O(kubeconfig),
         O(context), O(host), O(api_key), O(validate_certs), O(ca_cert)), an optional O(label_selector) and a C(name)
         used for the C(cluster_<name>) group (default the context, the host, or C(default)).
-      - With more than one connection, host names are C(<name>_<node>) so equal node names do not collide.
+      - With more than one connection, host names are C(<name>_<node>) so equal node names do not collide, and two
+        connections whose names give the same C(cluster_<name>) group are refused.
       - With more than one connection, a cluster that cannot be read (its API server unreachable, a credential
         refused) does not fail the inventory - the others are read, a warning names it, and its entry in
         C(node_recovery_clusters) carries the error, so a fleet run reports that cluster as failed and goes on.
