@@ -313,11 +313,27 @@ def test_check_mode_shows_the_plan_for_every_node_of_the_batch_and_changes_nothi
 
 
 def test_limit_narrows_the_run(api, small_pool):
+    """A --limit leaves localhost out of every play: the run still writes its report and gives its lock back."""
     names, runbook = small_pool(10, faulty=2)
     run = runbook.run("recover", "--limit", names[1])
     assert run.returncode == 0, run.stdout[-4000:]
     assert state_of(api, names[1]) == "repair-pending"
     assert state_of(api, names[0]) == "none"
+    report = json.loads((runbook.tmp / "reports" / "latest-recover.json").read_text())
+    assert [(n["name"], n["outcome"]) for n in report["nodes"]] == [(names[1], "handed off to repair")]
+    lease = api.get(f"/apis/coordination.k8s.io/v1/namespaces/default/leases/{runbook.vars['node_recovery_lock_name']}")
+    assert not lease["spec"].get("holderIdentity"), lease["spec"]  # given back, not left to lapse
+
+    localnodes.set_condition(names[1], "NT_NPU_OTHER", "False", api=api)  # repaired: healthy again
+    repaired = runbook.run("repaired", extra={"repaired_nodes": [names[1]], "repaired_by": "dc-ops"})
+    assert repaired.returncode == 0, repaired.stdout[-3000:]
+    returned = runbook.run("return_to_service", "--limit", names[1], extra={"return_to_service_healthy_delay": 0})
+    assert returned.returncode == 0, returned.stdout[-4000:]
+    report = json.loads((runbook.tmp / "reports" / "latest-return_to_service.json").read_text())
+    assert [(n["name"], n["outcome"]) for n in report["nodes"]] == [(names[1], "returned to service")], report
+    assert state_of(api, names[1]) == "returned"
+    lease = api.get(f"/apis/coordination.k8s.io/v1/namespaces/default/leases/{runbook.vars['node_recovery_lock_name']}")
+    assert not lease["spec"].get("holderIdentity"), lease["spec"]
 
 
 def test_two_runs_at_once_handle_every_node_exactly_once(api, small_pool):
