@@ -24,7 +24,11 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import HAS_KUBERNETES, remove_certificate_files
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import (
+    HAS_KUBERNETES,
+    forget_certificate_files,
+    remove_certificate_files,
+)
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import (
     CONTROLLER_PID,
     ModuleSpec,
@@ -50,6 +54,19 @@ def stop_with_controller() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="stop-with-controller", daemon=True).start()
+
+
+def execute_in_worker(spec: ModuleSpec, params: dict, check_mode: bool, diff: bool,
+                      environ: dict) -> tuple[dict, list[str]]:
+    """The module's work inside an Ansible worker, a fork of the controller."""
+    stop_with_controller()
+    # The certificate files the controller wrote (reading an inventory, say) are its own: a worker that reused and
+    # then removed them would pull them from under a worker of another host running at the same time.
+    forget_certificate_files()
+    try:
+        return execute(spec, params, check_mode=check_mode, diff=diff, environ=environ, controller_pid=os.getppid())
+    finally:
+        remove_certificate_files()  # this worker ends with os._exit, past the library's own clean-up
 
 
 class InProcessAction(ActionBase):
@@ -84,13 +101,8 @@ class InProcessAction(ActionBase):
         params = validated.validated_parameters
         task_environment: dict = {}
         self._compute_environment_string(task_environment)
-        stop_with_controller()
-        try:
-            outcome, warnings = execute(self.spec, params, check_mode=bool(self._task.check_mode),
-                                        diff=bool(self._task.diff), environ={**os.environ, **task_environment},
-                                        controller_pid=os.getppid())
-        finally:
-            remove_certificate_files()  # this worker ends with os._exit, past the library's own clean-up
+        outcome, warnings = execute_in_worker(self.spec, params, check_mode=bool(self._task.check_mode),
+                                              diff=bool(self._task.diff), environ={**os.environ, **task_environment})
         for warning in warnings:
             display.warning(warning)
         hidden = validated._no_log_values | secret_values(params)

@@ -85,3 +85,30 @@ def test_the_inventory_connection_is_used_and_a_node_of_the_same_name_elsewhere_
     finally:
         for cluster in (api, other):
             cluster.request("DELETE", f"/api/v1/nodes/{name}")
+
+
+def test_a_worker_leaves_the_controllers_certificate_files_alone(kubeconfig):
+    """The controller (reading an inventory) writes the kubeconfig's inline CA to a file the kubernetes library
+    caches; a worker forked from it runs a module in process and must remove only the files it wrote itself, or a
+    worker of another host running at the same time finds its CA file gone (seen as [Errno 2] in a fleet run)."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import _certificate_files
+    from ansible_collections.ai_infra.node_recovery.plugins.modules.node_faults_info import SPEC
+    from ansible_collections.ai_infra.node_recovery.plugins.plugin_utils._in_process import execute_in_worker
+
+    Client({"kubeconfig": kubeconfig})
+    controllers = list(_certificate_files().values())
+    assert controllers and all(os.path.exists(path) for path in controllers)  # the library wrote the inline CA
+    params = ArgumentSpecValidator(SPEC.full_argument_spec()).validate(
+        {"kubeconfig": kubeconfig, "names": []}).validated_parameters
+    pid = os.fork()
+    if pid == 0:  # an Ansible worker: a fork of the controller that leaves with os._exit
+        try:
+            result, _warnings = execute_in_worker(SPEC, params, check_mode=False, diff=False, environ=dict(os.environ))
+            os._exit(1 if result.get("failed") else 0)
+        except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+            os._exit(2)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert all(os.path.exists(path) for path in controllers)
