@@ -34,7 +34,7 @@ description:
     with C(name), C(group) (its C(cluster_<name>) group), C(id) (the uid of its C(kube-system) namespace),
     C(connection) and C(error) (null, or why it could not be read). With more than one cluster, the C(recover) and
     C(return_to_service) playbooks run on every cluster in one run from it (docs/user_guide.md, one run across
-    clusters)."
+    clusters). Their C(cluster_<name>) groups are then the children of the group C(node_recovery_fleet)."
   - Nodes are listed in pages and parsed as plain JSON (no client model objects), which keeps a 10,000-node
     cluster within seconds.
   - The configuration file must be named C(k8s_nodes.yml) or end in C(.k8s_nodes.yml) (or C(.yaml)).
@@ -159,6 +159,7 @@ def make_unsafe(value):
 
 
 CONNECTION_KEYS = set(AUTH_ARG_SPEC) | {"name", "label_selector"}
+FLEET_GROUP = "node_recovery_fleet"  # a group whose children are the cluster groups of a fleet inventory
 
 
 def handed_over(connection: dict) -> dict:
@@ -219,6 +220,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._populate(cluster, classify_all(cluster["nodes"], catalog, options, devices=cluster.get("devices")),
                            len(clusters) == 1)
         self.inventory.set_variable("all", "node_recovery_clusters", make_unsafe([fleet_entry(c) for c in clusters]))
+        if len(clusters) > 1:  # the playbooks' fleet play runs only then, so a run of one cluster pays nothing for it
+            fleet = self._group(FLEET_GROUP)
+            for cluster in clusters:
+                self.inventory.add_child(fleet, f"cluster_{sanitize(cluster['name'])}")
 
     def _check_config(self, path: str, config: dict) -> None:
         """Ansible ignores unknown keys and reads any word as a boolean: a typo would silently change the hosts."""

@@ -345,7 +345,8 @@ def test_the_event_source_sees_a_drivers_device_taint_as_a_fault_of_its_node_and
         event = next(e for e in run.events if e.get("node") == dra_node and e.get("transition") == "faulty")
         assert event["fault_types"] == ["DRADeviceTaint"] and event["needs_recovery"]
         assert event["faults"][0]["cards"] == ["npu-2"] and event["action"] == "restart_workloads"
-        assert run.batches() == [[dra_node]]
+        # The recovery batch follows its node's event (the coalescing window closes on the source's timer).
+        assert wait_for(lambda: run.batches(), 10, "the node's recovery batch") == [[dra_node]]
         dra.heal(dra_node, "npu-2")
         wait_for(lambda: run.has(dra_node, "cleared"), 30, "the healed device as cleared")
 
