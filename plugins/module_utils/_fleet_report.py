@@ -11,7 +11,6 @@ read it unchanged.
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +127,7 @@ def write_report(call: Call) -> dict:
     report = build(params["playbook"], params["run_id"], params["clusters"], params["started"], call.check_mode)
     rendered = render(report)
     try:
-        paths = _write(report, rendered, params["report_dir"])
+        paths = _report.write(report, params["report_dir"], rendered)
     except OSError as err:
         raise NodeRecoveryError(f"cannot write the report into '{params['report_dir']}': {err.strerror}") from None
     notified = None
@@ -140,22 +139,3 @@ def write_report(call: Call) -> dict:
             raise NodeRecoveryError(str(err), paths=paths) from None
     return {"changed": False, "paths": paths, "summary": report["summary_line"], "notified": notified,
             "markdown": rendered["md"], "failed_clusters": report["failed_clusters"]}
-
-
-def _write(report: dict[str, Any], rendered: dict[str, str], directory: str) -> dict[str, str]:
-    """<playbook>-<run id>.{json,md,html}, and latest-<playbook>.* pointing at them (as _report.write does)."""
-    os.makedirs(directory, exist_ok=True)
-    paths = {}
-    stem = f"{report['playbook']}-{report['run_id']}"
-    for ext, text in rendered.items():
-        path = os.path.join(directory, f"{stem}.{ext}")
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        latest = os.path.join(directory, f"latest-{report['playbook']}.{ext}")
-        tmp = latest + ".tmp"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(os.path.basename(path), tmp)
-        os.replace(tmp, latest)
-        paths[ext] = path
-    return paths

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._timeline import parse_time
 
 if TYPE_CHECKING:
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
@@ -55,15 +56,6 @@ class HistoryError(NodeRecoveryError, ValueError):
 # ---------------------------------------------------------------------------------------------------------------------
 # Pure: numbers
 
-
-def parse_time(stamp: Any) -> dt.datetime | None:
-    if not isinstance(stamp, str) or not stamp:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def rfc3339(when: dt.datetime | None) -> str | None:

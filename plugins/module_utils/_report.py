@@ -318,10 +318,11 @@ def render(report: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def write(report: dict[str, Any], directory: str) -> dict[str, str]:
-    """Write report-<run id>.{json,md,html} and point latest.* at them; returns the paths."""
+def write(report: dict[str, Any], directory: str, rendered: dict[str, str] | None = None) -> dict[str, str]:
+    """Write <playbook>-<run id>.{json,md,html} (rendered here unless given) and point latest-<playbook>.* at them;
+    returns the paths."""
     os.makedirs(directory, exist_ok=True)
-    rendered = render(report)
+    rendered = rendered or render(report)
     paths = {}
     stem = f"{report['playbook']}-{report['run_id']}"
     for ext, text in rendered.items():

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._fleet_report import _write, build, render
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _report
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._fleet_report import build, render
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._history import read_reports, run_reports
 
 
@@ -47,7 +48,7 @@ def test_a_node_not_remediated_is_named_in_its_cluster_line():
 
 def test_fleet_history_reads_a_fleet_report_like_any_run_report(tmp_path):
     report = build("recover", "20261202T100000Z-ab12cd", CLUSTERS, "2026-12-02T10:00:00Z", False)
-    _write(report, render(report), str(tmp_path))
+    _report.write(report, str(tmp_path), render(report))
     assert sorted(p.name for p in tmp_path.iterdir())[:3] == [
         "latest-recover.html", "latest-recover.json", "latest-recover.md"]
     runs, total = run_reports(read_reports(str(tmp_path), []), 10)
