@@ -57,7 +57,6 @@ class HistoryError(NodeRecoveryError, ValueError):
 # Pure: numbers
 
 
-
 def rfc3339(when: dt.datetime | None) -> str | None:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
 
