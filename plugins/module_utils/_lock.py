@@ -461,21 +461,29 @@ def remediation_lock(call: Call) -> dict:
         return renew(call.client, duration=params["duration"], **where)
     if params["state"] == "released":
         return release(call.client, **where)
-    keep_alive = params["keep_alive"]
+    return acquire_for_run(call, params["namespace"], params["name"], params["holder"],
+                           params["duration"] or DEFAULT_DURATION, params["wait"], params["run_id"],
+                           params["keep_alive"])
+
+
+def acquire_for_run(call: Call, namespace: str, name: str, holder: str, duration: int, wait: float,
+                    run_id: str | None, keep_alive: bool = True) -> dict:
+    """acquire, and with keep_alive a renewer that keeps the lease alive while the run's controller lives (not in
+    check mode). A lock that could not be kept alive is given back and the error says so."""
     if keep_alive and call.controller_pid is None:
         raise NodeRecoveryError(
             "keep_alive needs the task to run on the controller (delegate_to: localhost, without become or async), "
             "where the lock can be renewed while the run lives; elsewhere set keep_alive: false and renew the lock "
             "with state=renewed")
-    duration = params["duration"] or DEFAULT_DURATION
-    outcome = acquire(call.client, duration=duration, wait=params["wait"], **where)
+    outcome = acquire(call.client, namespace, name, holder, duration=duration, run_id=run_id,
+                      check_mode=call.check_mode, wait=wait)
     if keep_alive and not call.check_mode:
         try:
-            outcome["keep_alive_pid"] = start_keep_alive(params, call.environ, params["namespace"], params["name"],
-                                                         params["holder"], duration, call.controller_pid)
+            outcome["keep_alive_pid"] = start_keep_alive(call.params, call.environ, namespace, name, holder, duration,
+                                                         call.controller_pid)
         except (OSError, NodeRecoveryError) as err:
             # A lock nobody keeps alive would lapse mid-run: give it back and say why.
-            release(call.client, params["namespace"], params["name"], params["holder"])
+            release(call.client, namespace, name, holder)
             reason = err if isinstance(err, NodeRecoveryError) else f"cannot start the lock's renewer process: {err}"
             raise NodeRecoveryError(f"{reason}; the lock was released") from None
     return outcome

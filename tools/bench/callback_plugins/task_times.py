@@ -25,7 +25,7 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_task_start(self, task, is_conditional) -> None:
         self._tasks.append({"name": task.get_name(), "started": time.time(), "ran": False})
 
-    def _ran(self, result) -> None:
+    def _ran(self, result, *_args, **_kwargs) -> None:
         if self._tasks:
             self._tasks[-1]["ran"] = True
 
