@@ -182,3 +182,14 @@ def kill_with_descendants(pid: int) -> None:
             os.kill(member, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+PLAN_TASK = "TASK [Plan the run and take the remediation lock]"
+
+
+def plan_took_the_lock(output: str) -> bool:
+    """Whether a recover run's plan took the remediation lock, from ansible-playbook's output: the plan's task
+    reports changed exactly when it did (a plan that acts on nothing takes none)."""
+    after = output.split(PLAN_TASK, 1)[1] if PLAN_TASK in output else ""
+    result = next((line for line in after.splitlines()[1:] if line.strip()), "")
+    return result.startswith("changed:")

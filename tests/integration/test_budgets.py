@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 
-from .helpers import localnodes, node, run_module, running_pods, unique, wait_for, workloads
+from .helpers import PLAN_TASK, localnodes, node, plan_took_the_lock, run_module, running_pods, unique, wait_for, workloads
 from .test_runbook import Runbook, node_events, our_marks, state_of
 
 RACK = "test.ai-infra.io/rack"
@@ -219,9 +220,10 @@ def test_runs_that_planned_together_stay_within_the_rolling_cap(api, pool, kubec
             procs.append(subprocess.Popen(runbook.command("recover")[:-1] + [f"@{own}"], stdout=log,
                                           stderr=subprocess.STDOUT, text=True, env=runbook.env(), cwd=runbook.tmp))
     try:
-        # Each planned its own node within the cap (a run with nothing to do takes no lock) and now waits for it.
-        wait_for(lambda: all("TASK [Take the remediation lock]" in log.read_text() for log in logs), 120,
-                 "both runs to wait for the lock")
+        # Each plans its own node within the cap and then waits for the lock (that both planned before either acted
+        # is checked below: a run with nothing to do takes no lock).
+        wait_for(lambda: all(PLAN_TASK in log.read_text() for log in logs), 120, "both runs to plan")
+        time.sleep(3)
         assert run_module("remediation_lock", dict(lock, state="released"))["changed"] is True
         for proc in procs:
             proc.wait(timeout=900)
@@ -231,6 +233,7 @@ def test_runs_that_planned_together_stay_within_the_rolling_cap(api, pool, kubec
                 proc.kill()
     outputs = [log.read_text() for log in logs]
     assert [proc.returncode for proc in procs] == [0, 0], [out[-3000:] for out in outputs]
+    assert all(plan_took_the_lock(out) for out in outputs), [out[-3000:] for out in outputs]
     isolated = [name for name in names[:2] if annotation(api, name, v.ISOLATED_AT)]
     assert len(isolated) == 1, [out[-3000:] for out in outputs]
     (held,) = set(names[:2]) - set(isolated)

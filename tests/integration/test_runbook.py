@@ -20,12 +20,14 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._lock impor
 from tools.localcluster import cluster as localcluster
 
 from .helpers import (
+    PLAN_TASK,
     REPO,
     VENV_BIN,
     NodeFactory,
     kill_with_descendants,
     localnodes,
     node,
+    plan_took_the_lock,
     run_module,
     running_pods,
     service_account_kubeconfig,
@@ -212,7 +214,7 @@ def test_the_same_run_again_changes_nothing(api, fleet, fleet_runbook):
     assert run.returncode == 0, run.stdout[-4000:]
     recap = run.stdout[run.stdout.index("PLAY RECAP"):]
     assert "changed=0" in recap and "changed=1" not in recap and "changed=2" not in recap, recap
-    assert "Take the remediation lock" not in run.stdout or "skipping" in run.stdout  # nothing to do: no lock
+    assert PLAN_TASK in run.stdout and not plan_took_the_lock(run.stdout)  # nothing to do: no lock
     after = our_marks(api, fleet["names"])
     changed = {n for n in fleet["names"] if before[n] != after[n]}
     assert not changed, f"changed on a second run: {changed}"
@@ -394,8 +396,8 @@ def test_recover_and_return_to_service_started_together_never_act_at_once(api, s
 
 
 def test_a_run_that_waited_for_the_lock_plans_again_under_it(api, small_pool):
-    """The first batch acts on the plan's classification without reading its nodes again: that plan must be
-    as fresh as the lock. A fault that clears while the run waits for another holder is not acted on."""
+    """A plan made before a wait for the lock is made again under it: a fault that clears while the run waits for
+    another holder is not acted on."""
     names, runbook = small_pool(10, faulty=1)
     lock = runbook.vars["node_recovery_lock_name"]
     acquire(api, "default", lock, "someone-else", 60)
@@ -405,9 +407,10 @@ def test_a_run_that_waited_for_the_lock_plans_again_under_it(api, small_pool):
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     try:
-        wait_for(lambda: any("TASK [Take the remediation lock]" in line for line in lines), 120,
-                 "the run planned and waits for the lock")
-        time.sleep(1)
+        # The plan's task reads the nodes (a moment) and then waits for the lock; that it planned before the fault
+        # cleared is checked below: only then did it take the lock.
+        wait_for(lambda: any(PLAN_TASK in line for line in lines), 120, "the run to plan and wait for the lock")
+        time.sleep(3)
         localnodes.clear(names[0], api=api)  # the fault clears while the run waits
         time.sleep(1)
         release(api, "default", lock, "someone-else")
@@ -417,6 +420,7 @@ def test_a_run_that_waited_for_the_lock_plans_again_under_it(api, small_pool):
         proc.kill()
     output = "".join(lines)
     assert proc.returncode == 0, output[-4000:]
+    assert plan_took_the_lock(output), output[-4000:]  # it planned to act on the node, then waited
     marks = our_marks(api, names[:1])[names[0]]
     assert not marks["annotations"] and not marks["taints"] and not marks["unschedulable"], marks
     assert not node_events(api, names[0], v.EVENT_ISOLATED)
