@@ -7,17 +7,31 @@ import threading
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id, node_events
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client, KubernetesError
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate
 from tools.localcluster import workloads
 from tools.localcluster.nodes import NPU_RESOURCE
 
 from .helpers import pods, pool_of, run_module, running_pods, service_account_kubeconfig, wait_for
 
+SHUTDOWN_DELAY = "pod-delete.stage.kwok.x-k8s.io/delay"  # how long kwok, playing the kubelet, takes to stop a pod
+
 
 def _running(api, namespace, count, selector=None):
     return wait_for(lambda: (lambda found: found if len(found) == count else None)(
         running_pods(api, namespace, selector)), 90, f"{count} running pods in {namespace}")
+
+
+def _set_shutdown_delay(api, targets, delay):
+    """How long each pod takes to stop once deleted; None: at once (the local cluster's default)."""
+    for pod in targets:
+        meta = pod["metadata"]
+        try:
+            api.patch(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                      {"metadata": {"annotations": {SHUTDOWN_DELAY: delay}}})
+        except KubernetesError as err:
+            if err.status != 404:  # a pod already gone needs no delay
+                raise
 
 
 def _isolate(api, name):
@@ -245,7 +259,12 @@ def test_pytorchjob_has_every_pod_stopped_for_its_operator(api, kubeconfig, name
 
 def test_bare_pod_reported_lost_then_recreated_without_node_binding(api, kubeconfig, namespace, make_nodes):
     nodes = make_nodes(2)
-    workloads.apply(api, workloads.bare_pod("loner", namespace, nodes[0]))
+    # Kept to its pool, as the re-created copy is (its spec is kept): with no nodeSelector the scheduler may place the
+    # copy on any node of the shared cluster, such as another test's node cordoned, made NotReady or deleted moments
+    # later, and the copy then never counts as recovered.
+    loner = workloads.bare_pod("loner", namespace, nodes[0])
+    loner[0]["spec"]["nodeSelector"] = pool_of(nodes)
+    workloads.apply(api, loner)
     old = _running(api, namespace, 1)[0]
     _isolate(api, nodes[0])
     args = {"kubeconfig": kubeconfig, "nodes": [nodes[0]]}
@@ -265,7 +284,8 @@ def test_bare_pod_reported_lost_then_recreated_without_node_binding(api, kubecon
     current = api.get(f"/api/v1/namespaces/{namespace}/pods/loner")
     assert current["metadata"]["uid"] != old["metadata"]["uid"]
     assert current["metadata"]["annotations"][v.RECREATED_FROM] == old["metadata"]["uid"]
-    assert current["spec"]["nodeName"] != nodes[0]
+    assert current["spec"]["nodeName"] == nodes[1]  # its pool's only node not being remediated
+    assert current["spec"]["nodeSelector"] == pool_of(nodes)
     assert any(e["reason"] == v.EVENT_WORKLOAD_RESTARTED and "loner" in e["message"] for e in node_events(api, nodes[0]))
 
     again = run_module("workload_recover", dict(args, recreate_unmanaged=True, wait_timeout=60))
@@ -358,6 +378,11 @@ def test_two_training_jobs_on_two_faulty_nodes_restart_in_one_call_each_once(api
         workloads.apply(api, workloads.training_job(job, namespace, ranks=2, node_selector=pool_of(nodes), grace=5))
     before = _running(api, namespace, 4)
     ranks = {job: [p for p in before if p["metadata"]["labels"]["app"] == job] for job in ("alpha", "beta")}
+    # The old ranks do not stop until both Jobs were seen suspended at once (or for 15 s, well within the 35 s the
+    # module waits for ranks of grace 5): restarts under way together overlap however late the second began, while
+    # restarts one after the other never do. Unheld, a rank on kwok stops in milliseconds, and under load one Job's
+    # whole restart could be over before the other's began although both ran together.
+    _set_shutdown_delay(api, before, "15s")
     faulty = [ranks["alpha"][0]["spec"]["nodeName"], ranks["beta"][0]["spec"]["nodeName"]]  # a rank of each
     run_id = new_run_id()
     for name in faulty:
@@ -372,6 +397,7 @@ def test_two_training_jobs_on_two_faulty_nodes_restart_in_one_call_each_once(api
     def watch_jobs() -> None:
         now: set[str] = set()
         seen: set[str] = set()
+        held = True
         for event in Client({"kubeconfig": kubeconfig}).watch(f"/apis/batch/v1/namespaces/{namespace}/jobs", since,
                                                               timeout_seconds=180):
             if event["type"] not in ("ADDED", "MODIFIED"):
@@ -383,6 +409,9 @@ def test_two_training_jobs_on_two_faulty_nodes_restart_in_one_call_each_once(api
             else:
                 now.discard(name)
             suspended.append(set(now))
+            if held and now == {"alpha", "beta"}:
+                _set_shutdown_delay(api, before, None)  # both restarts are under way: their ranks may stop now
+                held = False
             if seen == {"alpha", "beta"} and not now:
                 return
 
