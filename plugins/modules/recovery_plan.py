@@ -50,7 +50,7 @@ options:
     description: Actions that are remediated; faults with other actions are only reported.
     type: list
     elements: str
-    default: [isolate, reboot_then_repair, repair, restart_workloads]
+    default: [restart_workloads, isolate, reboot_then_repair, repair]
   pause_namespace:
     description: Namespace of the pause switch ConfigMap.
     type: str
