@@ -85,6 +85,14 @@ def collection_path(api_version: str, kind: str) -> str:
     return f"/api/{api_version}/{plural}" if "/" not in api_version else f"/apis/{api_version}/{plural}"
 
 
+def suspended_by(job: dict | None) -> str | None:
+    """The run that suspended this Job to restart it whole, while it is still left suspended (else None)."""
+    job = job or {}
+    if not (job.get("spec") or {}).get("suspend"):
+        return None
+    return ((job.get("metadata") or {}).get("labels") or {}).get(v.SUSPENDED_BY_RUN)
+
+
 def is_distributed(job: dict) -> bool:
     """A batch Job with more than one worker, or Indexed (ranks), must restart as a whole."""
     spec = job.get("spec") or {}
@@ -133,8 +141,7 @@ def strategy_for(key: tuple[str, str], obj: dict | None, recreate_unmanaged: boo
         return WAIT_READY, "its controller replaces the pods on other nodes"
     if key == BATCH_JOB:
         if is_distributed(obj):
-            if (obj.get("spec") or {}).get("suspend") and v.SUSPENDED_BY_RUN not in (
-                    (obj.get("metadata") or {}).get("labels") or {}):
+            if (obj.get("spec") or {}).get("suspend") and suspended_by(obj) is None:
                 return NONE, "a distributed Job that someone else suspended: it runs no pods to restart"
             how = ("suspended until every rank has stopped with its grace period, then resumed so the Job controller "
                    "recreates all ranks together") if job_restart_method(obj) == "suspend" else (

@@ -78,6 +78,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._workload_r
     retry_budget,
     scheduler_reason,
     strategy_for,
+    suspended_by,
     unbound_copy,
     volcano_command,
     workloads_diff,
@@ -188,15 +189,15 @@ def left_suspended_jobs(client: Client, known: set[tuple], runs: set[str] | None
     found = []
     for job in client.list("/apis/batch/v1/jobs", label_selector=v.SUSPENDED_BY_RUN,
                            what="listing Jobs left suspended by an interrupted restart", resource="jobs.batch"):
-        meta = job["metadata"]
-        if (BATCH_JOB, meta["namespace"], meta["name"]) in known or not (job.get("spec") or {}).get("suspend"):
+        meta, suspender = job["metadata"], suspended_by(job)
+        if (BATCH_JOB, meta["namespace"], meta["name"]) in known or suspender is None:
             continue
-        if runs is not None and meta["labels"][v.SUSPENDED_BY_RUN] not in runs:
+        if runs is not None and suspender not in runs:
             continue
         found.append(Workload(api_version="batch/v1", kind="Job", namespace=meta["namespace"], name=meta["name"],
                               obj=job, strategy=RESTART_JOB,
-                              why=f"left suspended by run {meta['labels'][v.SUSPENDED_BY_RUN]}, an interrupted "
-                                  "whole restart: resumed once its pods are gone"))
+                              why=f"left suspended by run {suspender}, an interrupted whole restart: resumed once its "
+                                  "pods are gone"))
     return found
 
 
@@ -377,9 +378,7 @@ class RecoveryRun:
 
     @staticmethod
     def left_suspended(workload: Workload) -> bool:
-        obj = workload.obj or {}
-        return bool((obj.get("spec") or {}).get("suspend")) and v.SUSPENDED_BY_RUN in (
-            (obj.get("metadata") or {}).get("labels") or {})
+        return suspended_by(workload.obj) is not None
 
     def _restart_suspending(self, workload: Workload, pods: list[dict]) -> bool:
         grace = max([int((p.get("spec") or {}).get("terminationGracePeriodSeconds", 30)) for p in pods] or [30])
@@ -390,7 +389,18 @@ class RecoveryRun:
                 f"their grace period, then resume it so the Job controller recreates every rank together")
             return True
         resuming = self.left_suspended(workload)
+        still_left = None
         if resuming:  # a rank still terminating is not gone: resuming now could run two copies of it
+            # Another run (the one that suspended it, still waiting) may resume it any moment: once it has, the ranks
+            # listed here may be its new ones, never to stop, so the Job is read again before and while waiting.
+            suspender = suspended_by(workload.obj)
+
+            def still_left() -> bool:
+                return suspended_by(_get_or_none(self.client, workload.path, f"reading {workload.ref}",
+                                                 "jobs.batch")) == suspender
+
+            if not still_left():
+                return self._resumed_elsewhere(workload, suspender)
             pods = [p for p in workload_pods(self.client, workload)
                     if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
         else:
@@ -399,7 +409,9 @@ class RecoveryRun:
                 "spec": {"suspend": True}}, what=f"suspending {workload.ref} to restart it whole", verb="patch",
                 resource="jobs.batch")
         workload.stopped = [dict(pod_summary(p), how="stopped by the Job controller (suspended)") for p in pods]
-        forced, remaining = self._wait_stopped(pods, grace + STOP_MARGIN)
+        forced, remaining = self._wait_stopped(pods, grace + STOP_MARGIN, still_left)
+        if still_left is not None and remaining and not still_left():
+            return self._resumed_elsewhere(workload, suspender)
         for outcome in workload.stopped:
             if outcome["uid"] in forced:
                 outcome["how"] += "; force-deleted: its node is not Ready and cannot confirm it stopped"
@@ -420,11 +432,20 @@ class RecoveryRun:
         workload.message = workload.action
         return True
 
-    def _wait_stopped(self, pods: list[dict], timeout: float) -> tuple[set[str], set[str]]:
+    def _resumed_elsewhere(self, workload: Workload, suspender: str) -> bool:
+        workload.status = "already_restarted"
+        workload.stopped = []
+        workload.message = (f"resumed meanwhile by another run: run {suspender} suspended it to restart it whole, "
+                            "and it is no longer left suspended")
+        return False
+
+    def _wait_stopped(self, pods: list[dict], timeout: float,
+                      still_waited_for: Callable[[], bool] | None = None) -> tuple[set[str], set[str]]:
         """Wait until the pods are gone, so no two copies of a rank ever run: (uids force-deleted, uids still there).
 
         Pods on a node that is not Ready cannot confirm termination and are force-deleted at once; a pod on a Ready
-        node is never force-deleted (its kubelet enforces the grace period): it is waited for until the timeout."""
+        node is never force-deleted (its kubelet enforces the grace period): it is waited for until the timeout, or
+        until `still_waited_for` says the wait has become another's."""
         forced: set[str] = set()
         unreachable = self.unreachable()
         deadline = self.clock() + timeout
@@ -441,6 +462,8 @@ class RecoveryRun:
                     delete_pod(self.client, meta["namespace"], meta["name"], uid, 0,
                                f"force-deleting pod {meta['namespace']}/{meta['name']}")
                     forced.add(uid)
+            if remaining and still_waited_for is not None and not still_waited_for():
+                break
             if remaining:
                 self.sleep(0.5)
         return forced, set(remaining)

@@ -5,6 +5,9 @@ force-deleted pod as gone only once it is gone."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._drain import drain
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate
@@ -81,6 +84,38 @@ def test_a_job_whose_pod_does_not_stop_on_a_ready_node_stays_suspended_until_the
     labels = api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["metadata"].get("labels") or {}
     assert v.SUSPENDED_BY_RUN not in labels
 
+
+
+def test_a_job_the_run_that_suspended_it_resumes_meanwhile_is_left_to_that_run(api, namespace, make_nodes):
+    """A run that finds a Job another run left suspended waits for its ranks only while it stays so: once the run
+    that suspended it resumes it, the waiting run stops at once and says so, rather than wait for ranks that are
+    no longer its business and then report a Job that runs as left suspended."""
+    nodes = make_nodes(3)
+    ranks = train(api, namespace, nodes)
+    stuck = ranks[1]
+    api.patch(f"/api/v1/namespaces/{namespace}/pods/{stuck['metadata']['name']}",
+              {"metadata": {"annotations": {"pod-delete.stage.kwok.x-k8s.io/delay": "600s"}}})
+    faulty = ranks[0]["spec"]["nodeName"]
+    isolate(api, faulty, ["NT_NPU_OTHER"], "run-1")
+    first = recover(api, [faulty], [], "run-1", False, True, 120, False)
+    assert first["workloads"][0]["status"] == "failed", first["workloads"][0]  # left suspended by run-1
+
+    outcome: dict = {}
+    other = threading.Thread(target=lambda: outcome.update(recover(api, [faulty], [], "run-2", False, False, 120,
+                                                                   False)))
+    other.start()
+    time.sleep(2)  # run-2 waits for the stuck rank (up to its grace period and 30 s)
+    # run-1 finishes its restart meanwhile, as its next attempt would once the rank is gone.
+    api.patch(f"/apis/batch/v1/namespaces/{namespace}/jobs/train",
+              {"metadata": {"labels": {v.SUSPENDED_BY_RUN: None}}, "spec": {"suspend": False}})
+    other.join(60)
+    assert not other.is_alive()
+    # Jobs other tests left suspended on the shared cluster are picked up too: this test judges its own.
+    job = next(w for w in outcome["workloads"] if w["namespace"] == namespace)
+    assert job["status"] == "already_restarted", job
+    assert "resumed meanwhile by another run: run run-1" in job["message"], job
+    current = api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")
+    assert not current["spec"].get("suspend") and v.SUSPENDED_BY_RUN not in (current["metadata"].get("labels") or {})
 
 def test_a_force_deleted_pod_counts_as_gone_only_once_it_is_gone(api, namespace, make_nodes):
     name = make_nodes(1)[0]

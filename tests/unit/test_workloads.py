@@ -60,6 +60,17 @@ def test_strategy_per_kind(key, obj, recreate, strategy):
     assert why
 
 
+@pytest.mark.parametrize("obj, run", [
+    (job(parallelism=4, suspend=True, labels={v.SUSPENDED_BY_RUN: "run-1"}), "run-1"),
+    (job(parallelism=4, suspend=False, labels={v.SUSPENDED_BY_RUN: "run-1"}), None),  # resumed, label not yet removed
+    (job(parallelism=4, suspend=True), None),  # someone else's suspension
+    (job(parallelism=4), None),
+    (None, None),  # gone
+])
+def test_the_run_that_left_a_job_suspended(obj, run):
+    assert w.suspended_by(obj) == run
+
+
 def test_kueue_admitted_job_is_evicted_not_suspended():
     assert w.job_restart_method(job(parallelism=4)) == "suspend"
     assert w.job_restart_method(job(parallelism=4, labels={w.KUEUE_QUEUE_LABEL: "q"})) == "evict"
