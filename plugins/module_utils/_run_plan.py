@@ -48,6 +48,14 @@ def foreign_sentence(inventory: dict, server: str, nodes: list[str]) -> str:
             "several clusters, which acts on each through its own.")
 
 
+def of_names(classified: dict, names: list[str]) -> dict:
+    """The part of a classification made a moment ago that holds these nodes, as reading them would return it."""
+    wanted = set(names)
+    nodes = [n for n in classified.get("nodes") or [] if n.get("name") in wanted]
+    held = {n["name"] for n in nodes}
+    return {**classified, "nodes": nodes, "missing_nodes": [n for n in names if n not in held]}
+
+
 def recovery_plan(call: Call) -> dict[str, Any]:
     """The recovery_plan module."""
     params = call.params
@@ -76,7 +84,10 @@ def recovery_plan(call: Call) -> dict[str, Any]:
                     domains=classification["domains"], isolations=classification["isolations"],
                     paused=classification["paused"])
 
-    classification = faults_info(classify)
+    if params["classified"] is not None:
+        classification = of_names(params["classified"], params["names"])
+    else:
+        classification = faults_info(classify)
     decided = decide(classification)
     outcome: dict[str, Any] = {"changed": False, "run_id": run_id, "started": started, "plan": decided,
                                "classification": classification, "locked": False, "lock": None}

@@ -21,7 +21,7 @@ description:
     together stay within the budgets.
   - One task for what would otherwise be a dozen - each Ansible task costs a run tens of milliseconds, skipped or
     not. The C(recover) playbook plans with it, and judges each batch's nodes again with it (O(names)) right before
-    acting.
+    acting - from the plan's classification (O(classified)) for the first batch, which starts a moment after it.
 author:
   - ai_infra node_recovery maintainers (!UNKNOWN)
 options:
@@ -31,6 +31,13 @@ options:
         C(missing_nodes)). The storm, the domains and the caps are then judged on these nodes only.
     type: list
     elements: str
+  classified:
+    description:
+      - With O(names), what this module or M(ai_infra.node_recovery.node_faults_info) returned a moment ago for these
+        nodes and maybe more (a run's plan, for its first batch); the nodes are judged from it instead of being read
+        again. A name it does not hold counts as missing.
+    type: dict
+    version_added: 0.2.0
   label_selector:
     description: Only nodes matching this label selector (ignored with O(names)).
     type: str
@@ -170,6 +177,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._vocabulary
 SPEC = ModuleSpec(
     argument_spec=dict(
         names={"type": "list", "elements": "str"},
+        classified={"type": "dict"},
         label_selector={"type": "str"},
         targets={"type": "list", "elements": "str"},
         budgets={"type": "dict", "default": {}},
@@ -190,6 +198,8 @@ SPEC = ModuleSpec(
         **CLASSIFY_ARG_SPEC,
     ),
     run=recovery_plan,
+    check=lambda params: ("classified judges the nodes given in names: give names too."
+                          if params["classified"] is not None and params["names"] is None else None),
 )
 
 
