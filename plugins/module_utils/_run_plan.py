@@ -12,7 +12,10 @@ wait for all of them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit import new_run_id
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
@@ -48,6 +51,41 @@ def foreign_sentence(inventory: dict, server: str, nodes: list[str]) -> str:
             "several clusters, which acts on each through its own.")
 
 
+# How often a targets file not yet written is looked for: a run waits for it only when Ansible started faster than
+# the window that writes it closed.
+TARGETS_FILE_POLL_SECONDS = 0.05
+
+
+def option_problem(params: Mapping[str, Any]) -> str | None:
+    if params["classified"] is not None and params["names"] is None:
+        return "classified judges the nodes given in names: give names too."
+    if params["targets_file"] and params["targets"] is not None:
+        return "targets and targets_file both name the nodes to act on: give one of them."
+    return None
+
+
+def targets_from_file(path: str, wait: float, clock: Callable[[], float] = time.monotonic,
+                      sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """The node names whoever started the run writes to `path` (a JSON list), waited for up to `wait` seconds."""
+    deadline = clock() + wait
+    while True:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                names = json.load(handle)
+            break
+        except FileNotFoundError:
+            if clock() >= deadline:
+                raise NodeRecoveryError(f"The nodes to act on were to be written to {path}, which did not appear "
+                                        f"within {wait:g} s (targets_file_wait); nothing was changed.") from None
+            sleep(TARGETS_FILE_POLL_SECONDS)
+        except (OSError, ValueError) as err:
+            raise NodeRecoveryError(f"The nodes to act on could not be read from {path} ({err}); nothing was "
+                                    "changed.") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise NodeRecoveryError(f"{path} must hold a JSON list of node names; nothing was changed.")
+    return names
+
+
 def of_names(classified: dict, names: list[str]) -> dict:
     """The part of a classification made a moment ago that holds these nodes, as reading them would return it."""
     wanted = set(names)
@@ -70,6 +108,9 @@ def recovery_plan(call: Call) -> dict[str, Any]:
     policy = Policy(**{**budgets, "actions": tuple(params["actions"] or REMEDIABLE_ACTIONS)})
     run_id = params["run_id"] or new_run_id()
     started = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    targets = params["targets"]
+    if params["targets_file"]:
+        targets = targets_from_file(params["targets_file"], params["targets_file_wait"])
     labels = [*(params["domain_labels"] or []), *(policy.domain_budgets or {})]
     # Of a whole cluster only the unhealthy nodes come back in full (the storm and domain budgets judge the counts of
     # every node); nodes asked for by name come back whatever their health.
@@ -80,7 +121,7 @@ def recovery_plan(call: Call) -> dict[str, Any]:
     call.client  # noqa: B018 - one client, shared by the classification and the lock
 
     def decide(classification: dict) -> dict:
-        return plan(classification["nodes"], policy, params["targets"], classification["pools"],
+        return plan(classification["nodes"], policy, targets, classification["pools"],
                     domains=classification["domains"], isolations=classification["isolations"],
                     paused=classification["paused"])
 
@@ -93,7 +134,7 @@ def recovery_plan(call: Call) -> dict[str, Any]:
                                "classification": classification, "locked": False, "lock": None}
     cluster = classification["cluster"]
     if inventory.get("id") and cluster.get("id") and inventory["id"] != cluster["id"]:
-        nodes = params["targets"] if params["targets"] is not None else [n["name"] for n in decided["act"]]
+        nodes = targets if targets is not None else [n["name"] for n in decided["act"]]
         raise NodeRecoveryError(foreign_sentence(inventory, cluster["server"], nodes), **outcome)
     if decided["storm"] and not decided["paused"]:
         raise NodeRecoveryError(storm_sentence(decided, classification), **outcome)

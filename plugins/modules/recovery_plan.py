@@ -45,6 +45,19 @@ options:
     description: Only these node names are acted on; the budgets are still judged on every node read.
     type: list
     elements: str
+  targets_file:
+    description:
+      - A file that holds the node names to act on, as a JSON list, instead of O(targets); it is waited for up to
+        O(targets_file_wait) seconds. Whoever starts the run writes it, at once (by renaming a complete file into
+        place). The watcher starts a run as soon as a node faults and writes the file when its coalescing window
+        closes, so the window passes while Ansible starts.
+    type: path
+    version_added: 0.2.0
+  targets_file_wait:
+    description: Seconds to wait for O(targets_file) to appear before failing, having changed nothing.
+    type: int
+    default: 60
+    version_added: 0.2.0
   budgets:
     description:
       - The budgets, with the options of the P(ai_infra.node_recovery.remediation_plan#filter) filter -
@@ -170,7 +183,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._lock impor
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan import REMEDIABLE_ACTIONS
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._run_plan import recovery_plan
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._run_plan import option_problem, recovery_plan
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._vocabulary import PAUSE_CONFIGMAP, PAUSE_NAMESPACE
 
@@ -180,6 +193,8 @@ SPEC = ModuleSpec(
         classified={"type": "dict"},
         label_selector={"type": "str"},
         targets={"type": "list", "elements": "str"},
+        targets_file={"type": "path"},
+        targets_file_wait={"type": "int", "default": 60},
         budgets={"type": "dict", "default": {}},
         actions={"type": "list", "elements": "str", "default": list(REMEDIABLE_ACTIONS)},
         pause_namespace={"type": "str", "default": PAUSE_NAMESPACE},
@@ -198,8 +213,8 @@ SPEC = ModuleSpec(
         **CLASSIFY_ARG_SPEC,
     ),
     run=recovery_plan,
-    check=lambda params: ("classified judges the nodes given in names: give names too."
-                          if params["classified"] is not None and params["names"] is None else None),
+    ranges={"targets_file_wait": (0, None)},
+    check=option_problem,
 )
 
 

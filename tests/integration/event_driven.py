@@ -66,6 +66,19 @@ for name in json.loads(sys.argv[1]):
 """
 
 
+# A stand-in's first tasks: the watcher starts a run while its coalescing window is open and writes its nodes when
+# the window closes (node_recovery_targets_file), where recover's plan reads them.
+READ_TARGETS = [
+    {"name": "Wait for the nodes of the run",
+     "ansible.builtin.wait_for": {"path": "{{ node_recovery_targets_file }}", "timeout": 60},
+     "when": "node_recovery_targets_file is defined"},
+    {"name": "Read the nodes of the run",
+     "ansible.builtin.set_fact": {
+         "recover_nodes": "{{ lookup('ansible.builtin.file', node_recovery_targets_file) | from_json }}"},
+     "when": "node_recovery_targets_file is defined"},
+]
+
+
 def stand_in_playbook(directory: Path) -> Path:
     """A stand-in recover playbook steered by a control file the test may rewrite between runs
     (write_control): it records each run's start (nodes, the batch's attempts, the fault messages it
@@ -104,6 +117,7 @@ def stand_in_playbook(directory: Path) -> Path:
             },
         },
         "tasks": [
+            *READ_TARGETS,
             {**record("start"), "register": "started"},
             {"name": "Fail as the test asks", "ansible.builtin.fail": {"msg": "run {{ started.stdout_lines[-1] }} fails"},
              "when": "started.stdout_lines[-1] | int <= control.fail_runs"},

@@ -124,3 +124,27 @@ def test_nodes_asked_for_by_name_come_back_whatever_their_health(api, kubeconfig
                                                                                    nodes[1]: "healthy"}
     assert judged["classification"]["missing_nodes"] == [missing]
     assert [n["name"] for n in judged["plan"]["act"]] == nodes[:1] and judged["locked"] is False
+
+
+def test_the_nodes_to_act_on_come_from_a_file_written_while_the_run_starts(
+        api, kubeconfig, namespace, make_nodes, tmp_path):
+    """The watcher writes a run's nodes when its coalescing window closes; the plan waits for them. A file that
+    never comes is one sentence, with no lock taken."""
+    nodes = make_nodes(4)
+    faulty(api, nodes[:2])
+    targets = tmp_path / "targets.json"
+    never = run_module("recovery_plan", base(kubeconfig, nodes, namespace, targets_file=str(targets),
+                                             targets_file_wait=1))
+    assert never["failed"] is True and never["msg"] == (
+        f"The nodes to act on were to be written to {targets}, which did not appear within 1 s (targets_file_wait); "
+        "nothing was changed.")
+    assert lease(api, namespace) is None
+
+    both = run_module("recovery_plan", base(kubeconfig, nodes, namespace, targets=nodes[:1], targets_file=str(targets)))
+    assert both["failed"] is True and "give one of them" in both["msg"] and lease(api, namespace) is None
+
+    targets.write_text(f'["{nodes[1]}"]')  # of the two faulty nodes, the run is for the second only
+    planned = run_module("recovery_plan", base(kubeconfig, nodes, namespace, targets_file=str(targets),
+                                               budgets={"max_unhealthy": "50%"}))
+    assert not planned.get("failed"), planned
+    assert [n["name"] for n in planned["plan"]["act"]] == [nodes[1]] and planned["locked"] is True

@@ -109,6 +109,10 @@ def test_six_faults_within_a_second_are_one_run(api, kubeconfig, make_nodes, tmp
     assert run["messages"] == ["{{ 6 * 7 }}"] * 6
     (recorded,) = watcher.runs()
     assert recorded["status"] == "successful" and sorted(recorded["nodes"]) == sorted(burst)
+    # Started with the first fault, while the window was open; its nodes were written for it when the window closed.
+    assert recorded["started"] < recorded["sealed"] < recorded["ended"], recorded
+    written = json.loads((Path(recorded["artifacts"]).parent.parent / "targets.json").read_text())
+    assert sorted(written) == sorted(burst)
     assert set(recorded["episodes"]) == set(burst)
     artifacts = Path(recorded["artifacts"])
     assert (artifacts / "rc").read_text().strip() == "0"

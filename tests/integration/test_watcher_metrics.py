@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tools.watcher.metrics import PREFIX
 
-from .event_driven import tool_env
+from .event_driven import READ_TARGETS, tool_env
 from .helpers import localnodes, pool_of, wait_for
 from .test_watcher import TEN_MINUTES, WatcherProcess, fault
 
@@ -39,6 +39,7 @@ def stand_in(directory: Path) -> Path:
         "gather_facts": False,
         "vars": {"recover_nodes": []},
         "tasks": [
+            *READ_TARGETS,
             {"name": "Start the run", "ansible.builtin.set_fact": {
                 "started": "{{ now(utc=true).strftime('%Y-%m-%dT%H:%M:%SZ') }}"}},
             {"name": "Take the remediation lock", "ai_infra.node_recovery.remediation_lock": {

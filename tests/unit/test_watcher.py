@@ -54,7 +54,8 @@ class ClassifiedNodes:
 class RecordingWatcher(Watcher):
     """Starts no playbook: a started run just stays running until finish() ends it. Time is a fake
     clock moved by advance(); a wake-up the watcher asks for fires when the clock passes it.
-    Without coalesce_seconds given, runs start at once (the tests of the window give one)."""
+    Without coalesce_seconds given, runs start at once (the tests of the window give one). A run's batch is
+    its node list as written for its playbook, when its window closes; started_at is when it started."""
 
     def __init__(self, source, tmp_path, **settings):
         settings.setdefault("coalesce_seconds", 0)
@@ -62,6 +63,8 @@ class RecordingWatcher(Watcher):
         super().__init__(Settings(data_dir=tmp_path, **settings), source=source, clock=lambda: self.now)
         self.batches: list[list[str]] = []
         self.started_at: list[float] = []
+        self.sealed_at: list[float] = []
+        self.run_ids: list[str] = []
         self.wakeups: list[float] = []
 
     def _wake_at(self, when):
@@ -78,8 +81,13 @@ class RecordingWatcher(Watcher):
         self.now = target
 
     def _launch(self, run):
-        self.batches.append(run.nodes)
         self.started_at.append(self.now)
+        self.run_ids.append(run.run_id)
+
+    def _seal(self, run):
+        super()._seal(run)
+        self.batches.append(list(run.nodes))
+        self.sealed_at.append(self.now)
 
     def feed(self, event):
         assert event is not None
@@ -226,8 +234,10 @@ def test_a_burst_waits_for_the_window_and_becomes_one_run(tmp_path):
     watcher.advance(0.8)
     assert watcher.batches == []
     watcher.advance(0.1)
-    assert watcher.batches == [sorted(burst)] and watcher.started_at == [opened + 2]
+    # The run started with the first node (Ansible starts meanwhile); its node list was written when the window closed.
+    assert watcher.batches == [sorted(burst)] and watcher.started_at == [opened] and watcher.sealed_at == [opened + 2]
     assert not watcher.waiting and watcher.window.closes_at is None
+    assert json.loads((tmp_path / "runs" / watcher.run_ids[0] / "targets.json").read_text()) == sorted(burst)
 
 
 def test_nodes_ready_during_a_run_start_at_once_when_it_ends(tmp_path):
@@ -282,12 +292,17 @@ def test_a_window_held_by_the_storm_brake_starts_at_once_when_it_passes(tmp_path
     source = ClassifiedNodes(8)
     watcher = RecordingWatcher(source, tmp_path, coalesce_seconds=2, max_unhealthy="25%")
     names = list(source.nodes)
-    for name in names[:3]:  # 3 of 8 faulty, 2 allowed
+    for name in names[:3]:  # 3 of 8 faulty, 2 allowed: the run the first started is not given the third
         watcher.feed(source.fault(name))
+    assert watcher.started_at == [1000.0] and len(watcher.running) == 1
     watcher.advance(10)
-    assert watcher.batches == [] and watcher.storm
+    # When its window closed the storm held: the run was withdrawn before its node list was written (its playbook
+    # only waits for it until then), and its nodes wait again.
+    assert watcher.batches == [] and watcher.storm and not watcher.running and not watcher.busy
+    assert sorted(watcher.waiting) == names[:3] and watcher.attempts == {}
+    assert not (tmp_path / "runs" / watcher.run_ids[0] / "targets.json").exists()
     watcher.feed(source.heal(names[2]))
-    assert watcher.batches == [names[:2]] and watcher.started_at == [watcher.now]
+    assert watcher.batches == [names[:2]] and watcher.started_at[1:] == watcher.sealed_at == [watcher.now]
 
 
 def test_a_node_that_clears_within_the_window_is_not_in_the_run(tmp_path):

@@ -318,9 +318,10 @@ def _window_note() -> str:
     from tools.watcher import Settings
 
     window = getattr(Settings, "coalesce_seconds", None)
-    return (f"The watcher runs with its defaults: it starts a run {window:g} s after the first faulty node it sees "
-            "(its coalescing window, so that a burst of faults becomes one run), which the times above "
-            "include.") if window else ""
+    return (f"The watcher runs with its defaults: it starts a run at the first faulty node it sees, and the nodes "
+            f"that fault within {window:g} s join it (its coalescing window, so that a burst of faults becomes one "
+            "run); their list is written when the window closes, while Ansible starts, and the plan reads it.") \
+        if window else ""
 
 
 def _watcher_run(data: Path, name: str) -> dict | None:

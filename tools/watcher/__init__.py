@@ -7,9 +7,11 @@ thread, each run in a fresh private data directory whose artifacts are kept:
 - one run per fault episode, deduplicated: a node already being remediated is not
   started again, and a run that succeeded is remembered (episodes.json) so a restart
   does not repeat it;
-- bursts become one run: the first waiting node's run starts `coalesce_seconds` after
-  it and takes every node that became ready meanwhile (a rack fails within a second or
-  two); nodes that became ready while a run went on start at once when it ends;
+- bursts become one run: the first waiting node's run starts at once and takes every node
+  that becomes ready within `coalesce_seconds` (a rack fails within a second or two); its
+  node list is written when that window closes, while Ansible is still starting, and the
+  playbook plans from it (node_recovery_targets_file); nodes that became ready while a run
+  went on start at once when it ends;
 - rate-limited: at most `max_parallel` nodes in remediation and `max_runs` playbooks at
   once (the recover playbook holds one cluster-wide lock, so one run at a time by
   default), and no run at all while the storm brake holds (the same plan() the
@@ -67,6 +69,8 @@ from . import metrics as m
 log = logging.getLogger("node_recovery.watcher")
 
 DEFAULT_PLAYBOOK = "ai_infra.node_recovery.recover"
+TARGETS_FILE = "targets.json"  # in the run's directory: its node list, for the playbook
+TARGETS_FILE_MARGIN = 60  # seconds past the window a playbook waits for its node list (a loaded machine)
 
 
 class WatcherError(Exception):
@@ -81,7 +85,7 @@ class Settings:
     extra_vars: dict[str, Any] = field(default_factory=dict)
     max_parallel: int = 32  # nodes in remediation at once (a rack)
     max_runs: int = 1  # playbook runs at once
-    coalesce_seconds: float = 1.0  # a run waits this long after its first node for the rest of a burst
+    coalesce_seconds: float = 1.0  # a run takes the rest of a burst this long after its first node
     max_unhealthy: str = "20%"  # storm brake, as in the recover playbook: a count or a percentage of a pool
     stop_timeout: float = 900.0  # on SIGTERM, how long running playbooks may take to finish
     interrupt_grace: float = 30.0  # after SIGINT, how long before the run is killed
@@ -105,13 +109,16 @@ class Run:
     playbook_pid: int | None = None
     playbook_started: float | None = None
     ended: float | None = None
+    sealed: float | None = None  # when its node list was written for the playbook (the coalescing window closed)
     interrupted: bool = False
     cancel: bool = False
+    withdrawn: bool = False  # stopped before its node list was written (the storm brake): it did nothing
     faults_began: dict[str, float] = field(default_factory=dict)  # node -> when its fault began (epoch seconds)
 
     def record(self) -> dict:
         return {"run_id": self.run_id, "nodes": self.nodes, "status": self.status, "rc": self.rc,
-                "started": self.started, "playbook_started": self.playbook_started, "ended": self.ended,
+                "started": self.started, "sealed": self.sealed, "playbook_started": self.playbook_started,
+                "ended": self.ended,
                 "playbook_pid": self.playbook_pid, "interrupted": self.interrupted,
                 "episodes": {name: event["episode"] for name, event in self.events.items()},
                 "transitions": {name: event["transition"] for name, event in self.events.items()},
@@ -194,6 +201,7 @@ class Watcher:
         self.waiting: dict[str, dict] = {}  # node -> the event asking for recovery, not started yet
         self.busy: dict[str, str] = {}  # node -> id of the run remediating it
         self.running: dict[str, Run] = {}
+        self.forming: Run | None = None  # started with the window open: nodes ready before it closes join it
         self.attempts: dict[str, int] = {}
         self.retries: dict[str, asyncio.TimerHandle] = {}
         self.storm: list[dict] = []
@@ -282,6 +290,8 @@ class Watcher:
             handle.cancel()
         if self._window_timer is not None:
             self._window_timer.cancel()
+        if self.forming is not None:  # it may finish: its nodes are the ones it has
+            self._close_window()
         if not self.running:
             return
         log.info("waiting up to %.0fs for %d running playbook(s) to finish", self.settings.stop_timeout,
@@ -338,6 +348,8 @@ class Watcher:
                  " on start" if event.get("initial") else "")
         if event["transition"] == FAULT_CLEARED or event["health"] != "faulty":
             self.waiting.pop(name, None)
+            if self.forming is not None and name in self.forming.nodes:
+                self._leave(self.forming, name)
             self.attempts.pop(name, None)
             retry = self.retries.pop(name, None)
             if retry is not None:
@@ -359,8 +371,11 @@ class Watcher:
     def _dispatch(self, run_ended: bool = False) -> None:
         """Start what may start now: the plan's order, the storm brake, the coalescing window,
         max_parallel and max_runs. `run_ended`: nodes that waited for a run to end start at once."""
+        if self.forming is not None and (self.window.is_due(self.clock()) or self.stopping):
+            self._close_window()
         if not self.waiting:
-            self.window.close()
+            if self.forming is None:
+                self.window.close()
             if self.storm:  # the nodes it held cleared or were dropped: it holds nothing back now
                 log.info("storm brake released: no node waits")
                 self.storm = []
@@ -387,14 +402,22 @@ class Watcher:
             self.waiting.pop(name)
         ready = [entry["name"] for entry in verdict["act"]]
         if not ready:
-            self.window.close()
+            if self.forming is None:
+                self.window.close()
+            return
+        if self.forming is not None:  # its window is open: the nodes join it while there is room
+            for name in ready[:max(self.settings.max_parallel - len(self.busy), 0)]:
+                self._join(self.forming, name)
             return
         if len(self.running) >= self.settings.max_runs or len(self.busy) >= self.settings.max_parallel:
             return  # they start together, at once, when a run ends
         if not run_ended:
+            # The run starts now, and Ansible starts while the window is open; the nodes ready before it closes
+            # join it, and its node list is written then (a playbook plans from it once it has started).
             now = self.clock()
             self.window.open(now)
             if not self.window.is_due(now):
+                self._start(ready[:self.settings.max_parallel - len(self.busy)], forming=True)
                 self._wake_at(self.window.closes_at)
                 return
         self.window.close()
@@ -415,24 +438,83 @@ class Watcher:
         self._dispatch()
 
     # -- runs --------------------------------------------------------------------------------
-    def _start(self, names: list[str]) -> None:
+    def _start(self, names: list[str], forming: bool = False) -> None:
+        """A run for these nodes; `forming`: more join it until the coalescing window closes (_seal)."""
         run_id = new_run_id()
-        run = Run(run_id, names, {name: self.waiting.pop(name) for name in names}, self.runs_dir / run_id)
-        for name in names:
-            self.busy[name] = run_id
-            self.attempts[name] = self.attempts.get(name, 0) + 1
-            began = m.fault_began(run.events[name])
-            if began is not None:
-                run.faults_began[name] = began
+        run = Run(run_id, [], {}, self.runs_dir / run_id)
+        run.directory.mkdir(parents=True)
         self.running[run_id] = run
+        for name in names:
+            self._join(run, name)
+        if forming:
+            self.forming = run
+            log.info("run %s started for %s; nodes ready within %gs join it", run_id, ", ".join(names),
+                     self.settings.coalesce_seconds)
+        else:
+            self._seal(run)
+            log.info("run %s started for %s", run_id, ", ".join(names))
+        self._launch(run)
+        self._write_status()
+
+    def _join(self, run: Run, name: str) -> None:
+        run.nodes.append(name)
+        run.events[name] = self.waiting.pop(name)
+        self.busy[name] = run.run_id
+        self.attempts[name] = self.attempts.get(name, 0) + 1
+        began = m.fault_began(run.events[name])
+        if began is not None:
+            run.faults_began[name] = began
+            if self.metrics is not None:
+                self.metrics["fault_to_run_start_seconds"].observe(max(time.time() - began, 0.0))
+        if run.sealed is None and run is self.forming:
+            log.info("%s joins run %s", name, run.run_id)
+
+    def _leave(self, run: Run, name: str) -> None:
+        """A node that cleared before the run's node list was written is not in it."""
+        run.nodes.remove(name)
+        run.events.pop(name, None)
+        run.faults_began.pop(name, None)
+        self.busy.pop(name, None)
+        self.attempts.pop(name, None)
+        log.info("%s cleared before run %s's node list was written: not in it", name, run.run_id)
+
+    def _close_window(self) -> None:
+        """The forming run's window closed: its node list is written for its playbook, unless the storm brake holds
+        now (a node that faulted within the window tipped it), which withdraws it."""
+        if plan(self.source.classified(), self.policy, targets=list(self.forming.nodes))["storm"]:
+            self._withdraw(self.forming)  # its nodes wait again, held by the storm brake
+        else:
+            self._seal(self.forming)
+
+    def _withdraw(self, run: Run) -> None:
+        """Stops a run whose node list is not written yet (its playbook has done nothing but wait for it): its nodes
+        wait again, and the window stays as it was, so they start at once when they may."""
+        self.forming = None
+        self.running.pop(run.run_id, None)
+        run.withdrawn = run.cancel = True
+        for name in run.nodes:
+            self.busy.pop(name, None)
+            self.attempts[name] -= 1  # it was no attempt
+            if not self.attempts[name]:
+                del self.attempts[name]
+            self.waiting[name] = run.events[name]
+        log.warning("run %s withdrawn before its node list was written: the storm brake holds", run.run_id)
+
+    def _seal(self, run: Run) -> None:
+        """The run's node list, written where its playbook reads it when it plans (renamed into place: read whole)."""
+        forming = run is self.forming
+        if forming:
+            self.forming = None
+            self.window.close()
+        run.sealed = time.time()
+        _write_json(run.directory / TARGETS_FILE, list(run.nodes))
+        # Counted once it has its nodes: a run withdrawn before (the storm brake) did nothing.
         self.runs_started += 1
         if self.metrics is not None:
             self.metrics["runs_started_total"].inc()
-            for began in run.faults_began.values():
-                self.metrics["fault_to_run_start_seconds"].observe(max(run.started - began, 0.0))
-        log.info("run %s started for %s", run_id, ", ".join(names))
-        self._launch(run)
-        self._write_status()
+        if forming:
+            log.info("run %s: its window closed; it acts on %s", run.run_id,
+                     ", ".join(run.nodes) or "no node (every one cleared)")
 
     def _launch(self, run: Run) -> None:
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._execute, run)
@@ -443,7 +525,6 @@ class Watcher:
         import ansible_runner
 
         self._prune_runs()
-        run.directory.mkdir(parents=True)
         _write_json(run.directory / "run.json", run.record())
         events = list(run.events.values())
         # As ansible-rulebook passes it, so a playbook can tell why it runs.
@@ -454,8 +535,12 @@ class Watcher:
         # A file, not the command line: ansible-runner would put it all in the playbook's argv.
         (run.directory / "env").mkdir()
         # The run's id is the playbook's too: its report is recover-<run id>.json, its lock holder recover-<run id>.
+        # Its nodes are in the targets file, written when the coalescing window closes (the events here are those of
+        # the nodes it started with).
         (run.directory / "env" / "extravars").write_text(extra_vars_file(
-            {**self.settings.extra_vars, "recover_nodes": list(run.nodes), "node_recovery_run_id": run.run_id},
+            {**self.settings.extra_vars, "node_recovery_targets_file": str(run.directory / TARGETS_FILE),
+             "node_recovery_targets_file_wait": math.ceil(self.settings.coalesce_seconds) + TARGETS_FILE_MARGIN,
+             "node_recovery_run_id": run.run_id},
             {"ansible_eda": eda}))
         env = {}
         if self.source.args.get("kubeconfig") and isinstance(self.source.args["kubeconfig"], str):
@@ -501,6 +586,12 @@ class Watcher:
 
     def _finished(self, run: Run, _future: Any) -> None:
         self.running.pop(run.run_id, None)
+        if run is self.forming:  # ended before its window closed (it could not start)
+            self.forming = None
+            self.window.close()
+        if run.withdrawn:  # its nodes went back to waiting when it was withdrawn
+            log.info("run %s (withdrawn) ended: %s", run.run_id, run.status)
+            return
         for name in run.nodes:
             self.busy.pop(name, None)
         took = (run.ended or time.time()) - run.started
