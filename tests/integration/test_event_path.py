@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,3 +257,33 @@ def test_through_the_watcher_one_recover_run_takes_three_nodes_that_fault_at_onc
     assert episodes == run["episodes"] and sorted(episodes) == sorted(scenario.faulty)
     assert_one_run_recovered_all(api, scenario)
     assert records(record) == [], "a stand-in playbook ran, not recover"
+
+
+def test_a_watcher_killed_while_its_runs_window_is_open_changes_nothing_and_the_next_one_remediates(
+        api, kubeconfig, scenario, tmp_path):
+    """The watcher starts a run with the first fault and writes its nodes when the window closes. Killed in between
+    (SIGKILL), it leaves a run that has no nodes to act on: nothing is touched and no lock taken; a watcher started
+    again on the same data finds the faults and one recover run remediates them."""
+    extra_vars = tmp_path / "recover-vars.yml"
+    extra_vars.write_text(yaml.safe_dump(scenario.playbook_vars))
+    data = tmp_path / "data"
+    common = ("--max-unhealthy", "50%", "-e", f"@{extra_vars}", "--stop-timeout", "30")
+    with WatcherProcess(data, tool_env(kubeconfig, tmp_path / "unused.jsonl"), scenario.names, *common,
+                        "--coalesce-seconds", "60", playbook=RECOVER) as killed:
+        fault_at_once(api, scenario.faulty, "NT_NPU_OTHER")
+        (run,) = wait_for(lambda: killed.alive() and [r for r in killed.runs() if r["playbook_started"]], 120,
+                          "the run's playbook to start while its window is open")
+        assert run["sealed"] is None and not (data / "runs" / run["run_id"] / "targets.json").exists()
+        killed.proc.kill()
+        killed.proc.wait(30)
+    time.sleep(5)  # whatever is left of that run has had time to act, were it to
+    for name in scenario.names:
+        assert state_of(api, name) == "none" and not node(api, name)["spec"].get("unschedulable"), name
+    assert api.get_or_none(f"/apis/coordination.k8s.io/v1/namespaces/default/leases/{scenario.lock}") is None
+
+    with WatcherProcess(data, tool_env(kubeconfig, tmp_path / "unused.jsonl"), scenario.names, *common,
+                        playbook=RECOVER) as again:
+        wait_for(lambda: again.alive() and handed_off(api, scenario) and settled(again.status()), RUN_TIMEOUT,
+                 "the watcher started again to remediate the nodes")
+        assert again.stop() == 0
+    assert_one_run_recovered_all(api, scenario)
