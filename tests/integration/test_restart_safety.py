@@ -35,7 +35,7 @@ def test_a_whole_restart_never_bypasses_a_budget_unless_asked(api, namespace, ma
     isolate(api, faulty, ["NT_NPU_OTHER"], "run-held")  # its ranks must land elsewhere
 
     held = recover(api, [faulty], [], "run-held", False, True, 30, False)
-    (job,) = held["workloads"]
+    (job,) = of_namespace(held, namespace)
     assert job["status"] == "blocked" and "PodDisruptionBudget train allows 0 disruption(s)" in job["message"]
     assert "restart_ignores_budgets" in job["message"] and held["unrecovered"] == [f"Job {namespace}/train"]
     assert {p["metadata"]["uid"] for p in running_pods(api, namespace, "app=train")} == \
@@ -43,23 +43,33 @@ def test_a_whole_restart_never_bypasses_a_budget_unless_asked(api, namespace, ma
     assert not api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["spec"].get("suspend")
 
     asked = recover(api, [faulty], [], "run-asked", False, True, 120, False, ignore_budgets=True)
-    assert asked["workloads"][0]["status"] == "recovered", asked["workloads"][0]
+    assert of_namespace(asked, namespace)[0]["status"] == "recovered", asked["workloads"]
     assert not {p["metadata"]["uid"] for p in running_pods(api, namespace, "app=train")} & \
         {p["metadata"]["uid"] for p in ranks}  # restarted whole
 
 
-def test_a_job_whose_pod_does_not_stop_on_a_ready_node_stays_suspended_until_the_next_run(api, namespace, make_nodes):
-    nodes = make_nodes(3)
+def of_namespace(result: dict, namespace: str) -> list[dict]:
+    """A run takes up every Job left suspended by an interrupted restart, wherever it runs: on the shared cluster,
+    those of tests running meanwhile too. Each test judges its own."""
+    return [w for w in result["workloads"] if w["namespace"] == namespace]
+
+
+def restart_with_a_stuck_rank(api, namespace, nodes) -> tuple[str, dict, dict]:
+    """A training job whose second rank takes ten minutes to shut down (kwok plays its kubelet: on a Ready node only
+    the kubelet may end it), restarted whole by run-1 for a fault of its first rank's node: (that node, the stuck
+    rank, run-1's result)."""
     ranks = train(api, namespace, nodes)
     stuck = ranks[1]
-    # This rank takes ten minutes to shut down (kwok plays its kubelet): on a Ready node only the kubelet may end it.
     api.patch(f"/api/v1/namespaces/{namespace}/pods/{stuck['metadata']['name']}",
               {"metadata": {"annotations": {"pod-delete.stage.kwok.x-k8s.io/delay": "600s"}}})
     faulty = ranks[0]["spec"]["nodeName"]
     isolate(api, faulty, ["NT_NPU_OTHER"], "run-1")
+    return faulty, stuck, recover(api, [faulty], [], "run-1", False, True, 120, False)
 
-    first = recover(api, [faulty], [], "run-1", False, True, 120, False)
-    (job,) = first["workloads"]
+
+def test_a_job_whose_pod_does_not_stop_on_a_ready_node_stays_suspended_until_the_next_run(api, namespace, make_nodes):
+    faulty, stuck, first = restart_with_a_stuck_rank(api, namespace, make_nodes(3))
+    (job,) = of_namespace(first, namespace)
     assert job["status"] == "failed" and "stays suspended" in job["message"], job
     current = api.get(f"/api/v1/namespaces/{namespace}/pods/{stuck['metadata']['name']}")
     assert current["metadata"]["uid"] == stuck["metadata"]["uid"] and current["metadata"].get("deletionTimestamp")
@@ -68,7 +78,7 @@ def test_a_job_whose_pod_does_not_stop_on_a_ready_node_stays_suspended_until_the
 
     # Another run meanwhile: the rank is still terminating, so it is not gone and the Job is not resumed.
     meanwhile = recover(api, [faulty], [], "run-2", False, True, 120, False)
-    (job,) = meanwhile["workloads"]
+    (job,) = of_namespace(meanwhile, namespace)
     assert job["status"] == "failed" and "stays suspended" in job["message"], job
     assert api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["spec"]["suspend"] is True
 
@@ -78,7 +88,7 @@ def test_a_job_whose_pod_does_not_stop_on_a_ready_node_stays_suspended_until_the
     wait_for(lambda: not [p for p in pods(api, namespace, "app=train")
                           if p["metadata"]["uid"] == stuck["metadata"]["uid"]], 60, "the stuck rank gone")
     second = recover(api, [faulty], [], "run-1", False, True, 120, False)
-    assert second["workloads"][0]["action"] == "resumed: an interrupted whole restart of this run is finished"
+    assert of_namespace(second, namespace)[0]["action"] == "resumed: an interrupted whole restart of this run is finished"
     assert not api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["spec"].get("suspend")
     wait_for(lambda: len(running_pods(api, namespace, "app=train")) == 2, 120, "every rank running again")
     labels = api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")["metadata"].get("labels") or {}
@@ -90,15 +100,9 @@ def test_a_job_the_run_that_suspended_it_resumes_meanwhile_is_left_to_that_run(a
     """A run that finds a Job another run left suspended waits for its ranks only while it stays so: once the run
     that suspended it resumes it, the waiting run stops at once and says so, rather than wait for ranks that are
     no longer its business and then report a Job that runs as left suspended."""
-    nodes = make_nodes(3)
-    ranks = train(api, namespace, nodes)
-    stuck = ranks[1]
-    api.patch(f"/api/v1/namespaces/{namespace}/pods/{stuck['metadata']['name']}",
-              {"metadata": {"annotations": {"pod-delete.stage.kwok.x-k8s.io/delay": "600s"}}})
-    faulty = ranks[0]["spec"]["nodeName"]
-    isolate(api, faulty, ["NT_NPU_OTHER"], "run-1")
-    first = recover(api, [faulty], [], "run-1", False, True, 120, False)
-    assert first["workloads"][0]["status"] == "failed", first["workloads"][0]  # left suspended by run-1
+    faulty, _stuck, first = restart_with_a_stuck_rank(api, namespace, make_nodes(3))
+    (left,) = of_namespace(first, namespace)
+    assert left["status"] == "failed", left  # left suspended by run-1
 
     outcome: dict = {}
     other = threading.Thread(target=lambda: outcome.update(recover(api, [faulty], [], "run-2", False, False, 120,
@@ -110,8 +114,7 @@ def test_a_job_the_run_that_suspended_it_resumes_meanwhile_is_left_to_that_run(a
               {"metadata": {"labels": {v.SUSPENDED_BY_RUN: None}}, "spec": {"suspend": False}})
     other.join(60)
     assert not other.is_alive()
-    # Jobs other tests left suspended on the shared cluster are picked up too: this test judges its own.
-    job = next(w for w in outcome["workloads"] if w["namespace"] == namespace)
+    (job,) = of_namespace(outcome, namespace)
     assert job["status"] == "already_restarted", job
     assert "resumed meanwhile by another run: run run-1" in job["message"], job
     current = api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/train")
