@@ -466,7 +466,7 @@ class Watcher:
             run.faults_began[name] = began
             if self.metrics is not None:
                 self.metrics["fault_to_run_start_seconds"].observe(max(time.time() - began, 0.0))
-        if run.sealed is None and run is self.forming:
+        if run is self.forming:
             log.info("%s joins run %s", name, run.run_id)
 
     def _leave(self, run: Run, name: str) -> None:
