@@ -76,6 +76,10 @@ READ_TARGETS = [
      "ansible.builtin.set_fact": {
          "recover_nodes": "{{ lookup('ansible.builtin.file', node_recovery_targets_file) | from_json }}"},
      "when": "node_recovery_targets_file is defined"},
+    # Written with them: the events of all its nodes (ansible_eda has only those of the nodes it started with).
+    {"name": "Read the events of the run",
+     "ansible.builtin.include_vars": {"file": "{{ node_recovery_events_file }}"},
+     "when": "node_recovery_events_file is defined"},
 ]
 
 
@@ -111,7 +115,8 @@ def stand_in_playbook(directory: Path) -> Path:
                 "attempts": "{{ eda_event.attempts | default({}) }}",
                 "attempt": "{{ eda_event.attempt | default(None) }}",
                 # The node events the watcher hands over, templated here: a message must stay as written.
-                "messages": "{{ (ansible_eda.events | default({})).values() | map(attribute='faults') | flatten"
+                "messages": "{{ (node_recovery_run_events | default(ansible_eda) | default({})).events | default({})"
+                            " | dict2items | map(attribute='value') | map(attribute='faults') | flatten"
                             " | map(attribute='message') | list }}",
                 "kubeconfig_from_env": "{{ lookup('ansible.builtin.env', 'K8S_AUTH_KUBECONFIG') | length > 0 }}",
             },

@@ -237,7 +237,12 @@ def test_a_burst_waits_for_the_window_and_becomes_one_run(tmp_path):
     # The run started with the first node (Ansible starts meanwhile); its node list was written when the window closed.
     assert watcher.batches == [sorted(burst)] and watcher.started_at == [opened] and watcher.sealed_at == [opened + 2]
     assert not watcher.waiting and watcher.window.closes_at is None
-    assert json.loads((tmp_path / "runs" / watcher.run_ids[0] / "targets.json").read_text()) == sorted(burst)
+    run_dir = tmp_path / "runs" / watcher.run_ids[0]
+    assert json.loads((run_dir / "targets.json").read_text()) == sorted(burst)
+    # With it, the events of every node of the run, the five that joined after the playbook started too.
+    written = yaml.load((run_dir / "events.yml").read_text(), Loader=_TagReader)["node_recovery_run_events"]
+    assert sorted(event["node"][1] for event in written["events"].values()) == sorted(burst)
+    assert "event" not in written  # several: no single event, as ansible-rulebook does
 
 
 def test_nodes_ready_during_a_run_start_at_once_when_it_ends(tmp_path):

@@ -70,6 +70,9 @@ log = logging.getLogger("node_recovery.watcher")
 
 DEFAULT_PLAYBOOK = "ai_infra.node_recovery.recover"
 TARGETS_FILE = "targets.json"  # in the run's directory: its node list, for the playbook
+# Beside it, written just before it: a vars file of the events of all its nodes (those that joined within the window
+# too, which the ansible_eda of its extra vars cannot carry: the playbook started before they joined).
+EVENTS_FILE = "events.yml"
 TARGETS_FILE_MARGIN = 60  # seconds past the window a playbook waits for its node list (a loaded machine)
 
 
@@ -125,11 +128,15 @@ class Run:
                 "artifacts": str(self.directory / "artifacts" / "run")}
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_text(path: Path, text: str) -> None:
     """Atomically, so a reader (or a restart after a crash) never sees half a file."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True))
+    temporary.write_text(text)
     os.replace(temporary, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 class _Unsafe(str):
@@ -158,6 +165,16 @@ def extra_vars_file(trusted: dict, untrusted: dict) -> str:
     """YAML for ansible-playbook -e @FILE: the settings' and our own variables as they are, event
     data (written by nodes) tagged !unsafe."""
     return yaml.dump({**trusted, **_unsafe(untrusted)}, Dumper=_ExtraVarsDumper, sort_keys=False)
+
+
+def _eda(run: Run) -> dict:
+    """The run's events as ansible-rulebook passes them (ansible_eda), so a playbook can tell why it runs."""
+    events = list(run.events.values())
+    eda = {"ruleset": "node-recovery-watcher", "rule": "needs_recovery",
+           "events": {f"m_{i}": event for i, event in enumerate(events)}}
+    if len(events) == 1:
+        eda["event"] = events[0]
+    return eda
 
 
 def check_settings(settings: Settings) -> None:
@@ -507,6 +524,7 @@ class Watcher:
             self.forming = None
             self.window.close()
         run.sealed = time.time()
+        _write_text(run.directory / EVENTS_FILE, extra_vars_file({}, {"node_recovery_run_events": _eda(run)}))
         _write_json(run.directory / TARGETS_FILE, list(run.nodes))
         # Counted once it has its nodes: a run withdrawn before (the storm brake) did nothing.
         self.runs_started += 1
@@ -526,22 +544,17 @@ class Watcher:
 
         self._prune_runs()
         _write_json(run.directory / "run.json", run.record())
-        events = list(run.events.values())
-        # As ansible-rulebook passes it, so a playbook can tell why it runs.
-        eda = {"ruleset": "node-recovery-watcher", "rule": "needs_recovery",
-               "events": {f"m_{i}": event for i, event in enumerate(events)}}
-        if len(events) == 1:
-            eda["event"] = events[0]
         # A file, not the command line: ansible-runner would put it all in the playbook's argv.
         (run.directory / "env").mkdir()
         # The run's id is the playbook's too: its report is recover-<run id>.json, its lock holder recover-<run id>.
-        # Its nodes are in the targets file, written when the coalescing window closes (the events here are those of
-        # the nodes it started with).
+        # Its nodes are in the targets file, written when the coalescing window closes, and their events in the
+        # events file (ansible_eda here has those of the nodes it started with).
         (run.directory / "env" / "extravars").write_text(extra_vars_file(
             {**self.settings.extra_vars, "node_recovery_targets_file": str(run.directory / TARGETS_FILE),
              "node_recovery_targets_file_wait": math.ceil(self.settings.coalesce_seconds) + TARGETS_FILE_MARGIN,
+             "node_recovery_events_file": str(run.directory / EVENTS_FILE),
              "node_recovery_run_id": run.run_id},
-            {"ansible_eda": eda}))
+            {"ansible_eda": _eda(run)}))
         env = {}
         if self.source.args.get("kubeconfig") and isinstance(self.source.args["kubeconfig"], str):
             env["K8S_AUTH_KUBECONFIG"] = self.source.args["kubeconfig"]
