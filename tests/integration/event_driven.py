@@ -115,8 +115,8 @@ def stand_in_playbook(directory: Path) -> Path:
                 "attempts": "{{ eda_event.attempts | default({}) }}",
                 "attempt": "{{ eda_event.attempt | default(None) }}",
                 # The node events the watcher hands over, templated here: a message must stay as written.
-                "messages": "{{ (node_recovery_run_events | default(ansible_eda) | default({})).events | default({})"
-                            " | dict2items | map(attribute='value') | map(attribute='faults') | flatten"
+                "messages": "{{ ((node_recovery_run_events | default(ansible_eda) | default({})).events | default({}))"
+                            ".values() | map(attribute='faults') | flatten"
                             " | map(attribute='message') | list }}",
                 "kubeconfig_from_env": "{{ lookup('ansible.builtin.env', 'K8S_AUTH_KUBECONFIG') | length > 0 }}",
             },
