@@ -44,7 +44,8 @@ def task_split(measured: dict, times_file: Path) -> dict[str, float]:
             "ran": sum(s for t, s in spans if t["ran"]), "ran count": sum(1 for t, _ in spans if t["ran"]),
             "skipped": sum(s for t, s in spans if not t["ran"]),
             "skipped count": sum(1 for t, _ in spans if not t["ran"]),
-            "end": measured["ended"] - stats["started"]}
+            "end": measured["ended"] - stats["started"],
+            "tasks": [(task["name"], seconds, task["ran"]) for task, seconds in spans]}
 
 
 def run(quick: bool = False) -> None:
@@ -97,6 +98,9 @@ def section(size: int, floors: list[float], ours: list[float], ansible: list[flo
                     [[f"{split['start']:.2f} s", f"{split['ran']:.2f} s ({split['ran count']} tasks)",
                       f"{split['skipped']:.2f} s ({split['skipped count']} tasks)", f"{split['end']:.2f} s",
                       f"{best:.2f} s"]])
+            + "\n\nIts tasks, each until the next began:\n\n"
+            + table(["task", "seconds", "acted"],
+                    [[name, f"{seconds:.2f}", "yes" if ran else "skipped"] for name, seconds, ran in split["tasks"]])
             + f"\n\nThe goal of {GOAL_RATIO:g}x the kubectl floor allows {budget:.1f} s at one faulty node; Ansible's "
               f"own floor takes {least:.1f} s of it before any work ("
             + (f"{least / budget:.0%} of the allowance)" if least < budget else "more than the whole allowance)")
