@@ -22,6 +22,7 @@ from typing import Any
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import CARD_LEVEL_ACTION
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import (
+    DEGRADED,
     FAULTY,
     MAX_ISOLATIONS_KEPT,
     MAX_WINDOW,
@@ -403,3 +404,27 @@ def plan(classified: Iterable[dict], policy: Policy, targets: Iterable[str] | No
     held = sorted(budgets.values(), key=lambda b: (order[b["budget"]], b["scope"] or ""))
     return {"storm": bool(storms), "storm_scopes": storms, "paused": paused or None, "domain_holds": over,
             "isolations": recent, "budgets": held, "act": act, "skip": skip, "pools": summary, "domains": counted}
+
+
+def return_plan(classified: Iterable[dict], targets: Iterable[str] | None = None, paused: dict | None = None) -> dict:
+    """Which nodes return_to_service judges now, in the shape of plan(): the nodes we isolated that are neither with
+    the repair team (in-repair) nor returned already, then the nodes kept in service with lost cards (card level)
+    whose cards are all usable again (`card` true); among `targets` when set. Whether each may return is
+    node_return's verdict; no budget holds a return (it gives capacity back), but while paused none is judged."""
+    wanted = set(targets) if targets is not None else None
+    nodes = [n for n in classified if wanted is None or n["name"] in wanted]
+    isolated = [n for n in nodes if n.get("isolated_by_us") and n.get("state") not in (v.STATE_IN_REPAIR,
+                                                                                       v.STATE_RETURNED)]
+    cards = [n for n in nodes if not n.get("isolated_by_us") and n.get("degraded")
+             and n.get("health") not in (FAULTY, DEGRADED)]
+    act = [{"name": n["name"], "state": n.get("state"), "card": card}
+           for group, card in ((isolated, False), (cards, True)) for n in group]
+    skip: list[dict] = []
+    budgets: list[dict] = []
+    if paused:
+        reason = _pause_reason(paused)
+        skip = [{"name": entry["name"], "reason": reason, "rule": PAUSE} for entry in act]
+        budgets = [{"budget": PAUSE, "scope": None, "detail": reason, "nodes": [entry["name"] for entry in act]}]
+        act = []
+    return {"storm": False, "storm_scopes": [], "paused": paused or None, "domain_holds": [], "isolations": None,
+            "budgets": budgets, "act": act, "skip": skip}

@@ -26,6 +26,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan impor
     Policy,
     plan,
     policy_problem,
+    return_plan,
 )
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
@@ -121,6 +122,8 @@ def recovery_plan(call: Call) -> dict[str, Any]:
     call.client  # noqa: B018 - one client, shared by the classification and the lock
 
     def decide(classification: dict) -> dict:
+        if params["purpose"] == "return":
+            return return_plan(classification["nodes"], targets, classification["paused"])
         return plan(classification["nodes"], policy, targets, classification["pools"],
                     domains=classification["domains"], isolations=classification["isolations"],
                     paused=classification["paused"])

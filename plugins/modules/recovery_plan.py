@@ -103,6 +103,19 @@ options:
              default: node-recovery}
       duration: {description: Seconds the hold lasts after each renewal., type: int, default: 30}
       wait: {description: Seconds to wait for a lock held by another run before failing., type: int, default: 120}
+  purpose:
+    description:
+      - V(remediate) plans the faulty nodes to act on, within every budget in O(budgets).
+      - V(return) picks the nodes the C(return_to_service) playbook judges (each as an entry of the plan's C(act) with
+        its C(name), C(state) and C(card)) - the nodes this collection isolated that are neither with the repair team
+        (C(in-repair)) nor returned already, then nodes kept in service with lost cards whose cards are all usable
+        again (C(card) true) - among O(targets). No budget holds a return, which gives capacity back; while the pause
+        switch exists none is picked, each named in the plan's C(skip). Whether each may return is
+        M(ai_infra.node_recovery.node_return)'s verdict.
+    type: str
+    choices: [remediate, return]
+    default: remediate
+    version_added: 0.2.0
   playbook:
     description: The playbook or face the run belongs to; names the lock's default holder.
     type: str
@@ -141,6 +154,15 @@ EXAMPLES = r"""
   delegate_to: localhost
   run_once: true
   register: judged
+
+- name: Pick the nodes to judge for return to service, and take the remediation lock when there is one
+  ai_infra.node_recovery.recovery_plan:
+    purpose: return
+    playbook: return
+    lock: {name: node-recovery}
+  delegate_to: localhost
+  run_once: true
+  register: returning
 """
 
 RETURN = r"""
@@ -155,7 +177,7 @@ started:
   type: str
 plan:
   description: The plan, as the P(ai_infra.node_recovery.remediation_plan#filter) filter returns it (C(act), C(skip),
-    C(storm), C(budgets), ...).
+    C(storm), C(budgets), ...); with O(purpose=return), in the same shape, the nodes to judge for return.
   returned: always, and on a storm or a cluster other than the inventory's
   type: dict
 classification:
@@ -209,6 +231,7 @@ SPEC = ModuleSpec(
             "wait": {"type": "int", "default": DEFAULT_WAIT},
         }},
         playbook={"type": "str", "default": "recover"},
+        purpose={"type": "str", "default": "remediate", "choices": ["remediate", "return"]},
         run_id={"type": "str"},
         **CLASSIFY_ARG_SPEC,
     ),

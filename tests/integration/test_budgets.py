@@ -116,8 +116,10 @@ def test_a_paused_cluster_changes_nothing_until_the_switch_is_deleted(api, pool,
     assert state_of(api, names[0]) == v.STATE_REPAIRED and node(api, names[0])["spec"].get("unschedulable")
     returned_report = report(runbook, "return_to_service")
     assert returned_report["paused"]["reason"] == "freeze"
-    assert skipped(runbook, "return_to_service")[names[0]]["reason"].startswith(
-        f"paused by ConfigMap default/{pause_switch.name} (freeze)")
+    # The same sentence as recover's: who set the switch, since when and why.
+    reason = skipped(runbook, "return_to_service")[names[0]]["reason"]
+    assert reason.startswith(f"paused by ConfigMap default/{pause_switch.name} by bob since "), reason
+    assert "(freeze): nothing is acted on until it is deleted" in reason, reason
     pause_switch.off()
     back = runbook.run("return_to_service")
     assert back.returncode == 0, back.stdout[-5000:]

@@ -5,7 +5,9 @@ Each case reads a pool of its own (label_selector) and a Lease of its own."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._lock import ProcessIdentity
 
 from .helpers import exists, localnodes, run_module, unique, wait_for
@@ -148,3 +150,33 @@ def test_the_nodes_to_act_on_come_from_a_file_written_while_the_run_starts(
                                                budgets={"max_unhealthy": "50%"}))
     assert not planned.get("failed"), planned
     assert [n["name"] for n in planned["plan"]["act"]] == [nodes[1]] and planned["locked"] is True
+
+
+def test_return_picks_our_isolated_nodes_and_nodes_whose_cards_are_back_and_locks_only_then(
+        api, kubeconfig, namespace, make_nodes):
+    nodes = make_nodes(5)
+    ours, with_team, cards, persons, healthy = nodes
+    returning = base(kubeconfig, nodes, namespace, purpose="return", playbook="return", run_id="run-7")
+    idle = run_module("recovery_plan", returning)
+    assert not idle.get("failed"), idle
+    assert idle["plan"]["act"] == [] and idle["locked"] is False
+    assert lease(api, namespace) is None, "nothing to return: nothing changed"
+
+    def mark(name: str, annotations: dict, unschedulable: bool = True) -> None:
+        api.patch(f"/api/v1/nodes/{name}", {"metadata": {"annotations": annotations},
+                                            "spec": {"unschedulable": unschedulable}})
+
+    mark(ours, {v.ISOLATED_BY: v.COLLECTION, v.STATE: v.STATE_REPAIRED})
+    mark(with_team, {v.ISOLATED_BY: v.COLLECTION, v.STATE: v.STATE_IN_REPAIR})
+    mark(cards, {v.DEGRADED: json.dumps({"lost": {"huawei.com/Ascend910": 1}})}, unschedulable=False)
+    mark(persons, {})  # cordoned by a person: theirs, never returned by us
+
+    picked = run_module("recovery_plan", returning, diff=True)
+    assert not picked.get("failed"), picked
+    assert picked["plan"]["act"] == [{"name": ours, "state": v.STATE_REPAIRED, "card": False},
+                                     {"name": cards, "state": v.STATE_NONE, "card": True}]
+    assert picked["locked"] is True and lease(api, namespace)["spec"]["holderIdentity"] == "return-run-7"
+    assert healthy not in {n["name"] for n in picked["classification"]["nodes"]}
+
+    narrowed = run_module("recovery_plan", {**returning, "targets": [with_team, cards], "lock": None}, check=True)
+    assert [e["name"] for e in narrowed["plan"]["act"]] == [cards] and narrowed["locked"] is False

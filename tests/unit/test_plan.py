@@ -17,6 +17,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._plan impor
     PolicyError,
     allowed_unhealthy,
     plan,
+    return_plan,
 )
 
 from .nodes import NOW, condition, node
@@ -136,3 +137,43 @@ def test_filter_takes_the_pool_counts_and_names_bad_ones():
     assert [a["name"] for a in remediation_plan(unhealthy, pools=summarize(nodes))["act"]] == ["npu-a-03"]
     with pytest.raises(AnsibleFilterError, match="remediation_plan: pools must be"):
         remediation_plan(unhealthy, pools="many")
+
+
+def judged(name, health="healthy", isolated_by_us=False, state="none", degraded=None):
+    """A classified node as return_plan reads it."""
+    return {"name": name, "health": health, "isolated_by_us": isolated_by_us, "state": state, "degraded": degraded}
+
+
+RETURN_FLEET = [
+    judged("iso-drained", isolated_by_us=True, state=v.STATE_REPAIR_PENDING),
+    judged("iso-faulty", health="faulty", isolated_by_us=True, state=v.STATE_DRAINED),
+    judged("with-repair-team", isolated_by_us=True, state=v.STATE_IN_REPAIR),
+    judged("back-already", isolated_by_us=True, state=v.STATE_RETURNED),
+    judged("cards-usable", degraded={"lost": {"npu": 1}}),
+    judged("cards-still-lost", health="degraded", degraded={"lost": {"npu": 1}}),
+    judged("cordoned-by-a-person", health="faulty"),
+]
+
+
+def test_return_judges_our_isolated_nodes_then_nodes_whose_lost_cards_are_usable_again():
+    decided = return_plan(RETURN_FLEET)
+    assert decided["act"] == [{"name": "iso-drained", "state": v.STATE_REPAIR_PENDING, "card": False},
+                              {"name": "iso-faulty", "state": v.STATE_DRAINED, "card": False},
+                              {"name": "cards-usable", "state": "none", "card": True}]
+    assert decided["skip"] == [] and decided["budgets"] == [] and not decided["storm"] and decided["paused"] is None
+
+
+def test_return_judges_only_the_targets():
+    assert [e["name"] for e in return_plan(RETURN_FLEET, targets=["iso-faulty", "with-repair-team"])["act"]] == [
+        "iso-faulty"]
+
+
+def test_while_paused_no_node_is_judged_for_return_and_the_pause_names_each():
+    paused = {"configmap": "default/node-recovery-pause", "reason": "switch maintenance", "by": "ops"}
+    decided = return_plan(RETURN_FLEET, paused=paused)
+    assert decided["act"] == [] and decided["paused"] == paused
+    assert [s["name"] for s in decided["skip"]] == ["iso-drained", "iso-faulty", "cards-usable"]
+    assert {s["rule"] for s in decided["skip"]} == {"pause"}
+    assert "switch maintenance" in decided["skip"][0]["reason"]
+    assert decided["budgets"] == [{"budget": "pause", "scope": None, "detail": decided["skip"][0]["reason"],
+                                   "nodes": ["iso-drained", "iso-faulty", "cards-usable"]}]
