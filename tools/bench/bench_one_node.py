@@ -80,18 +80,24 @@ def section(size: int, floors: list[float], ours: list[float], ansible: list[flo
         return ", ".join(f"{v:.1f}" for v in values)
 
     floor, best, least = min(floors), min(ours), min(ansible)
+    typical = statistics.median(floors)
     rows = [["kubectl floor: taint, `kubectl drain`, `kubectl wait` for the service", runs(floors),
-             f"{floor:.1f} s", f"{statistics.median(floors):.1f} s", "1.0x"],
+             f"{floor:.1f} s", f"{typical:.1f} s", "1.0x", "1.0x"],
             ["ours: the recover playbook (tickets and report written)", runs(ours), f"{best:.1f} s",
-             f"{statistics.median(ours):.1f} s", f"**{best / floor:.1f}x**"],
+             f"{statistics.median(ours):.1f} s", f"**{best / floor:.1f}x**", f"{statistics.median(ours) / typical:.1f}x"],
             ["Ansible's own floor: `ansible-playbook`, one task that loads the collection's client", runs(ansible),
-             f"{least:.1f} s", f"{statistics.median(ansible):.1f} s", f"{least / floor:.1f}x"]]
+             f"{least:.1f} s", f"{statistics.median(ansible):.1f} s", f"{least / floor:.1f}x",
+             f"{statistics.median(ansible) / typical:.1f}x"]]
     split = min(zip(ours, splits), key=lambda pair: pair[0])[1]
     budget = GOAL_RATIO * floor
     return (f"{size:,} kwok nodes and the spread services of the MTTR benchmark; one faulty node carrying a replica, "
             f"fresh each time; the three alternate in rotated order, {len(ours)} runs each (seconds). MTTR as in the "
             "MTTR benchmark; Ansible's floor is the wall time of its process.\n\n"
-            + table(["", "runs (s)", "least", "median", "least / kubectl floor"], rows)
+            + table(["", "runs (s)", "least", "median", "least / kubectl floor", "median / kubectl floor's median"],
+                    rows)
+            + "\n\nThe goal is judged on the least of each, as in the MTTR benchmark; the medians are beside it because "
+              "the floor's own runs split in two: `kubectl drain` looks for its evicted pods once a second, so a drain "
+              "whose pod is gone by its first look ends a second sooner."
             + "\n\nOur run of the least MTTR, split by the benchmark's task-times callback:\n\n"
             + table(["fault injected to the first task (Ansible's start)", "tasks that acted", "tasks skipped",
                      "last task's end to the process's end", "MTTR"],
