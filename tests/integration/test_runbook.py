@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -393,6 +394,42 @@ def test_recover_and_return_to_service_started_together_never_act_at_once(api, s
     isolated_at = node_events(api, names[2], v.EVENT_ISOLATED)[0]["lastTimestamp"]
     handed_at = node_events(api, names[2], v.EVENT_REPAIR_REQUESTED)[0]["lastTimestamp"]
     assert returned_at < isolated_at or returned_at > handed_at, (returned_at, isolated_at, handed_at)
+
+
+def test_a_return_to_service_run_killed_under_its_lock_is_finished_by_the_next_within_a_minute(api, small_pool):
+    """return_to_service takes the lock in its plan: killed by SIGKILL right after (an OOM kill of the controller),
+    its lock is no longer renewed, and a run started at once takes it over and returns the nodes."""
+    names, runbook = small_pool(10, faulty=2)
+    assert runbook.run("recover").returncode == 0
+    for name in names[:2]:
+        localnodes.clear(name, api=api)
+    repaired = runbook.run("repaired", extra={"repaired_nodes": names[:2], "repaired_by": "dc-ops"})
+    assert repaired.returncode == 0, repaired.stdout[-3000:]
+    lease_path = f"/apis/coordination.k8s.io/v1/namespaces/default/leases/{runbook.vars['node_recovery_lock_name']}"
+
+    def holder() -> str:
+        return ((api.get_or_none(lease_path) or {}).get("spec") or {}).get("holderIdentity") or ""
+
+    extra = {"return_to_service_healthy_delay": 0}
+    killed = subprocess.Popen(runbook.command("return_to_service", extra=extra), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=runbook.env(), cwd=runbook.tmp)
+    try:
+        wait_for(lambda: holder().startswith("return-"), 120, "the return run to take the lock", interval=0.02)
+        killed.send_signal(signal.SIGKILL)  # the controller only, as an OOM kill would
+        killed.wait(timeout=30)
+    finally:
+        killed.kill()
+    dead_holder = holder()
+    assert dead_holder.startswith("return-"), "the run was to die holding the lock, not after giving it back"
+
+    started = time.monotonic()
+    finished = runbook.run("return_to_service", extra=extra)
+    took = time.monotonic() - started
+    assert finished.returncode == 0, finished.stdout[-4000:]
+    assert [state_of(api, name) for name in names[:2]] == ["returned", "returned"]
+    assert took < 75, f"the next run finished {took:.1f} s after the kill"
+    print(f"return_to_service killed under its lock; the next run finished in {took:.1f} s")
+    assert holder() != dead_holder  # taken over, then given back
 
 
 def test_a_run_that_waited_for_the_lock_plans_again_under_it(api, small_pool):
