@@ -15,8 +15,6 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _report
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._errors import NodeRecoveryError
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import WebhookError, post_json
 
 if TYPE_CHECKING:
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
@@ -125,17 +123,5 @@ def write_report(call: Call) -> dict:
     if params.get("clusters") is None:
         return _report.write_report(call)
     report = build(params["playbook"], params["run_id"], params["clusters"], params["started"], call.check_mode)
-    rendered = render(report)
-    try:
-        paths = _report.write(report, params["report_dir"], rendered)
-    except OSError as err:
-        raise NodeRecoveryError(f"cannot write the report into '{params['report_dir']}': {err.strerror}") from None
-    notified = None
-    if params["notify_url"] and not call.check_mode:
-        try:
-            notified = post_json(params["notify_url"], summary_message(report, paths), what="the run summary",
-                                 headers=params["notify_headers"], validate_certs=params["notify_validate_certs"])
-        except WebhookError as err:
-            raise NodeRecoveryError(str(err), paths=paths) from None
-    return {"changed": False, "paths": paths, "summary": report["summary_line"], "notified": notified,
-            "markdown": rendered["md"], "failed_clusters": report["failed_clusters"]}
+    return {**_report.publish(report, render(report), summary_message, params, call.check_mode),
+            "failed_clusters": report["failed_clusters"]}

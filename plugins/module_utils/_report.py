@@ -22,6 +22,8 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._timeline i
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import WebhookError, post_json
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
 STEP_LABELS = {
@@ -524,18 +526,23 @@ def write_report(call: Call) -> dict:
     params = call.params
     report = build(params["playbook"], params["run_id"], params["nodes"], params["plan"], params["started"],
                    call.check_mode)
+    return publish(report, render(report), summary_message, params, call.check_mode)
+
+
+def publish(report: dict[str, Any], rendered: dict[str, str], summarize: Callable[..., dict[str, Any]],
+            params: dict[str, Any], check_mode: bool) -> dict:
+    """Write a rendered report into report_dir and, unless in check mode, post summarize(report, paths) to
+    notify_url; the module's result."""
     try:
-        paths = write(report, params["report_dir"])
+        paths = write(report, params["report_dir"], rendered)
     except OSError as err:
         raise NodeRecoveryError(f"cannot write the report into '{params['report_dir']}': {err.strerror}") from None
     notified = None
-    if params["notify_url"] and not call.check_mode:
+    if params["notify_url"] and not check_mode:
         try:
-            notified = post_json(params["notify_url"], summary_message(report, paths), what="the run summary",
+            notified = post_json(params["notify_url"], summarize(report, paths), what="the run summary",
                                  headers=params["notify_headers"], validate_certs=params["notify_validate_certs"])
         except WebhookError as err:
             raise NodeRecoveryError(str(err), paths=paths) from None
-    with open(paths["md"], encoding="utf-8") as handle:
-        markdown = handle.read()
     return {"changed": False, "paths": paths, "summary": report["summary_line"], "notified": notified,
-            "markdown": markdown}
+            "markdown": rendered["md"]}

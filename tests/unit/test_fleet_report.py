@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _report
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._fleet_report import build, render
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._fleet_report import build, render, write_report
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._history import read_reports, run_reports
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
 
 def entry(name: str, outcome: str = "handed off to repair", failed: bool = False) -> dict:
@@ -53,3 +54,29 @@ def test_fleet_history_reads_a_fleet_report_like_any_run_report(tmp_path):
         "latest-recover.html", "latest-recover.json", "latest-recover.md"]
     runs, total = run_reports(read_reports(str(tmp_path), []), 10)
     assert total == 1 and [n["name"] for n in runs[0]["nodes"]] == ["npu-a-0001"]
+
+
+def fleet_call(tmp_path, notify_url: str | None, check_mode: bool = False) -> Call:
+    return Call(params={"playbook": "recover", "run_id": "20261202T100000Z-ab12cd", "clusters": CLUSTERS,
+                        "started": "2026-12-02T10:00:00Z", "report_dir": str(tmp_path), "notify_url": notify_url,
+                        "notify_headers": {"Authorization": "Bearer s3cret"}, "notify_validate_certs": True},
+                check_mode=check_mode)
+
+
+def test_the_fleet_report_is_written_and_its_summary_posted(tmp_path, receiver):
+    url, handler = receiver
+    result = write_report(fleet_call(tmp_path, url))
+    assert result["failed_clusters"] == ["shanghai"] and result["changed"] is False
+    assert result["markdown"] == open(result["paths"]["md"], encoding="utf-8").read()
+    ((headers, body),) = handler.received
+    assert headers["Authorization"] == "Bearer s3cret"
+    assert body["failed_clusters"] == ["shanghai"] and body["report"] == result["paths"]["html"]
+    assert body["text"].startswith("node recovery recover 20261202T100000Z-ab12cd across clusters: beijing: ")
+    assert result["notified"]["status"] == 200
+
+
+def test_check_mode_writes_the_fleet_report_and_posts_nothing(tmp_path, receiver):
+    url, handler = receiver
+    result = write_report(fleet_call(tmp_path, url, check_mode=True))
+    assert result["notified"] is None and handler.received == []
+    assert json.loads(open(result["paths"]["json"], encoding="utf-8").read())["check_mode"] is True

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 
 import pytest
 
@@ -101,32 +99,6 @@ def test_directory_delivery_writes_json_and_markdown(tmp_path):
     blocker.write_text("x")
     with pytest.raises(t.TicketError, match="cannot write the repair ticket to directory"):
         t.deliver_directory(str(blocker / "sub"), ticket, "")
-
-
-class Receiver(http.server.BaseHTTPRequestHandler):
-    statuses: list = []
-    received: list = []
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((dict(self.headers), json.loads(body)))
-        status = type(self).statuses.pop(0) if type(self).statuses else 200
-        self.send_response(status)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def receiver():
-    Receiver.statuses, Receiver.received = [], []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook/SECRET-PATH", Receiver
-    server.shutdown()
-    server.server_close()
 
 
 def test_webhook_is_retried_on_5xx_and_sends_the_ticket(receiver):
