@@ -344,3 +344,24 @@ def test_a_malformed_budget_stops_the_run_with_one_sentence_naming_it(api, pool,
     assert f'"msg": "{sentence}' in run.stdout, run.stdout[-3000:]
     assert "Traceback" not in run.stdout + run.stderr
     assert untouched(api, names)
+
+
+def test_detect_judges_with_the_budgets_recover_runs_with(api, pool, tmp_path):
+    """Budgets kept in the inventory's group_vars (as an ops repository or an AWX inventory keeps them) count for
+    detect as they do for recover: detect's report shows what a recover run would do now."""
+    names, runbook = pool(4)
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text("node_recovery_max_unhealthy: 60%\n")
+    for name in names[:2]:
+        fault(api, name)
+
+    detect = runbook.run("detect")
+    assert detect.returncode == 0, detect.stdout[-5000:]
+    judged = report(runbook, "detect")
+    assert judged["storm"] is False, judged["storm_scopes"]
+    assert sorted(n["name"] for n in judged["nodes"]) == names[:2]
+    assert untouched(api, names)
+
+    recover = runbook.run("recover")
+    assert recover.returncode == 0, recover.stdout[-5000:]
+    assert [state_of(api, n) for n in names] == [v.STATE_REPAIR_PENDING] * 2 + ["none"] * 2
