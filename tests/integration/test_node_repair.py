@@ -5,11 +5,9 @@ and the fault history that escalates a fault coming back to repair."""
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
 import os
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate
 from tools.localcluster import nodes as localnodes
 
+from ..webhook import Receiver, receiving
 from .helpers import node, run_module, wait_for
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -125,34 +124,15 @@ def test_check_mode_builds_the_ticket_but_delivers_and_changes_nothing(api, kube
     assert node(api, name)["metadata"]["annotations"] == before["metadata"]["annotations"]
 
 
-class Hook(http.server.BaseHTTPRequestHandler):
-    statuses: list = []
-    received: list = []
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Hook.received.append((self.path, dict(self.headers), json.loads(body)))
-        self.send_response(Hook.statuses.pop(0) if Hook.statuses else 200)
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def hook():
-    Hook.statuses, Hook.received = [], []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with receiving() as url:
+        yield url
 
 
 def test_webhook_delivery_is_retried_on_500_and_keeps_secrets_out_of_the_log(api, kubeconfig, make_nodes, hook):
     name = faulty(api, make_nodes)
-    Hook.statuses = [500, 200]
+    Receiver.statuses = [500, 200]
     url = f"{hook}/hooks/T0KEN-IN-PATH"
     handed = run_module("node_repair", {"kubeconfig": kubeconfig, "name": name, "webhook_url": url,
                                         "webhook_headers": {"Authorization": "Bearer hunter2-secret"}},
@@ -160,9 +140,9 @@ def test_webhook_delivery_is_retried_on_500_and_keeps_secrets_out_of_the_log(api
 
     assert not handed.get("failed"), handed.get("msg")
     result = only(handed)
-    assert [r[0] for r in Hook.received] == ["/hooks/T0KEN-IN-PATH"] * 2
-    assert all(r[1]["Authorization"] == "Bearer hunter2-secret" for r in Hook.received)
-    payload = Hook.received[-1][2]
+    assert [r["path"] for r in Receiver.received] == ["/hooks/T0KEN-IN-PATH"] * 2
+    assert all(r["headers"]["Authorization"] == "Bearer hunter2-secret" for r in Receiver.received)
+    payload = Receiver.received[-1]["body"]
     assert payload["ticket"]["ticket"] == result["ticket_id"] and name in payload["text"]
     assert payload["markdown"].startswith(f"# Repair ticket {result['ticket_id']}")
     assert result["delivered"]["webhook"] == {"endpoint": hook, "status": 200, "attempts": 2,
@@ -173,7 +153,7 @@ def test_webhook_delivery_is_retried_on_500_and_keeps_secrets_out_of_the_log(api
 
 def test_a_refused_webhook_changes_nothing(api, kubeconfig, make_nodes, hook):
     name = faulty(api, make_nodes)
-    Hook.statuses = [401]
+    Receiver.statuses = [401]
     result = run_module("node_repair", {"kubeconfig": kubeconfig, "name": name, "webhook_url": f"{hook}/x"})
     refused = f"the webhook at {hook} refused the repair ticket: HTTP 401 Unauthorized"
     assert result["failed"] and only(result)["msg"] == refused and result["failed_nodes"] == [name]
@@ -270,7 +250,7 @@ def test_the_same_fault_episode_keeps_its_ticket_id_when_the_hand_off_is_asked_a
     assert second["changed"] is True and second["state"] == v.STATE_REPAIR_PENDING
     assert second["ticket"]["created"] > first["ticket"]["created"]
     assert second["ticket_id"] == first["ticket_id"]
-    assert [r[2]["ticket"]["ticket"] for r in Hook.received] == [first["ticket_id"]] * 2
+    assert [r["body"]["ticket"]["ticket"] for r in Receiver.received] == [first["ticket_id"]] * 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{first['ticket_id']}.json", f"{first['ticket_id']}.md"]
     assert json.loads((tmp_path / f"{first['ticket_id']}.json").read_text())["created"] == second["ticket"]["created"]
     assert node(api, name)["metadata"]["annotations"][v.TICKET] == first["ticket_id"]
@@ -302,7 +282,7 @@ def test_a_batch_of_two_nodes_gets_two_tickets_in_one_call(api, kubeconfig, make
     assert "NT_NPU_CARD_LOSE" in faults[card] and faults[other] == ["NT_NPU_OTHER"]  # each its own evidence
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{t}{ext}" for t in tickets.values()
                                                                 for ext in (".json", ".md"))
-    assert sorted(r[2]["ticket"]["ticket"] for r in Hook.received) == sorted(tickets.values())
+    assert sorted(r["body"]["ticket"]["ticket"] for r in Receiver.received) == sorted(tickets.values())
 
     again = run_module("node_repair", {"kubeconfig": kubeconfig, "name": names, "directory": str(tmp_path)})
     assert again["changed"] is False and {n["name"]: n["ticket_id"] for n in again["nodes"]} == tickets

@@ -18,9 +18,10 @@ import pytest
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _history, _report
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
 
+from ..webhook import Receiver
 from .helpers import REPO
 from .test_runbook import small_pool  # noqa: F401  (the fixture: a pool of our own with faulty nodes and a Runbook)
-from .test_ticket_lifecycle import Receiver, receiver  # noqa: F401  (the fixture: a webhook receiver on loopback)
+from .test_ticket_lifecycle import receiver  # noqa: F401  (the fixture: a webhook receiver on loopback)
 
 SHOTS = REPO / "tests" / "output" / "browser"
 WIDTH = 1280

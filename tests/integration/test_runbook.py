@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _voc
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._lock import acquire, release
 from tools.localcluster import cluster as localcluster
 
+from ..webhook import Receiver, receiving
 from .helpers import (
     PLAN_TASK,
     REPO,
@@ -579,43 +579,24 @@ def test_a_role_missing_a_verb_fails_naming_it(api, small_pool, namespace, tmp_p
     assert "Traceback" not in run.stdout + run.stderr
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self):  # noqa: N802 - the name http.server calls
-        length = int(self.headers["Content-Length"])
-        _Recorder.received.append({"body": json.loads(self.rfile.read(length)),
-                                   "authorization": self.headers.get("Authorization")})
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_hot_spare_replaces_the_isolated_node_and_the_run_is_announced(api, small_pool):
     names, runbook = small_pool(6, faulty=1)
     spare = names[-1]
     standby = run_module("node_spare", {"state": "standby", "name": spare, "kubeconfig": runbook.kubeconfig})
     assert standby["changed"] is True, standby.get("msg")
-    server = HTTPServer(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Recorder.received.clear()
     secret = "Bearer hook-secret-123"
-    try:
+    with receiving() as url:
         run = runbook.run("recover", extra={
             "isolate_hot_spare": True,
-            "report_notify_url": f"http://127.0.0.1:{server.server_port}/hooks/T0/secret-path",
+            "report_notify_url": f"{url}/hooks/T0/secret-path",
             "report_notify_headers": {"Authorization": secret}})
-    finally:
-        server.shutdown()
     assert run.returncode == 0, run.stdout[-4000:]
     spare_node = node(api, spare)
     assert not [t for t in spare_node["spec"].get("taints") or [] if t["key"] == v.SPARE_TAINT_KEY]
     assert spare_node["metadata"]["annotations"][v.SPARE_FOR] == names[0]
     assert len(node_events(api, spare, v.EVENT_SPARE)) == 2  # put in reserve, then into service
-    (posted,) = _Recorder.received
-    assert posted["authorization"] == secret
+    (posted,) = Receiver.received
+    assert posted["headers"]["Authorization"] == secret
     assert posted["body"]["text"].startswith("node recovery recover ")
     assert [n["name"] for n in posted["body"]["nodes"]] == [names[0]]
     assert "secret-path" not in run.stdout and "hook-secret-123" not in run.stdout

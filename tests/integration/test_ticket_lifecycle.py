@@ -8,7 +8,6 @@ delivered neither losing it nor doubling it in a way the receiver cannot de-dupl
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
 import os
 import subprocess
@@ -25,6 +24,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._audit impo
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import isolate
 from tools.localcluster import nodes as localnodes
 
+from ..webhook import Receiver, receiving
 from .helpers import VENV_BIN, kill_with_descendants, node, run_module, wait_for
 from .test_node_repair import RUN_ID, faulty, only
 
@@ -32,40 +32,10 @@ SECRET_PATH = "/hooks/T0KEN-IN-PATH"
 SECRET_HEADER = "Bearer hunter2-secret"
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    """Records every POST as it arrives (before answering); answers with the next of `statuses` (200 when none);
-    while `hold` is set, keeps the answer back until it is released (a delivery in flight)."""
-
-    statuses: list = []
-    received: list = []
-    hold: threading.Event | None = None
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Receiver.received.append({"path": self.path, "headers": dict(self.headers), "body": body})
-        if Receiver.hold is not None:
-            Receiver.hold.wait(60)
-        try:
-            self.send_response(Receiver.statuses.pop(0) if Receiver.statuses else 200)
-            self.end_headers()
-            self.wfile.write(b"{}")
-        except OSError:  # the sender is gone (killed)
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def receiver():
-    Receiver.statuses, Receiver.received, Receiver.hold = [], [], None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    if Receiver.hold is not None:
-        Receiver.hold.set()
-    server.shutdown()
-    server.server_close()
+    with receiving() as url:
+        yield url
 
 
 def updates() -> list[dict]:

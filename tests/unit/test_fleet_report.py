@@ -68,7 +68,8 @@ def test_the_fleet_report_is_written_and_its_summary_posted(tmp_path, receiver):
     result = write_report(fleet_call(tmp_path, url))
     assert result["failed_clusters"] == ["shanghai"] and result["changed"] is False
     assert result["markdown"] == open(result["paths"]["md"], encoding="utf-8").read()
-    ((headers, body),) = handler.received
+    (posted,) = handler.received
+    headers, body = posted["headers"], posted["body"]
     assert headers["Authorization"] == "Bearer s3cret"
     assert body["failed_clusters"] == ["shanghai"] and body["report"] == result["paths"]["html"]
     assert body["text"].startswith("node recovery recover 20261202T100000Z-ab12cd across clusters: beijing: ")

@@ -110,11 +110,11 @@ def test_webhook_is_retried_on_5xx_and_sends_the_ticket(receiver):
     key = f"{ticket['ticket']}:requested"
     assert result == {"endpoint": url.split("/hook")[0], "status": 200, "attempts": 3, "idempotency_key": key}
     assert slept == [1, 2]
-    headers, body = handler.received[-1]
+    headers, body = handler.received[-1]["headers"], handler.received[-1]["body"]
     assert headers["Authorization"] == "Bearer s3cret"
     assert body["ticket"] == ticket and body["text"] == ticket["summary"] and body["markdown"] == "# md"
     # Every attempt carries the same key, in the header and in the update.
-    assert {h["Idempotency-Key"] for h, _ in handler.received} == {key}
+    assert {r["headers"]["Idempotency-Key"] for r in handler.received} == {key}
     assert body["update"]["transition"] == "requested" and body["update"]["idempotency_key"] == key
     assert body["update"]["node"] == "npu-a-0003" and body["update"]["by"] == "ops"
 
@@ -196,8 +196,8 @@ def test_an_update_is_retried_with_the_same_key_and_a_refusal_is_one_sentence_wi
     result = t.deliver_update(url, update, {"Authorization": "Bearer s3cret"}, 5, 3, True, lambda _: None)
     assert result == {"endpoint": url.split("/hook")[0], "status": 200, "attempts": 2,
                       "idempotency_key": "NR-1-n:closed"}
-    assert [h["Idempotency-Key"] for h, _ in handler.received] == ["NR-1-n:closed"] * 2
-    assert handler.received[-1][1] == {"update": update, "text": t.update_text(update)}
+    assert [r["headers"]["Idempotency-Key"] for r in handler.received] == ["NR-1-n:closed"] * 2
+    assert handler.received[-1]["body"] == {"update": update, "text": t.update_text(update)}
     handler.statuses = [400]
     with pytest.raises(t.TicketError) as err:
         t.deliver_update(url, update, {"Authorization": "Bearer s3cret"}, 5, 3, True, lambda _: None)
