@@ -13,6 +13,7 @@ as any module does. The results are the same either way (module_utils._runner).
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -59,6 +60,10 @@ def stop_with_controller() -> None:
 def execute_in_worker(spec: ModuleSpec, params: dict, check_mode: bool, diff: bool,
                       environ: dict) -> tuple[dict, list[str]]:
     """The module's work inside an Ansible worker, a fork of the controller."""
+    # A garbage collection here would walk every object inherited from the controller and so copy the memory pages
+    # they live on (copy-on-write): the plan over 1,000 nodes spent 0.2 s of its 0.6 s on that. Frozen, they are left
+    # out; they are the controller's to free (a worker ends with os._exit). The worker's own garbage is still collected.
+    gc.freeze()
     stop_with_controller()
     # The certificate files the controller wrote (reading an inventory, say) are its own: a worker that reused and
     # then removed them would pull them from under a worker of another host running at the same time.
