@@ -106,6 +106,14 @@ def _recover(kubeconfig: Path, workdir: Path, label: str, parallel: int, faulty:
     return wall, cpu, json.loads((workdir / "reports" / "latest-recover.json").read_text())
 
 
+def _written(workdir: Path, report: dict) -> float:
+    """When a run's paperwork was done: the last change to its tickets and to its report's files."""
+    stem = f"{report['playbook']}-{report['run_id']}."
+    files = [path for path in (workdir / "tickets").rglob("*") if path.is_file()]
+    files += [path for path in (workdir / "reports").iterdir() if path.name.startswith(stem)]
+    return max(path.stat().st_mtime for path in files)
+
+
 def _load_inventory(kubeconfig: Path, workdir: Path, how: str) -> float:
     """What reading the k8s_nodes inventory costs a run: the CPU time of ansible-playbook with it and
     a play of no tasks (median of 3)."""
@@ -138,7 +146,8 @@ class Bench:
     def ours(self, count: int, label: str, parallel: int, how: str = "named",
              extra_env: dict[str, str] | None = None) -> dict:
         """The fault injected on fresh nodes and the recover run for them: MTTR from the injection to the
-        run's end (tickets and report written) or to the services whole again, whichever is later."""
+        tickets and the report written or to the services whole again, whichever is later (and, beside it, to
+        the process's end instead of the paperwork's)."""
         faulty = self.pick(count)
         services = affected(self.api, faulty)
         goal = self.watch.expect(whole_again(self.wanted, services, faulty))
@@ -147,8 +156,10 @@ class Bench:
         ended = time.time()
         whole = goal.wait(300, f"the services of {label} to be whole again")
         tickets = len(list((self.work / label / "tickets").glob("*.json")))
+        written = _written(self.work / label, report)
         restore(self.api, faulty)  # repaired and returned: the next runs start from a healthy cluster
-        return {"started": injected, "ended": ended, "whole": whole, "mttr": max(ended, whole) - injected,
+        return {"started": injected, "ended": ended, "written": written, "whole": whole,
+                "mttr": max(written, whole) - injected, "mttr_ended": max(ended, whole) - injected,
                 "run": wall, "cpu": cpu, "report": report, "tickets": tickets, "faulty": count,
                 "services": len(services)}
 
@@ -186,7 +197,8 @@ def spread_cluster(name: str, size: int, work: Path) -> Iterator[Bench]:
 def _split(measured: dict) -> dict[str, float | None]:
     """Where one of our runs spent its time, from the report's timeline: for each step, from the moment
     the step before it was finished on every node (the injection for the first) until this step was
-    finished on every node; the run's end after the last; the module's own mean time per node beside."""
+    finished on every node; the paperwork (the lock released, the report written) after the last, then the
+    process's exit; the module's own mean time per node beside."""
     front = fronts(measured["report"], STEPS)
     split: dict[str, float | None] = {}
     previous = measured["started"]
@@ -199,7 +211,8 @@ def _split(measured: dict) -> dict[str, float | None]:
         split[step] = end - previous if end is not None else None
         split[f"{step} own"] = front[step]["own"]
         previous = end if end is not None else previous
-    split["end"] = measured["ended"] - previous
+    split["written"] = measured["written"] - previous
+    split["exit"] = measured["ended"] - measured["written"]
     split["whole"] = measured["whole"] - measured["started"]
     return split
 
@@ -220,10 +233,12 @@ def mttr_section(counts: tuple[int, ...], parallel: int, size: int, floors: dict
     best_floor = {n: min(m["mttr"] for m in floors[n]) for n in counts}
     best_ours = {n: min(m["mttr"] for m in ours[n]) for n in counts}
     ratio = {n: best_ours[n] / best_floor[n] for n in counts}
+    ratio_ended = {n: min(m["mttr_ended"] for m in ours[n]) / best_floor[n] for n in counts}
     per_ours, per_floor = _per_node(best_ours), _per_node(best_floor)
     runs = min(len(v) for v in ours.values())
     rows = [[f"{n}", ", ".join(_s(m["mttr"]) for m in floors[n]), ", ".join(_s(m["mttr"]) for m in ours[n]),
-             f"**{ratio[n]:.1f}x**", _s(per_floor.get(n), 2) if n in per_floor else "",
+             f"**{ratio[n]:.1f}x**", ", ".join(_s(m["mttr_ended"]) for m in ours[n]), f"{ratio_ended[n]:.1f}x",
+             _s(per_floor.get(n), 2) if n in per_floor else "",
              _s(per_ours.get(n), 2) if n in per_ours else ""] for n in counts]
     text = (f"{size:,} kwok nodes in {POOLS} pools, an inference Deployment per pool with a replica on half its "
             "nodes at most one per node (required anti-affinity on the hostname) and a PodDisruptionBudget of "
@@ -238,13 +253,15 @@ def mttr_section(counts: tuple[int, ...], parallel: int, size: int, floors: dict
             "own reaction, not the flap-protection wait), then `ansible-playbook ai_infra.node_recovery.recover "
             "-e '{\"recover_nodes\": [...], ...}'` with no node inventory, as the event source and the watcher "
             f"run it, `node_recovery_max_parallel` {parallel} (every faulty node in one batch).\n\n"
-            "MTTR: from the fault injected (the floor: from the shell's start) until every replica of the "
-            "affected Deployments runs Ready on a schedulable node as a watch on the pods shows it, and the "
-            "process has ended (ours: tickets and the run report written), whichever is later. The figure compared "
-            "is the lesser of each method's runs.\n\n"
-            + table(["faulty nodes", "kubectl floor", "ours", "ours / floor",
-                     "floor: added per faulty node beyond the first", "ours: added per faulty node beyond the first"],
-                    rows))
+            "MTTR, as the issue defines it: from the fault injected (the floor: from the shell's start) until "
+            "every replica of the affected Deployments runs Ready on a schedulable node as a watch on the pods "
+            "shows it, and the work is done, whichever is later: the floor's shell has ended; ours has written the "
+            "tickets and the run report (the last change to those files). After that our process still prints "
+            "the report, sets its exit status and exits (Python's teardown), 0.3-0.5 s: the MTTR to the "
+            "process's end is beside it. The figure compared is the lesser of each method's runs.\n\n"
+            + table(["faulty nodes", "kubectl floor", "ours", "ours / floor", "ours, to the process's end",
+                     "to the process's end / floor", "floor: added per faulty node beyond the first",
+                     "ours: added per faulty node beyond the first"], rows))
     largest, first = max(counts), min(counts)
     ratio_met = all(r <= GOAL_RATIO for r in ratio.values())
     worst = max(counts, key=lambda n: ratio[n])
@@ -252,7 +269,8 @@ def mttr_section(counts: tuple[int, ...], parallel: int, size: int, floors: dict
              + ("**met**" if ratio_met else "**not met**")
              + f" (at most {ratio[worst]:.1f}x, at {worst} faulty node(s)"
              + ("" if ratio_met else "; over at " + ", ".join(f"{n} ({ratio[n]:.1f}x)" for n in counts
-                                                                  if ratio[n] > GOAL_RATIO)) + "). ")
+                                                                  if ratio[n] > GOAL_RATIO)) + "; to the "
+             + f"process's end at most {max(ratio_ended.values()):.1f}x). ")
     if per_ours:
         slope = per_ours[largest]
         text += (f"Goal: each faulty node beyond the first adds under {GOAL_PER_NODE:g} s: "
@@ -271,7 +289,8 @@ def split_section(counts: tuple[int, ...], floors: dict[int, list[dict]], ours: 
         has_start = has_start or split["start"] is not None
         rows.append([f"{n}", _s(split["start"]), *(
             _s(split[s]) + (f" ({split[f'{s} own']:.1f} s)" if split[f"{s} own"] is not None else "")
-            for s in STEPS), _s(split["end"]), _s(split["whole"]), _s(run["mttr"]), f"{run['cpu']:.0f} s"])
+            for s in STEPS), _s(split["written"]), _s(split["exit"]), _s(split["whole"]), _s(run["mttr"]),
+            f"{run['cpu']:.0f} s"])
     floor_rows = []
     for n in counts:
         run = min(floors[n], key=lambda m: m["mttr"])
@@ -292,7 +311,8 @@ def split_section(counts: tuple[int, ...], floors: dict[int, list[dict]], ours: 
             "The last columns say when the services were whole again as the pod watch saw it, the MTTR, and the "
             "CPU time of the run's processes.\n\n"
             + table(["faulty nodes", "start-up, lock, plan", *(STEP_TEXT[s] for s in STEPS),
-                     "report, lock released, exit", "services whole (from the injection)", "MTTR", "CPU"], rows)
+                     "lock released, report written", "then to the process's end",
+                     "services whole (from the injection)", "MTTR", "CPU"], rows)
             + "\n\nThe kubectl floor, from the shell's start:\n\n"
             + table(["faulty nodes", "every drain returned", "services whole", "shell ended", "MTTR", "CPU"],
                     floor_rows)
