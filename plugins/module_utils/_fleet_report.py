@@ -123,5 +123,7 @@ def write_report(call: Call) -> dict:
     if params.get("clusters") is None:
         return _report.write_report(call)
     report = build(params["playbook"], params["run_id"], params["clusters"], params["started"], call.check_mode)
+    failed_clusters = [(s["name"], s["error"]) for s in report["clusters"] if s["failed"]]
     return {**_report.publish(report, render(report), summary_message, params, call.check_mode),
-            "failed_clusters": report["failed_clusters"]}
+            "failed_clusters": report["failed_clusters"],
+            "failure": _report.failure_sentence(report["playbook"], report["nodes"], failed_clusters)}

@@ -22,7 +22,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._timeline i
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._webhook import WebhookError, post_json
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
 
@@ -277,6 +277,20 @@ def mttr_line(report: dict[str, Any]) -> str:
             f"before the run and {duration(m['in_run_mean_seconds'])} in it; the longest {duration(m['max_seconds'])}.")
 
 
+NOT_DONE = {"recover": "not remediated", "return_to_service": "not returned to service", "detect": "not judged"}
+
+
+def failure_sentence(playbook: str, nodes: list[dict], failed_clusters: Iterable[tuple[str, str]] = ()) -> str:
+    """What a run could not do, one sentence for its verdict (empty when it did everything): each cluster it could not
+    act on with why, then each node it could not finish with its outcome."""
+    not_done = NOT_DONE[playbook]
+    parts = [f"Cluster {name} {not_done}: {error}" for name, error in failed_clusters]
+    failed = [n for n in nodes if n.get("failed")]
+    if failed:
+        parts.append(f"{len(failed)} node(s) {not_done}: " + "; ".join(f"{n['name']} ({n['outcome']})" for n in failed))
+    return "; ".join(parts)
+
+
 def summary_message(report: dict[str, Any], paths: dict[str, str] | None = None) -> dict[str, Any]:
     """The short run summary for a notification webhook."""
     head = f"node recovery {report['playbook']} {report['run_id']}: "
@@ -526,7 +540,8 @@ def write_report(call: Call) -> dict:
     params = call.params
     report = build(params["playbook"], params["run_id"], params["nodes"], params["plan"], params["started"],
                    call.check_mode)
-    return publish(report, render(report), summary_message, params, call.check_mode)
+    return {**publish(report, render(report), summary_message, params, call.check_mode),
+            "failure": failure_sentence(report["playbook"], report["nodes"])}
 
 
 def publish(report: dict[str, Any], rendered: dict[str, str], summarize: Callable[..., dict[str, Any]],

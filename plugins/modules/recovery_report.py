@@ -112,6 +112,13 @@ markdown:
   description: The Markdown report (to print at the end of a run).
   returned: always
   type: str
+failure:
+  description:
+    - What the run could not do, one sentence for its verdict, empty when it did everything - each cluster it could not
+      act on and why (with O(clusters)), then each node whose entry is failed with its outcome.
+  returned: always
+  type: str
+  sample: "1 node(s) not remediated: npu-a-0007 (not drained: PodDisruptionBudget infer/web allows no disruption)"
 failed_clusters:
   description: The clusters the run could not act on (with O(clusters)).
   returned: when clusters was given

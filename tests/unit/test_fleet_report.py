@@ -81,3 +81,14 @@ def test_check_mode_writes_the_fleet_report_and_posts_nothing(tmp_path, receiver
     result = write_report(fleet_call(tmp_path, url, check_mode=True))
     assert result["notified"] is None and handler.received == []
     assert json.loads(open(result["paths"]["json"], encoding="utf-8").read())["check_mode"] is True
+
+
+def test_the_runs_verdict_names_each_failed_cluster_then_each_node_not_remediated(tmp_path):
+    clusters = [dict(CLUSTERS[0], nodes=[entry("npu-a-0001"), entry("npu-a-0003", "not drained: PDB", failed=True)]),
+                CLUSTERS[1]]
+    call = fleet_call(tmp_path, None)
+    result = write_report(Call(params={**call.params, "clusters": clusters}, check_mode=False))
+    assert result["failure"] == ("Cluster shanghai not remediated: listing nodes of cluster 'shanghai' failed: <refused>; "
+                                 "1 node(s) not remediated: npu-a-0003 (not drained: PDB)")
+    params = {**call.params, "clusters": None, "nodes": [entry("npu-a-0001")], "plan": None}
+    assert write_report(Call(params=params, check_mode=False))["failure"] == ""

@@ -6,6 +6,7 @@ import json
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._report import (
     build,
+    failure_sentence,
     render,
     summary_message,
     with_durations,
@@ -208,3 +209,13 @@ def test_a_report_from_before_the_figures_still_renders():
                                              "note": ""}], details=[], failed=False)]}
     out = render(old)
     assert 'class="bar"' in out["html"] and "| npu-a-0003 |" in out["md"]
+
+
+def test_the_runs_verdict_says_what_it_could_not_do_in_the_words_of_its_playbook():
+    nodes = [{"name": "a", "outcome": "handed off to repair", "failed": False},
+             {"name": "b", "outcome": "not drained: PDB", "failed": True},
+             {"name": "c", "outcome": "isolation failed: 409", "failed": True}]
+    assert failure_sentence("recover", nodes) == "2 node(s) not remediated: b (not drained: PDB); c (isolation failed: 409)"
+    assert failure_sentence("return_to_service", nodes[1:2], [("x", "lock held")]) == (
+        "Cluster x not returned to service: lock held; 1 node(s) not returned to service: b (not drained: PDB)")
+    assert failure_sentence("recover", nodes[:1]) == ""
