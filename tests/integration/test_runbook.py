@@ -483,6 +483,9 @@ def test_a_node_that_cannot_be_drained_is_named_while_the_rest_of_the_batch_fini
     report = json.loads((runbook.tmp / "reports" / "latest-recover.json").read_text())
     failed = {n["name"]: n["outcome"] for n in report["nodes"] if n["failed"]}
     assert list(failed) == [held] and "the next run continues" in failed[held]
+    # The run fails in its last task, after its report: the lock is given back all the same, not left to lapse.
+    lease = api.get(f"/apis/coordination.k8s.io/v1/namespaces/default/leases/{runbook.vars['node_recovery_lock_name']}")
+    assert not lease["spec"].get("holderIdentity"), lease["spec"]
 
 
 def test_a_run_killed_during_a_drain_is_finished_by_a_run_started_right_after(api, small_pool, namespace):
