@@ -9,6 +9,7 @@ faster), paging, watching, retries, and failures turned into one sentence.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -261,7 +262,7 @@ class Client:
 
     def request(self, method: str, path: str, **kwargs: Any) -> dict:
         response = self.raw(method, path, **kwargs)
-        return json.loads(response.data) if response.data else {}
+        return parse_json(response.data) if response.data else {}
 
     def get(self, path: str, **kwargs: Any) -> dict:
         return self.request("GET", path, **kwargs)
@@ -359,6 +360,19 @@ def require_access(client: Client, checks: Iterable[tuple[str, str, str, str | N
                 raise KubernetesError(f"the credentials may not {verb} {resource}{where}, so nothing was changed; "
                                       f"the RBAC role lacks verb '{verb}' on resource '{full}'", status=403)
             client.access_allowed.add((verb, resource, group, namespace))
+
+
+def parse_json(data: bytes) -> Any:
+    """json.loads with the cyclic garbage collector paused. A parsed document holds no reference cycles, yet the
+    objects it is made of trigger collections while it is parsed, each walking every object parsed so far: on a list
+    of 1,000 nodes (6 MB) that was a third of the parse."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(data)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _decode_status(data: bytes | None) -> dict:

@@ -119,7 +119,8 @@ def recovery_plan(call: Call) -> dict[str, Any]:
         **params, "ignore_missing": True, "include_healthy": params["names"] is not None,
         "domain_labels": list(dict.fromkeys(labels)),
         "isolation_window": policy.isolation_window})
-    call.client  # noqa: B018 - one client, shared by the classification and the lock
+    if params["classified"] is None:  # a batch judged from the plan's classification reads nothing
+        call.client  # noqa: B018 - one client, shared by the classification and the lock
 
     def decide(classification: dict) -> dict:
         if params["purpose"] == "return":

@@ -544,16 +544,19 @@ class RecoveryRun:
 
     # -- wait ------------------------------------------------------------------------------------------------------
 
-    def placed_well(self, pod: dict, schedulable: dict[str, bool]) -> bool:
+    def placed_well(self, pod: dict, cordoned: set[str]) -> bool:
         node = (pod.get("spec") or {}).get("nodeName")
         if not node or (node in self.nodes and node not in self.kept):
             return False
-        if node not in schedulable:
-            obj = _get_or_none(self.client, f"/api/v1/nodes/{node}", f"reading node {node}", "nodes")
-            schedulable[node] = bool(obj) and not (obj.get("spec") or {}).get("unschedulable")
-        return schedulable[node]
+        return node not in cordoned
 
-    def check(self, workload: Workload, started: float, schedulable: dict[str, bool]) -> None:
+    def cordoned(self) -> set[str]:
+        """The nodes cordoned now, in one list the API server narrows down: not one read per node a pod runs on
+        (a Deployment of 50 replicas spread over 50 nodes took 50 reads at every look)."""
+        return {n["metadata"]["name"] for n in self.client.list(
+            "/api/v1/nodes", field_selector="spec.unschedulable=true", what="listing cordoned nodes", resource="nodes")}
+
+    def check(self, workload: Workload, started: float, cordoned: set[str]) -> None:
         """One look at a waited-for workload: recovered once the desired pods are Ready on schedulable other nodes."""
         if workload.strategy == RECREATE:
             pod = _get_or_none(self.client, f"/api/v1/namespaces/{workload.namespace}/pods/{workload.name}",
@@ -576,7 +579,7 @@ class RecoveryRun:
         workload.desired = desired
         stopped = {p.get("uid") for p in workload.stopped}
         current = [p for p in pods if p["metadata"].get("uid") not in stopped and pod_is_active(p)]
-        good = [p for p in current if pod_is_ready(p) and self.placed_well(p, schedulable)]
+        good = [p for p in current if pod_is_ready(p) and self.placed_well(p, cordoned)]
         workload.landed = [{"pod": p["metadata"]["name"], "node": p["spec"]["nodeName"], "uid": p["metadata"]["uid"]}
                            for p in good]
         workload.pending = [p for p in current if p not in good]
@@ -621,9 +624,9 @@ class RecoveryRun:
         deadline = started + timeout
         with ThreadPoolExecutor(max_workers=max(1, min(ACT_PARALLEL, len(workloads)))) as pool:
             while True:
-                schedulable: dict[str, bool] = {}  # nodes looked up this round, shared by the threads
                 waiting = [w for w in workloads if not w.done]
-                list(pool.map(self.check, waiting, [started] * len(waiting), [schedulable] * len(waiting)))
+                cordoned = self.cordoned()  # once a look, shared by the threads
+                list(pool.map(self.check, waiting, [started] * len(waiting), [cordoned] * len(waiting)))
                 if all(w.done for w in workloads) or self.clock() >= deadline:
                     break
                 self.sleep(interval)

@@ -88,6 +88,32 @@ def test_deployment_recovered_on_other_nodes_with_recovery_time(api, kubeconfig,
                                   "messages": [f"Deployment {namespace}/svc: {deployment['message']}"]}]
 
 
+def test_a_replica_ready_on_a_node_a_person_cordoned_does_not_count(api, kubeconfig, namespace, make_nodes):
+    """Recovered means Ready on schedulable nodes; the cordoned ones are read in one list at each look."""
+    nodes = make_nodes(3)
+    cards = int(api.get(f"/api/v1/nodes/{nodes[0]}")["status"]["allocatable"][NPU_RESOURCE])
+    workloads.apply(api, workloads.inference_service("svc", namespace, replicas=2, node_selector=pool_of(nodes),
+                                                     min_available=0, accelerators=cards))  # one replica a node
+    before = _running(api, namespace, 2)
+    faulty, cordoned = (pod["spec"]["nodeName"] for pod in before)
+    spare = next(n for n in nodes if n not in (faulty, cordoned))
+    api.patch(f"/api/v1/nodes/{cordoned}", {"spec": {"unschedulable": True}})  # a person's cordon
+    _isolate(api, faulty)
+    drain = run_module("node_drain", {"kubeconfig": kubeconfig, "name": faulty, "timeout": 60})
+    assert not drain.get("failed"), drain.get("msg")
+    args = {"kubeconfig": kubeconfig, "nodes": [faulty], "wait_timeout": 8,
+            "evicted": [pod for drained in drain["nodes"] for pod in drained["pods"]]}
+
+    waited = _workload(run_module("workload_recover", args), "Deployment", "svc")
+    assert waited["status"] == "timeout", waited
+    assert [p["node"] for p in waited["landed"]] == [spare]
+    assert [(p["node"], p["reason"]) for p in waited["pending"]] == [(cordoned, f"on node {cordoned}, which is cordoned")]
+
+    api.patch(f"/api/v1/nodes/{cordoned}", {"spec": {"unschedulable": None}})
+    recovered = _workload(run_module("workload_recover", args), "Deployment", "svc")
+    assert recovered["status"] == "recovered" and {p["node"] for p in recovered["landed"]} == {spare, cordoned}
+
+
 def test_indexed_training_job_restarted_whole_on_healthy_nodes(api, kubeconfig, namespace, make_nodes):
     nodes = make_nodes(6)
     workloads.apply(api, workloads.training_job("train", namespace, ranks=4, node_selector=pool_of(nodes)))

@@ -94,3 +94,30 @@ def test_a_classification_narrowed_to_a_batch_names_what_it_does_not_hold_as_mis
 def test_options_that_cannot_go_together_are_one_sentence(params, problem):
     found = option_problem(params)
     assert (found is None) if problem is None else (problem in found)
+
+
+def test_a_batch_judged_from_the_plans_classification_builds_no_client():
+    """The first batch is judged from the classification the plan made a moment ago: nothing is read, so no
+    connection is made (a kubeconfig that does not exist would fail the moment one was)."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._catalog import default_catalog
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._classify import Options, classify_node
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import fault_summary, utcnow
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._run_plan import recovery_plan
+    from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
+    from ansible_collections.ai_infra.node_recovery.plugins.modules.recovery_plan import SPEC
+    from tests.unit.nodes import condition, node
+
+    faulty = node("npu-a-0001", conditions=[condition("NT_NPU_CARD_LOSE", "True", age=600)])
+    nodes = [classify_node(faulty, default_catalog(), Options(), utcnow())]
+    summary = fault_summary(nodes)
+    classified = {"nodes": nodes, "pools": summary["pools"], "domains": summary["domains"], "isolations": {},
+                  "paused": None, "cluster": {"id": None, "server": "https://nowhere"}}
+    validated = ArgumentSpecValidator(SPEC.full_argument_spec()).validate(
+        {"names": ["npu-a-0001"], "classified": classified, "kubeconfig": "/nonexistent/kubeconfig"})
+    assert not validated.error_messages
+    call = Call(validated.validated_parameters)
+    outcome = recovery_plan(call)
+    assert call._client is None
+    assert [n["name"] for n in outcome["plan"]["act"]] == ["npu-a-0001"] and not outcome["locked"]
