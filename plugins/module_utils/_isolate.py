@@ -44,6 +44,7 @@ from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes impo
     utcnow,
     write_node,
 )
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._spares import activate
 
 if TYPE_CHECKING:
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import Call
@@ -253,6 +254,16 @@ def release_isolation(client: Client, name: str, run_id: str | None = None, chec
             "message": message}
 
 
+def spare_for(client: Client, node: dict, pool_label: str, check_mode: bool) -> dict:
+    """A hot spare of the isolated node's pool brought into service in its place (once per replaced node)."""
+    name = node["metadata"]["name"]
+    pool = (node["metadata"].get("labels") or {}).get(pool_label)
+    if not pool:
+        return {"changed": False, "spare": None, "replacing": name,
+                "message": f"node '{name}' has no {pool_label} label: no pool to bring a spare from"}
+    return activate(client, pool, name, pool_label, check_mode)
+
+
 def isolate_nodes(call: Call) -> dict:
     """node_isolate: isolate (or release) a batch of nodes at once, each on its own."""
     params = call.params
@@ -279,8 +290,12 @@ def isolate_nodes(call: Call) -> dict:
 
     def one(name: str) -> dict:
         outcome = act(name)
-        return {"changed": outcome["changed"], "message": outcome["message"], "isolation": outcome["diff"]["after"],
-                "diff": outcome["diff"]}
+        entry = {"changed": outcome["changed"], "message": outcome["message"], "isolation": outcome["diff"]["after"],
+                 "diff": outcome["diff"]}
+        if params["hot_spare"] and params["state"] == "isolated":
+            entry["spare"] = spare_for(client, outcome["node"], options.pool_label, call.check_mode)
+            entry["changed"] = entry["changed"] or entry["spare"]["changed"]
+        return entry
 
     result = batch_result(for_each_node(names, one, params["max_parallel"]),
                           "isolation" if params["state"] == "isolated" else "release")

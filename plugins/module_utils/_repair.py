@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils import _vocabulary as v
@@ -245,7 +246,9 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
     does not return to service before the repair team hands it back."""
     now = now or utcnow()
     warnings: list[str] = []
-    node = read_node(client, name)
+    with ThreadPoolExecutor(max_workers=1) as reader:  # the node's Events, for the ticket, read while the node is
+        reading = reader.submit(node_events, client, name, limit=events_limit) if events is None and events_limit > 0 else None
+        node = read_node(client, name)
     annotations = annotations_of(node)
     state = recovery_state(node)
     if state in OPEN_REPAIR_STATES and annotations.get(v.TICKET):
@@ -257,8 +260,7 @@ def request_repair(client: Client, name: str, catalog: Catalog, options: Options
     if not classified["cordoned"]:
         warnings.append(f"node '{name}' is schedulable: isolate it before it is repaired")
     offence = repeat_offence(classified, repeat_after, repeat_window, now, counting_now=False)
-    if events is None:
-        events = node_events(client, name, limit=events_limit) if events_limit > 0 else []
+    events = reading.result() if reading is not None else events or []
     new_id = ticket_id(name, episode_start(node, classified, now))
     previous = previous_ticket(annotations, new_id)
     ticket = build_ticket(ticket=new_id, node=node,
@@ -375,7 +377,10 @@ def repair_nodes(call: Call) -> dict:
         listed_events = events_of_nodes(call.client, names, params["events_limit"])
 
     def one(name: str) -> dict:
-        run_id = run_id_for(call.client, name, params["run_id"])
+        # A hand-off reads the node first thing (a missing node fails there, before anything is written): a run id
+        # given needs no read of its own.
+        given = params["run_id"] if state == "requested" else None
+        run_id = given or run_id_for(call.client, name, params["run_id"])
         if state == "recorded":
             result = record(call.client, name, catalog, options, params["history_window"], params["escalate_after"],
                             params["action_tried"], run_id, call.check_mode)

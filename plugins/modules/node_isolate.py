@@ -72,6 +72,15 @@ options:
       - A node already isolated then reports a change (its count) but gets no new Event.
     type: bool
     default: false
+  hot_spare:
+    description:
+      - With O(state=isolated), bring a hot spare of each isolated node's pool (its pool label,
+        O(pool_label)) into service in its place, as M(ai_infra.node_recovery.node_spare) does with
+        O(ai_infra.node_recovery.node_spare#module:state=active), once per replaced node and never for a node that
+        could not be isolated.
+      - A pool without a healthy spare left is said in the node's C(spare) result; it is not a failure.
+    type: bool
+    default: false
   max_parallel:
     description:
       - How many nodes are acted on at once (1 to 256).
@@ -92,7 +101,8 @@ attributes:
   diff_mode:
     support: full
 notes:
-  - "RBAC: C(get) and C(patch) on C(nodes), C(create) on C(events) in namespace C(default)."
+  - "RBAC: C(get) and C(patch) on C(nodes), C(create) on C(events) in namespace C(default); with O(hot_spare),
+    C(list) on C(nodes) too."
 seealso:
   - module: ai_infra.node_recovery.node_drain
   - module: ai_infra.node_recovery.node_faults_info
@@ -108,6 +118,11 @@ EXAMPLES = r"""
   ai_infra.node_recovery.node_isolate:
     name: "{{ faults.faulty_nodes | map(attribute='name') }}"
     run_id: "{{ run_id }}"
+
+- name: Isolate a node and bring a hot spare of its pool into service in its place
+  ai_infra.node_recovery.node_isolate:
+    name: npu-a-0003
+    hot_spare: true
 
 - name: Give a node back (only what we did is undone)
   ai_infra.node_recovery.node_isolate:
@@ -135,6 +150,11 @@ nodes:
         in check mode).
       type: dict
       returned: when not failed
+    spare:
+      description: With O(hot_spare), the spare brought into service in the node's place, as
+        M(ai_infra.node_recovery.node_spare) returns it (C(spare), C(replacing), C(changed), C(message)).
+      type: dict
+      returned: with O(hot_spare), when the node was isolated
     started: {description: When acting on this node started (UTC)., type: str, returned: always}
     finished: {description: When acting on this node finished (UTC)., type: str, returned: always}
   sample:
@@ -178,6 +198,7 @@ SPEC = ModuleSpec(
         effect={"type": "str", "choices": list(EFFECTS), "default": "NoSchedule"},
         force={"type": "bool", "default": False},
         record_attempt={"type": "bool", "default": False},
+        hot_spare={"type": "bool", "default": False},
         run_id={"type": "str"},
         **CLASSIFY_ARG_SPEC,
     ),

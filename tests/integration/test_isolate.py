@@ -223,3 +223,27 @@ def test_a_batch_is_isolated_at_once_each_for_its_own_faults_and_one_failure_sto
     for result in done["nodes"]:
         assert result["started"] <= result["finished"]
     assert all(v.EVENT_ISOLATED in reasons_of_events(api, n) for n in (card, ecc))
+
+
+def test_a_hot_spare_comes_into_service_in_the_isolated_nodes_place_in_the_same_step(api, kubeconfig, make_nodes):
+    faulty, spare = make_nodes(2)
+    standby = run_module("node_spare", {"state": "standby", "name": spare, "kubeconfig": kubeconfig})
+    assert standby["changed"] is True, standby.get("msg")
+    args = {"kubeconfig": kubeconfig, "name": [faulty], "reasons": ["NT_NPU_OTHER"], "hot_spare": True}
+
+    checked = run_module("node_isolate", args, check=True)
+    assert checked["nodes"][0]["spare"]["spare"] == spare and checked["changed"] is True, checked
+    assert [t["key"] for t in node(api, spare)["spec"].get("taints") or []].count(v.SPARE_TAINT_KEY) == 1
+
+    done = run_module("node_isolate", args)
+    assert not done.get("failed"), done.get("msg")
+    assert done["nodes"][0]["spare"] == {**done["nodes"][0]["spare"], "changed": True, "spare": spare,
+                                         "replacing": faulty}
+    assert f"hot spare {spare} brought into service in place of {faulty}" == done["nodes"][0]["spare"]["message"]
+    in_service = node(api, spare)
+    assert v.SPARE_TAINT_KEY not in [t["key"] for t in in_service["spec"].get("taints") or []]
+    assert in_service["metadata"]["annotations"][v.SPARE_FOR] == faulty
+    assert our_taints(node(api, faulty))
+
+    again = run_module("node_isolate", args)  # once per replaced node
+    assert again["changed"] is False and again["nodes"][0]["spare"]["message"] == f"{spare} already replaces {faulty}"
