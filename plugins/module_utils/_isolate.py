@@ -254,6 +254,13 @@ def release_isolation(client: Client, name: str, run_id: str | None = None, chec
             "message": message}
 
 
+def option_problem(params: dict) -> str | None:
+    """node_isolate's options that cannot go together, as one sentence."""
+    if params["hot_spare"] and params["state"] == "released":
+        return "hot_spare brings a spare into service in place of a node being isolated: it cannot go with state=released"
+    return None
+
+
 def spare_for(client: Client, node: dict, pool_label: str, check_mode: bool) -> dict:
     """A hot spare of the isolated node's pool brought into service in its place (once per replaced node)."""
     name = node["metadata"]["name"]
@@ -292,7 +299,7 @@ def isolate_nodes(call: Call) -> dict:
         outcome = act(name)
         entry = {"changed": outcome["changed"], "message": outcome["message"], "isolation": outcome["diff"]["after"],
                  "diff": outcome["diff"]}
-        if params["hot_spare"] and params["state"] == "isolated":
+        if params["hot_spare"]:
             entry["spare"] = spare_for(client, outcome["node"], options.pool_label, call.check_mode)
             entry["changed"] = entry["changed"] or entry["spare"]["changed"]
         return entry

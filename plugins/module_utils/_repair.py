@@ -180,10 +180,11 @@ def append_action(actions: list[dict], action: dict | None, run_id: str, now: dt
 
 
 def run_id_for(client: Client, name: str, given: str | None) -> str:
-    """The given run id, else the one the isolation recorded on the node, else a new one (reads the node: a
-    missing node fails here, before anything is written)."""
-    recorded = annotations_of(read_node(client, name)).get(v.RUN_ID)
-    return given or recorded or new_run_id()
+    """The given run id, else the one the isolation recorded on the node, else a new one. A given one needs no read:
+    every state reads the node first thing, so a missing node fails there, before anything is written."""
+    if given:
+        return given
+    return annotations_of(read_node(client, name)).get(v.RUN_ID) or new_run_id()
 
 
 def _history_patch(node: dict, catalog: Catalog, options: Options, window: int, action: dict | None, run_id: str,
@@ -377,10 +378,7 @@ def repair_nodes(call: Call) -> dict:
         listed_events = events_of_nodes(call.client, names, params["events_limit"])
 
     def one(name: str) -> dict:
-        # A hand-off reads the node first thing (a missing node fails there, before anything is written): a run id
-        # given needs no read of its own.
-        given = params["run_id"] if state == "requested" else None
-        run_id = given or run_id_for(call.client, name, params["run_id"])
+        run_id = run_id_for(call.client, name, params["run_id"])
         if state == "recorded":
             result = record(call.client, name, catalog, options, params["history_window"], params["escalate_after"],
                             params["action_tried"], run_id, call.check_mode)

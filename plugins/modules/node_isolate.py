@@ -74,8 +74,8 @@ options:
     default: false
   hot_spare:
     description:
-      - With O(state=isolated), bring a hot spare of each isolated node's pool (its pool label,
-        O(pool_label)) into service in its place, as M(ai_infra.node_recovery.node_spare) does with
+      - With O(state=isolated) (it cannot go with O(state=released)), bring a hot spare of each isolated node's
+        pool (its pool label, O(pool_label)) into service in its place, as M(ai_infra.node_recovery.node_spare) does with
         O(ai_infra.node_recovery.node_spare#module:state=active), once per replaced node and never for a node that
         could not be isolated.
       - A pool without a healthy spare left is said in the node's C(spare) result; it is not a failure.
@@ -186,7 +186,7 @@ run_id:
 """
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._batch import BATCH_ARGUMENT_SPEC, BATCH_RANGES
-from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import EFFECTS, isolate_nodes
+from ansible_collections.ai_infra.node_recovery.plugins.module_utils._isolate import EFFECTS, isolate_nodes, option_problem
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._nodes import CLASSIFY_ARG_SPEC
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._runner import ModuleSpec, run_module
 
@@ -204,6 +204,7 @@ SPEC = ModuleSpec(
     ),
     run=isolate_nodes,
     ranges=BATCH_RANGES,
+    check=option_problem,
 )
 
 

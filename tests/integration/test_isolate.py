@@ -176,6 +176,11 @@ def test_missing_node_bad_option_bad_kubeconfig_each_one_sentence(kubeconfig, tm
     bad_effect = run_module("node_isolate", {"name": "x", "effect": "Evict", "kubeconfig": kubeconfig})
     assert bad_effect["failed"] is True and "effect" in bad_effect["msg"] and "NoExecute" in bad_effect["msg"]
 
+    spare_on_release = run_module("node_isolate", {"name": "x", "state": "released", "hot_spare": True,
+                                                    "kubeconfig": kubeconfig})
+    assert spare_on_release["failed"] is True and spare_on_release["msg"] == (
+        "hot_spare brings a spare into service in place of a node being isolated: it cannot go with state=released")
+
     broken = tmp_path / "broken.kubeconfig"
     broken.write_text("apiVersion: v1\nclusters: [\n")
     unreadable = run_module("node_isolate", {"name": "x", "kubeconfig": str(broken)})
@@ -229,14 +234,19 @@ def test_a_hot_spare_comes_into_service_in_the_isolated_nodes_place_in_the_same_
     faulty, spare = make_nodes(2)
     standby = run_module("node_spare", {"state": "standby", "name": spare, "kubeconfig": kubeconfig})
     assert standby["changed"] is True, standby.get("msg")
-    args = {"kubeconfig": kubeconfig, "name": [faulty], "reasons": ["NT_NPU_OTHER"], "hot_spare": True}
+    args = {"kubeconfig": kubeconfig, "name": [faulty], "reasons": ["NT_NPU_OTHER"], "hot_spare": True,
+            "run_id": "run-spare"}
+    # What a run killed between the isolation and the spare leaves: the node isolated, the spare still in reserve.
+    isolated = run_module("node_isolate", {k: val for k, val in args.items() if k != "hot_spare"})
+    assert isolated["changed"] is True and "spare" not in isolated["nodes"][0], isolated
 
     checked = run_module("node_isolate", args, check=True)
     assert checked["nodes"][0]["spare"]["spare"] == spare and checked["changed"] is True, checked
     assert [t["key"] for t in node(api, spare)["spec"].get("taints") or []].count(v.SPARE_TAINT_KEY) == 1
 
-    done = run_module("node_isolate", args)
+    done = run_module("node_isolate", args)  # the next run: the isolation stands, the spare comes
     assert not done.get("failed"), done.get("msg")
+    assert "already isolated" in done["nodes"][0]["message"] and done["changed"] is True
     assert done["nodes"][0]["spare"] == {**done["nodes"][0]["spare"], "changed": True, "spare": spare,
                                          "replacing": faulty}
     assert f"hot spare {spare} brought into service in place of {faulty}" == done["nodes"][0]["spare"]["message"]
