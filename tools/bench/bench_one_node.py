@@ -81,39 +81,42 @@ def section(size: int, floors: list[float], ours: list[float], ours_ended: list[
     def runs(values: list[float]) -> str:
         return ", ".join(f"{v:.1f}" for v in values)
 
-    floor, best, least = min(floors), min(ours), min(ansible)
-    typical = statistics.median(floors)
+    floor, typical, ansible_typical = (statistics.median(v) for v in (floors, ours, ansible))
     rows = [["kubectl floor: taint, `kubectl drain`, `kubectl wait` for the service", runs(floors),
-             f"{floor:.1f} s", f"{typical:.1f} s", "1.0x", "1.0x"],
-            ["ours: the recover playbook (tickets and report written)", runs(ours), f"{best:.1f} s",
-             f"{statistics.median(ours):.1f} s", f"**{best / floor:.1f}x**", f"{statistics.median(ours) / typical:.1f}x"],
+             f"{min(floors):.1f} s", f"{floor:.1f} s", "1.0x", "1.0x"],
+            ["ours: the recover playbook (tickets and report written)", runs(ours), f"{min(ours):.1f} s",
+             f"{typical:.1f} s", f"**{typical / floor:.1f}x**", f"{min(ours) / min(floors):.1f}x"],
             ["ours, to the process's end (it prints the report, sets its exit status and exits)", runs(ours_ended),
-             f"{min(ours_ended):.1f} s", f"{statistics.median(ours_ended):.1f} s", f"{min(ours_ended) / floor:.1f}x",
-             f"{statistics.median(ours_ended) / typical:.1f}x"],
+             f"{min(ours_ended):.1f} s", f"{statistics.median(ours_ended):.1f} s",
+             f"{statistics.median(ours_ended) / floor:.1f}x", f"{min(ours_ended) / min(floors):.1f}x"],
             ["Ansible's own floor: `ansible-playbook`, one task that loads the collection's client", runs(ansible),
-             f"{least:.1f} s", f"{statistics.median(ansible):.1f} s", f"{least / floor:.1f}x",
-             f"{statistics.median(ansible) / typical:.1f}x"]]
-    split = min(zip(ours, splits), key=lambda pair: pair[0])[1]
+             f"{min(ansible):.1f} s", f"{ansible_typical:.1f} s", f"{ansible_typical / floor:.1f}x",
+             f"{min(ansible) / min(floors):.1f}x"]]
+    # The run of the median MTTR (the lower middle one of an even count): an actual run, so its split is real.
+    ordered = sorted(zip(ours, splits), key=lambda pair: pair[0])
+    median_run, split = ordered[(len(ordered) - 1) // 2]
     budget = GOAL_RATIO * floor
     return (f"{size:,} kwok nodes and the spread services of the MTTR benchmark; one faulty node carrying a replica, "
             f"fresh each time; the three alternate in rotated order, {len(ours)} runs each (seconds). MTTR as in the "
             "MTTR benchmark; Ansible's floor is the wall time of its process.\n\n"
-            + table(["", "runs (s)", "least", "median", "least / kubectl floor", "median / kubectl floor's median"],
-                    rows)
-            + "\n\nThe goal is judged on the least of each, as in the MTTR benchmark; the medians are beside it because "
-              "the floor's own runs split in two: `kubectl drain` looks for its evicted pods once a second, so a drain "
-              "whose pod is gone by its first look ends a second sooner."
-            + "\n\nOur run of the least MTTR, split by the benchmark's task-times callback:\n\n"
+            + table(["", "runs (s)", "least", "median", "median / kubectl floor's median",
+                     "least / kubectl floor's least"], rows)
+            + "\n\nThe goal is judged on the medians, as in the MTTR benchmark; the least runs are beside them. The "
+              "floor's own runs split in two: `kubectl drain` looks for its evicted pods once a second, so a drain "
+              "whose pod is gone by its first look ends a second sooner, and the least of the floor's runs is "
+              "whether that happened at least once."
+            + "\n\nOur run of the median MTTR, split by the benchmark's task-times callback:\n\n"
             + table(["fault injected to the first task (Ansible's start)", "tasks that acted", "tasks skipped",
                      "last task's end to the process's end", "MTTR"],
                     [[f"{split['start']:.2f} s", f"{split['ran']:.2f} s ({split['ran count']} tasks)",
                       f"{split['skipped']:.2f} s ({split['skipped count']} tasks)", f"{split['end']:.2f} s",
-                      f"{best:.2f} s"]])
+                      f"{median_run:.2f} s"]])
             + "\n\nIts tasks, each until the next began:\n\n"
             + table(["task", "seconds", "acted"],
                     [[name, f"{seconds:.2f}", "yes" if ran else "skipped"] for name, seconds, ran in split["tasks"]])
-            + f"\n\nThe goal of {GOAL_RATIO:g}x the kubectl floor allows {budget:.1f} s at one faulty node; Ansible's "
-              f"own floor takes {least:.1f} s of it before any work ("
-            + (f"{least / budget:.0%} of the allowance)" if least < budget else "more than the whole allowance)")
+            + f"\n\nThe goal of {GOAL_RATIO:g}x the kubectl floor's median allows {budget:.1f} s at one faulty node; "
+              f"Ansible's own floor takes {ansible_typical:.1f} s of it (its median) before any work ("
+            + (f"{ansible_typical / budget:.0%} of the allowance)" if ansible_typical < budget
+               else "more than the whole allowance)")
             + f", and ours spent {split['start']:.1f} s before its first task and {split['end']:.1f} s after its "
               "last.\n")

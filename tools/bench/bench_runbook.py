@@ -227,25 +227,37 @@ def _per_node(by_count: dict[int, float]) -> dict[int, float]:
     return {n: (by_count[n] - by_count[first]) / (n - first) for n in by_count if n != first}
 
 
+def _typical(runs: list[dict], key: str = "mttr") -> dict:
+    """The run of the median figure (the lower middle one of an even count): an actual run, so its split is real."""
+    ordered = sorted(runs, key=lambda m: m[key])
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def mttr_section(counts: tuple[int, ...], parallel: int, size: int, floors: dict[int, list[dict]],
                  ours: dict[int, list[dict]]) -> str:
-    """The MTTR part of the section: figures, goals and whether they are met, all from the measurements."""
-    best_floor = {n: min(m["mttr"] for m in floors[n]) for n in counts}
-    best_ours = {n: min(m["mttr"] for m in ours[n]) for n in counts}
-    ratio = {n: best_ours[n] / best_floor[n] for n in counts}
-    ratio_ended = {n: min(m["mttr_ended"] for m in ours[n]) / best_floor[n] for n in counts}
-    per_ours, per_floor = _per_node(best_ours), _per_node(best_floor)
+    """The MTTR part of the section: figures, goals and whether they are met, all from the measurements.
+
+    Judged on the medians: the floor has two modes at one node (kubectl drain's first look finds the pod gone, or
+    it waits a second for the next look), and the least of a few runs compares whichever lucky runs happened."""
+    floor = {n: _typical(floors[n])["mttr"] for n in counts}
+    typical = {n: _typical(ours[n])["mttr"] for n in counts}
+    ratio = {n: typical[n] / floor[n] for n in counts}
+    ratio_ended = {n: _typical(ours[n], "mttr_ended")["mttr_ended"] / floor[n] for n in counts}
+    ratio_least = {n: min(m["mttr"] for m in ours[n]) / min(m["mttr"] for m in floors[n]) for n in counts}
+    per_ours, per_floor = _per_node(typical), _per_node(floor)
     runs = min(len(v) for v in ours.values())
     exits = [m["ended"] - m["written"] for v in ours.values() for m in v]
     rows = [[f"{n}", ", ".join(_s(m["mttr"]) for m in floors[n]), ", ".join(_s(m["mttr"]) for m in ours[n]),
-             f"**{ratio[n]:.1f}x**", ", ".join(_s(m["mttr_ended"]) for m in ours[n]), f"{ratio_ended[n]:.1f}x",
+             f"{_s(floor[n])} / {_s(typical[n])}", f"**{ratio[n]:.1f}x**", f"{ratio_least[n]:.1f}x",
+             ", ".join(_s(m["mttr_ended"]) for m in ours[n]), f"{ratio_ended[n]:.1f}x",
              _s(per_floor.get(n), 2) if n in per_floor else "",
              _s(per_ours.get(n), 2) if n in per_ours else ""] for n in counts]
     text = (f"{size:,} kwok nodes in {POOLS} pools, an inference Deployment per pool with a replica on half its "
             "nodes at most one per node (required anti-affinity on the hostname) and a PodDisruptionBudget of "
             "`maxUnavailable: 20%`; every faulty node carries a replica, and the faulty nodes of a run are spread "
-            "over the pools. For each count the **kubectl floor** and **ours** alternate "
-            f"({runs} run(s) each, on fresh nodes each time; the nodes are put back afterwards):\n\n"
+            "over the pools. For each count the **kubectl floor** and **ours** take turns, which of them goes first "
+            f"alternating from round to round ({runs} runs each, on fresh nodes each time; the nodes are put back "
+            "afterwards):\n\n"
             "- kubectl floor: `tools/bench/kubectl_floor.sh`, a shell that taints every node and runs `kubectl "
             "drain --ignore-daemonsets --delete-emptydir-data --timeout=300s` for all of them in parallel, then "
             "`kubectl wait`s until the Deployments they carried are available again;\n"
@@ -259,34 +271,39 @@ def mttr_section(counts: tuple[int, ...], parallel: int, size: int, floors: dict
             "shows it, and the work is done, whichever is later: the floor's shell has ended; ours has written the "
             "tickets and the run report (the last change to those files). After that our process still prints "
             f"the report, sets its exit status and exits (Python's teardown), {min(exits):.1f}-{max(exits):.1f} s in "
-            "these runs: the MTTR to the "
-            "process's end is beside it. The figure compared is the lesser of each method's runs.\n\n"
-            + table(["faulty nodes", "kubectl floor", "ours", "ours / floor", "ours, to the process's end",
-                     "to the process's end / floor", "floor: added per faulty node beyond the first",
+            "these runs: the MTTR to the process's end is beside it. The figures compared are the medians of each "
+            "method's runs (the lower middle one of an even count); the ratio of the least runs is beside them. "
+            "At one node the floor has two modes: about 0.5 s when `kubectl drain`'s first look finds the evicted "
+            "pod already gone (kwok deletes it at once), 1.4-1.5 s when it waits a second for its next look. "
+            "The least of a few runs compares whichever lucky runs happened; the median, the typical run.\n\n"
+            + table(["faulty nodes", "kubectl floor", "ours", "medians (floor / ours)", "ours / floor (medians)",
+                     "ours / floor (least runs)", "ours, to the process's end",
+                     "to the process's end / floor (medians)", "floor: added per faulty node beyond the first",
                      "ours: added per faulty node beyond the first"], rows))
     largest, first = max(counts), min(counts)
     ratio_met = all(r <= GOAL_RATIO for r in ratio.values())
     worst = max(counts, key=lambda n: ratio[n])
-    text += (f"\n\nGoal: ours within {GOAL_RATIO:g}x the floor at every size: "
+    text += (f"\n\nGoal: ours within {GOAL_RATIO:g}x the floor at every size (medians): "
              + ("**met**" if ratio_met else "**not met**")
              + f" (at most {ratio[worst]:.1f}x, at {worst} faulty node(s)"
              + ("" if ratio_met else "; over at " + ", ".join(f"{n} ({ratio[n]:.1f}x)" for n in counts
                                                                   if ratio[n] > GOAL_RATIO)) + "; to the "
-             + f"process's end at most {max(ratio_ended.values()):.1f}x). ")
+             + f"process's end at most {max(ratio_ended.values()):.1f}x; by the least runs at most "
+             + f"{max(ratio_least.values()):.1f}x). ")
     if per_ours:
         slope = per_ours[largest]
-        text += (f"Goal: each faulty node beyond the first adds under {GOAL_PER_NODE:g} s: "
+        text += (f"Goal: each faulty node beyond the first adds under {GOAL_PER_NODE:g} s (medians): "
                  + ("**met**" if slope < GOAL_PER_NODE else "**not met**")
                  + f" (from {first} to {largest} faulty nodes ours added {slope:.2f} s per node, "
-                   f"{best_ours[largest] - best_ours[first]:+.1f} s in all; the floor {per_floor[largest]:.2f} s).")
+                   f"{typical[largest] - typical[first]:+.1f} s in all; the floor {per_floor[largest]:.2f} s).")
     return text
 
 
 def split_section(counts: tuple[int, ...], floors: dict[int, list[dict]], ours: dict[int, list[dict]]) -> str:
-    """Where the time goes, for the run of each method the MTTR table compares."""
+    """Where the time goes, in the run of each method whose MTTR is the median the MTTR table compares."""
     rows, has_start = [], False
     for n in counts:
-        run = min(ours[n], key=lambda m: m["mttr"])
+        run = _typical(ours[n])
         split = _split(run)
         has_start = has_start or split["start"] is not None
         rows.append([f"{n}", _s(split["start"]), *(
@@ -295,7 +312,7 @@ def split_section(counts: tuple[int, ...], floors: dict[int, list[dict]], ours: 
             f"{run['cpu']:.0f} s"])
     floor_rows = []
     for n in counts:
-        run = min(floors[n], key=lambda m: m["mttr"])
+        run = _typical(floors[n])
         drained = run["drained"] - run["started"] if run["drained"] else None
         floor_rows.append([f"{n}", _s(drained), _s(run["whole"] - run["started"]), _s(run["ended"] - run["started"]),
                            _s(run["mttr"]), f"{run['cpu']:.1f} s"])
@@ -357,7 +374,7 @@ def growth_section(sizes: tuple[int, int], growth_faulty: int, growth: list[list
 def run(quick: bool = False) -> None:
     sizes = (200, 400) if quick else (1000, 3000)
     counts = (1, 4) if quick else (1, 8, 32, 64)
-    rounds = 2
+    rounds = 3 if quick else 5
     parallel = max(counts)
     growth_faulty = 4 if quick else 10
     work = REPO / ".localcluster-bench-runbook" / "runs"
@@ -406,7 +423,7 @@ def run(quick: bool = False) -> None:
         log(f"growing the cluster to {sizes[1]}")
         grow(api, sizes[1], sizes[0], QUIET_SECONDS)
         large = growth_rows(sizes[1])
-    cpu_by_count = {n: min(ours[n], key=lambda m: m["mttr"])["cpu"] for n in counts}
+    cpu_by_count = {n: _typical(ours[n])["cpu"] for n in counts}
     per_faulty_cpu = _per_node(cpu_by_count)[max(counts)] if len(counts) > 1 else None
     body = (mttr_section(counts, parallel, sizes[0], floors, ours) + "\n\n" + split_section(counts, floors, ours)
             + growth_section(sizes, growth_faulty, growth, small, large, per_faulty_cpu)
