@@ -236,24 +236,31 @@ def faults_info(call: Call) -> dict[str, Any]:
     """node_faults_info: read and classify; the pool counts always cover every node read."""
     params = call.params
     catalog = catalog_from(params)
-    missing: list[str] = []
-    if params["names"] and params["ignore_missing"]:
-        read = read_nodes(call.client, params["names"], missing=missing)
-    else:
-        read = read_nodes(call.client, params["names"], params["label_selector"])
-    options = options_from(params)
+    client = call.client
     # The engine imports this module: imported here, where the DRA devices are read.
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._device_taint import read_devices
 
-    devices = read_devices(call.client, call.warn)
+    missing: list[str] = []
+    # The small reads go while the nodes are read; their answers are taken after the nodes', so a credential that
+    # may not list nodes is told that first.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        devices_read = pool.submit(read_devices, client, call.warn)
+        identity_read = pool.submit(cluster_identity, client)
+        pause_read = pool.submit(read_pause, client, params["pause_namespace"] or v.PAUSE_NAMESPACE,
+                                 params["pause_name"])
+        if params["names"] and params["ignore_missing"]:
+            read = read_nodes(client, params["names"], missing=missing)
+        else:
+            read = read_nodes(client, params["names"], params["label_selector"])
+        devices, cluster, paused = devices_read.result(), identity_read.result(), pause_read.result()
+    options = options_from(params)
     now = utcnow()
     classified = classify_all(read, catalog, options, now, devices)
     result = fault_summary(classified, options.domain_labels)
     result["isolations"] = recent_isolations(classified, now, params["isolation_window"])
     result["missing_nodes"] = missing
-    result["cluster"] = cluster_identity(call.client)
-    # Read after the nodes, so a credential that may not list nodes is told that first.
-    result["paused"] = read_pause(call.client, params["pause_namespace"] or v.PAUSE_NAMESPACE, params["pause_name"])
+    result["cluster"] = cluster
+    result["paused"] = paused
     result["nodes"] = classified if params["include_healthy"] else [n for n in classified if needs_attention(n)]
     return result
 
