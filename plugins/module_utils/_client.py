@@ -58,6 +58,9 @@ AUTH_ENV = {
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 PAGE_SIZE = 500
+JSON = "application/json"
+# Only the metadata of each item, falling back to whole objects (the API server chooses).
+METADATA_LIST = f"{JSON};as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,{JSON}"
 
 
 class KubernetesError(NodeRecoveryError):
@@ -200,8 +203,8 @@ class Client:
         self.conflicts_retried = 0  # guarded writes that met a 409 and were tried again
         self.timeout = timeout
 
-    def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": "ai_infra.node_recovery"}
+    def _headers(self, content_type: str | None, accept: str = JSON) -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": "ai_infra.node_recovery"}
         for setting in self.configuration.auth_settings().values():
             if setting.get("in") == "header" and setting.get("value"):
                 headers[setting["key"]] = setting["value"]
@@ -212,7 +215,7 @@ class Client:
     def raw(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
             content_type: str | None = None, what: str = "", verb: str = "", resource: str = "",
             retry_statuses: frozenset[int] = TRANSIENT_STATUSES, timeout: Any = None,
-            stream: bool = False) -> Any:
+            stream: bool = False, accept: str = JSON) -> Any:
         """One request with retries; returns the urllib3 response (status < 400)."""
         url = self.host + path
         if query:
@@ -225,7 +228,7 @@ class Client:
         while True:
             attempt += 1
             try:
-                response = self._pool.request(method, url, body=payload, headers=self._headers(content_type),
+                response = self._pool.request(method, url, body=payload, headers=self._headers(content_type, accept),
                                               preload_content=not stream,
                                               timeout=urllib3.Timeout(connect=5.0, read=timeout or self.timeout),
                                               retries=False)
@@ -285,13 +288,17 @@ class Client:
         return self.request("PATCH", path, body=body, content_type=content_type, **kwargs)
 
     def list_pages(self, path: str, label_selector: str | None = None, field_selector: str | None = None,
-                   limit: int = PAGE_SIZE, what: str = "", verb: str = "list", resource: str = "") -> Iterator[dict]:
-        """Yield raw items page by page; the list's resourceVersion is in self.last_resource_version."""
+                   limit: int = PAGE_SIZE, what: str = "", verb: str = "list", resource: str = "",
+                   metadata_only: bool = False) -> Iterator[dict]:
+        """Yield raw items page by page; the list's resourceVersion is in self.last_resource_version. With
+        metadata_only, each item is its metadata alone (less than half of a node's bytes), the whole object from a server
+        that cannot send less."""
         token = None
         while True:
             page = self.get(path, query={"limit": limit, "continue": token, "labelSelector": label_selector,
                                          "fieldSelector": field_selector},
-                            what=what or f"listing {resource or path}", verb=verb, resource=resource)
+                            what=what or f"listing {resource or path}", verb=verb, resource=resource,
+                            accept=METADATA_LIST if metadata_only else JSON)
             yield from page.get("items") or []
             meta = page.get("metadata") or {}
             token = meta.get("continue")

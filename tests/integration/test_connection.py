@@ -137,3 +137,21 @@ def test_a_worker_leaves_the_controllers_objects_out_of_its_garbage_collections(
     _pid, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert gc.get_freeze_count() == 0
+
+
+def test_a_metadata_only_list_brings_each_items_metadata_and_nothing_else(api):
+    """The workload wait lists the cordoned nodes at every look: their metadata is all it needs, and a node's spec and
+    status are more than half its bytes."""
+    name = unique("meta")
+    api.request("POST", "/api/v1/nodes", body={"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                                               "spec": {"unschedulable": True}})
+    try:
+        selected = {"field_selector": "spec.unschedulable=true", "resource": "nodes"}
+        whole = {n["metadata"]["name"]: n for n in api.list("/api/v1/nodes", **selected)}
+        metadata = {n["metadata"]["name"]: n for n in api.list("/api/v1/nodes", metadata_only=True, **selected)}
+        assert name in whole and set(metadata) == set(whole)
+        assert "spec" in whole[name] and "status" in whole[name]
+        assert set(metadata[name]) <= {"kind", "apiVersion", "metadata"}
+        assert metadata[name]["metadata"]["uid"] == whole[name]["metadata"]["uid"]
+    finally:
+        api.request("DELETE", f"/api/v1/nodes/{name}")
