@@ -241,10 +241,11 @@ def faults_info(call: Call) -> dict[str, Any]:
     from ansible_collections.ai_infra.node_recovery.plugins.module_utils._device_taint import read_devices
 
     missing: list[str] = []
-    # The small reads go while the nodes are read; their answers are taken after the nodes', so a credential that
-    # may not list nodes is told that first.
+    device_warnings: list[str] = []
+    # The small reads go while the nodes are read; their answers (and warnings) are taken after the nodes', so a
+    # credential that may not list nodes is told that alone.
     with ThreadPoolExecutor(max_workers=3) as pool:
-        devices_read = pool.submit(read_devices, client, call.warn)
+        devices_read = pool.submit(read_devices, client, device_warnings.append)
         identity_read = pool.submit(cluster_identity, client)
         pause_read = pool.submit(read_pause, client, params["pause_namespace"] or v.PAUSE_NAMESPACE,
                                  params["pause_name"])
@@ -253,6 +254,8 @@ def faults_info(call: Call) -> dict[str, Any]:
         else:
             read = read_nodes(client, params["names"], params["label_selector"])
         devices, cluster, paused = devices_read.result(), identity_read.result(), pause_read.result()
+    for warning in device_warnings:
+        call.warn(warning)
     options = options_from(params)
     now = utcnow()
     classified = classify_all(read, catalog, options, now, devices)

@@ -72,6 +72,11 @@ def write_section(key: str, title: str, body: str) -> None:
     print(f"wrote '{title}' to {DOC.relative_to(REPO)}")
 
 
+def median_item(items: list, key):
+    """The item of the median figure (the lower middle one of an even count): an actual run, so its split is real."""
+    return sorted(items, key=key)[(len(items) - 1) // 2]
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from . import REPO, log, table, write_section
+from . import REPO, log, median_item, table, write_section
 from .bench_runbook import GOAL_RATIO, _ansible_env, _timed, spread_cluster
 
 CALLBACKS = Path(__file__).with_name("callback_plugins")
@@ -92,9 +92,7 @@ def section(size: int, floors: list[float], ours: list[float], ours_ended: list[
             ["Ansible's own floor: `ansible-playbook`, one task that loads the collection's client", runs(ansible),
              f"{min(ansible):.1f} s", f"{ansible_typical:.1f} s", f"{ansible_typical / floor:.1f}x",
              f"{min(ansible) / min(floors):.1f}x"]]
-    # The run of the median MTTR (the lower middle one of an even count): an actual run, so its split is real.
-    ordered = sorted(zip(ours, splits), key=lambda pair: pair[0])
-    median_run, split = ordered[(len(ordered) - 1) // 2]
+    median_run, split = median_item(list(zip(ours, splits)), key=lambda pair: pair[0])
     budget = GOAL_RATIO * floor
     return (f"{size:,} kwok nodes and the spread services of the MTTR benchmark; one faulty node carrying a replica, "
             f"fresh each time; the three alternate in rotated order, {len(ours)} runs each (seconds). MTTR as in the "

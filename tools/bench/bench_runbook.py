@@ -20,7 +20,7 @@ import yaml
 
 from ansible_collections.ai_infra.node_recovery.plugins.module_utils._client import Client
 
-from . import REPO, bench_cluster, log, table, write_section
+from . import REPO, bench_cluster, log, median_item, table, write_section
 from ._scenario import (
     CLASSIFICATION,
     POOLS,
@@ -228,9 +228,7 @@ def _per_node(by_count: dict[int, float]) -> dict[int, float]:
 
 
 def _typical(runs: list[dict], key: str = "mttr") -> dict:
-    """The run of the median figure (the lower middle one of an even count): an actual run, so its split is real."""
-    ordered = sorted(runs, key=lambda m: m[key])
-    return ordered[(len(ordered) - 1) // 2]
+    return median_item(runs, key=lambda m: m[key])
 
 
 def mttr_section(counts: tuple[int, ...], parallel: int, size: int, floors: dict[int, list[dict]],
